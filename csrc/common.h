@@ -1,0 +1,45 @@
+// Helpers shared by the CPU and CUDA kernels: the memory-format rule (mirrors
+// slowfast_fast/_layout.py) and PyTorch's nearest source-index rule (mirrors reference.py).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+namespace slowfast_fast {
+
+// channels_last_3d exactly when `t` is densely channels_last_3d and not also plainly contiguous.
+inline at::MemoryFormat output_memory_format(const at::Tensor& t) {
+  if (t.dim() == 5 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast3d)) {
+    return at::MemoryFormat::ChannelsLast3d;
+  }
+  return at::MemoryFormat::Contiguous;
+}
+
+// floor(t_in * scale_factor) as F.interpolate computes the output size (in double).
+inline int64_t resampled_length(int64_t t_in, double scale_factor) {
+  return static_cast<int64_t>(std::floor(static_cast<double>(t_in) * scale_factor));
+}
+
+// PyTorch's nearest rule: identity when lengths agree, else min(floor(dst * float(1/scale)), t_in-1)
+// with the product in float, so odd rates agree with F.interpolate bit for bit.
+struct NearestIndex {
+  int64_t t_in;
+  int64_t t_out;
+  float scale;
+  NearestIndex(int64_t t_in_, double scale_factor)
+      : t_in(t_in_), t_out(resampled_length(t_in_, scale_factor)),
+        scale(static_cast<float>(1.0 / scale_factor)) {}
+#if defined(__CUDACC__)
+  __host__ __device__
+#endif
+  inline int64_t operator()(int64_t dst) const {
+    if (t_out == t_in) return dst;
+    int64_t src = static_cast<int64_t>(floorf(static_cast<float>(dst) * scale));
+    return src < t_in - 1 ? src : t_in - 1;
+  }
+};
+
+}  // namespace slowfast_fast

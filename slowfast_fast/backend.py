@@ -1,0 +1,128 @@
+"""Which implementation computes the fused ops.
+
+Backends:
+    ``reference``  pure PyTorch (``slowfast_fast.reference``), any device; the fallback.
+    ``cpu``        compiled C++ kernels in ``slowfast_fast._C`` (CPU tensors).
+    ``cuda``       compiled CUDA kernels in ``slowfast_fast._C`` (CUDA tensors).
+    ``triton``     Triton kernels (CUDA tensors; CPU tensors only under ``TRITON_INTERPRET=1``).
+    ``auto``       the fastest available for the tensor's device: CPU -> cpu; CUDA -> triton, cuda.
+
+Choose with the ``backend=`` argument of an op, the :func:`use_backend` context manager,
+:func:`set_backend`, or the ``SLOWFAST_FAST_BACKEND`` environment variable (read at import).
+A requested backend that cannot run on the given tensors falls back to ``reference`` with one
+warning naming the reason; the reference computes exactly the same function, never something else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import warnings
+from typing import Iterator
+
+import torch
+
+BACKENDS = ("auto", "reference", "cpu", "triton", "cuda")
+
+_state = threading.local()
+_warned: set[tuple[str, str]] = set()
+
+
+def _validate(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown slowfast_fast backend {name!r}; choose one of {BACKENDS}")
+    return name
+
+
+_default = _validate(os.environ.get("SLOWFAST_FAST_BACKEND", "auto").strip().lower() or "auto")
+
+
+def get_backend() -> str:
+    """The backend in force on this thread (``auto`` unless set)."""
+    return getattr(_state, "backend", _default)
+
+
+def set_backend(name: str) -> None:
+    """Set the backend for this thread."""
+    _state.backend = _validate(name)
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Run the enclosed ops on ``name``: ``with use_backend("reference"): ...``."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def _triton_usable(device: torch.device) -> tuple[bool, str]:
+    from slowfast_fast.ops import _triton_ops
+
+    if _triton_ops.LOAD_ERROR is not None:
+        return False, f"the Triton kernels failed to load ({_triton_ops.LOAD_ERROR})"
+    if device.type == "cuda":
+        return True, ""
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
+        return True, ""
+    return False, f"Triton runs on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), got {device}"
+
+
+def _compiled_usable(backend: str, device: torch.device) -> tuple[bool, str]:
+    from slowfast_fast import _extension
+
+    if not _extension.compiled_available():
+        return False, f"slowfast_fast._C is not built ({_extension.LOAD_ERROR})"
+    if device.type != backend:
+        return False, f"the {backend!r} backend runs on {backend} tensors, got {device}"
+    if not _extension.has_kernel("lateral_concat", backend.upper()):
+        return False, f"slowfast_fast._C was built without {backend.upper()} kernels"
+    return True, ""
+
+
+def usable(backend: str, device: torch.device) -> tuple[bool, str]:
+    """Whether ``backend`` can run on tensors of ``device``, and if not, why."""
+    if backend == "reference":
+        return True, ""
+    if backend == "triton":
+        return _triton_usable(device)
+    return _compiled_usable(backend, device)
+
+
+def _auto(device: torch.device) -> str:
+    order = ("triton", "cuda") if device.type == "cuda" else ("cpu",)
+    for candidate in order:
+        if usable(candidate, device)[0]:
+            return candidate
+    return "reference"
+
+
+def resolve(device: torch.device, backend: str | None = None) -> str:
+    """The concrete backend that will run an op on ``device``.
+
+    ``backend`` (an op's argument) overrides the thread's setting. An unusable explicit request
+    falls back to ``reference`` with one warning per (backend, reason).
+    """
+    requested = _validate(backend) if backend is not None else get_backend()
+    if requested == "auto":
+        return _auto(device)
+    ok, why = usable(requested, device)
+    if ok:
+        return requested
+    if (requested, why) not in _warned:
+        _warned.add((requested, why))
+        warnings.warn(
+            f"slowfast_fast backend {requested!r} is unavailable: {why}; using 'reference'.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return "reference"
+
+
+def available_backends(device: torch.device | str) -> list[str]:
+    """Concrete backends that can run on ``device`` here."""
+    device = torch.device(device)
+    return [b for b in BACKENDS[1:] if usable(b, device)[0]]

@@ -1,0 +1,128 @@
+"""Fake (meta) kernels and autograd for one namespace of the fused ops.
+
+Both op namespaces (``slowfast_fast`` from the compiled library, ``slowfast_fast_triton`` from the
+Triton backend) have the schemas of ``_schemas.SCHEMAS`` and get the same fake kernels and the same
+autograd formulas here. Every backward is itself made of registered ops (plus slicing).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from slowfast_fast._layout import output_memory_format
+from slowfast_fast.ops import _validate
+
+
+def _ops(namespace: str):
+    return getattr(torch.ops, namespace)
+
+
+def _lateral_fake(x_slow, x_fast, weight, stride, padding, scale, shift, relu):
+    _validate.check_lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift)
+    n, c_slow, t_slow, h, w = x_slow.shape
+    return x_slow.new_empty(
+        (n, c_slow + weight.shape[0], t_slow, h, w)
+    ).contiguous(memory_format=output_memory_format(x_slow))
+
+
+def _grad_input_fake(grad_out, x_fast, weight, scale, out, stride, padding):
+    return torch.empty_like(x_fast, memory_format=output_memory_format(x_fast))
+
+
+def _grad_weight_fake(grad_out, x_fast, weight, scale, out, stride, padding):
+    c_lat = weight.shape[0]
+    return (
+        torch.empty_like(weight, memory_format=torch.contiguous_format),
+        weight.new_empty((c_lat,)),
+        weight.new_empty((c_lat,)),
+    )
+
+
+def _resample_fake(x, scale_factor):
+    _validate.check_resample(x, scale_factor)
+    n, c, t, h, w = x.shape
+    t_out = int(float(t) * scale_factor)
+    return x.new_empty((n, c, t_out, h, w)).contiguous(memory_format=output_memory_format(x))
+
+
+def _resample_backward_fake(grad_out, t_in, scale_factor):
+    n, c, _, h, w = grad_out.shape
+    return grad_out.new_empty((n, c, t_in, h, w)).contiguous(
+        memory_format=output_memory_format(grad_out)
+    )
+
+
+def _split_fake(x, slow_scale, fast_scale):
+    return _resample_fake(x, slow_scale), _resample_fake(x, fast_scale)
+
+
+def register(namespace: str) -> None:
+    """Register fake kernels and autograd for every op of ``namespace``."""
+    ops = _ops(namespace)
+    q = f"{namespace}::"
+    torch.library.register_fake(q + "lateral_concat")(_lateral_fake)
+    torch.library.register_fake(q + "lateral_concat_grad_input")(_grad_input_fake)
+    torch.library.register_fake(q + "lateral_concat_grad_weight")(_grad_weight_fake)
+    torch.library.register_fake(q + "temporal_resample")(_resample_fake)
+    torch.library.register_fake(q + "temporal_resample_backward")(_resample_backward_fake)
+    torch.library.register_fake(q + "pathway_split")(_split_fake)
+
+    def lateral_setup(ctx, inputs, output):
+        x_slow, x_fast, weight, stride, padding, scale, shift, relu = inputs
+        ctx.c_slow = x_slow.shape[1]
+        ctx.stride, ctx.padding = stride, padding
+        ctx.has_scale = scale is not None
+        ctx.save_for_backward(x_fast, weight, scale, output if relu else None)
+
+    def lateral_backward(ctx, grad_out):
+        x_fast, weight, scale, out = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        grad_x_slow = grad_out[:, : ctx.c_slow] if need[0] else None
+        grad_x_fast = None
+        if need[1]:
+            grad_x_fast = ops.lateral_concat_grad_input(
+                grad_out, x_fast, weight, scale, out, ctx.stride, ctx.padding
+            )
+        grad_weight = grad_scale = grad_shift = None
+        if need[2] or need[5] or need[6]:
+            grad_weight, grad_scale, grad_shift = ops.lateral_concat_grad_weight(
+                grad_out, x_fast, weight, scale, out, ctx.stride, ctx.padding
+            )
+        return (
+            grad_x_slow,
+            grad_x_fast,
+            grad_weight if need[2] else None,
+            None,
+            None,
+            grad_scale if need[5] else None,
+            grad_shift if need[6] else None,
+            None,
+        )
+
+    torch.library.register_autograd(q + "lateral_concat", lateral_backward, setup_context=lateral_setup)
+
+    def resample_setup(ctx, inputs, output):
+        x, scale_factor = inputs
+        ctx.t_in, ctx.scale_factor = x.shape[2], scale_factor
+
+    def resample_backward(ctx, grad_out):
+        return ops.temporal_resample_backward(grad_out, ctx.t_in, ctx.scale_factor), None
+
+    torch.library.register_autograd(
+        q + "temporal_resample", resample_backward, setup_context=resample_setup
+    )
+
+    def split_setup(ctx, inputs, output):
+        x, slow_scale, fast_scale = inputs
+        ctx.t_in, ctx.scales = x.shape[2], (slow_scale, fast_scale)
+
+    def split_backward(ctx, grad_slow, grad_fast):
+        grad = None
+        for g, scale_factor in zip((grad_slow, grad_fast), ctx.scales):
+            if g is None:
+                continue
+            part = ops.temporal_resample_backward(g, ctx.t_in, scale_factor)
+            grad = part if grad is None else grad + part
+        return grad, None, None
+
+    torch.library.register_autograd(q + "pathway_split", split_backward, setup_context=split_setup)

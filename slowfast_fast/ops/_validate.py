@@ -1,0 +1,115 @@
+"""Input checks shared by every backend, so every backend raises the same clear errors.
+
+They use ``torch._check*`` so that they also run (and stay symbolic) inside fake kernels and
+torch.compile traces.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+
+def _check_5d(t: torch.Tensor, name: str, layout: str) -> None:
+    torch._check(t.dim() == 5, lambda: f"{name} must be 5-D {layout}, got shape {tuple(t.shape)}")
+
+
+def _check_float(t: torch.Tensor, name: str) -> None:
+    torch._check(
+        t.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+        lambda: f"{name} must be float32, float64, float16 or bfloat16, got {t.dtype}",
+    )
+
+
+def conv_output_length(t_in: int, kernel: int, stride: int, padding: int) -> int:
+    return (t_in + 2 * padding - kernel) // stride + 1
+
+
+def check_lateral_concat(
+    x_slow: torch.Tensor,
+    x_fast: torch.Tensor,
+    weight: torch.Tensor,
+    stride: int,
+    padding: int,
+    scale: Optional[torch.Tensor],
+    shift: Optional[torch.Tensor],
+) -> None:
+    _check_5d(x_slow, "x_slow", "(N, C_slow, T_slow, H, W)")
+    _check_5d(x_fast, "x_fast", "(N, C_fast, T_fast, H, W)")
+    _check_5d(weight, "weight", "(C_lat, C_fast, k, 1, 1)")
+    for name, t in (("x_slow", x_slow), ("x_fast", x_fast), ("weight", weight)):
+        _check_float(t, name)
+    torch._check(
+        x_fast.dtype == x_slow.dtype and weight.dtype == x_slow.dtype,
+        lambda: "x_slow, x_fast and weight must share one dtype, got "
+        f"{x_slow.dtype}, {x_fast.dtype} and {weight.dtype}",
+    )
+    torch._check(
+        x_fast.device == x_slow.device and weight.device == x_slow.device,
+        lambda: "x_slow, x_fast and weight must be on one device, got "
+        f"{x_slow.device}, {x_fast.device} and {weight.device}",
+    )
+    torch._check(
+        weight.shape[3] == 1 and weight.shape[4] == 1,
+        lambda: f"weight must have a (k, 1, 1) kernel, got kernel {tuple(weight.shape[2:])}",
+    )
+    torch._check(
+        weight.shape[1] == x_fast.shape[1],
+        lambda: f"weight has {weight.shape[1]} input channels but x_fast has {x_fast.shape[1]} channels",
+    )
+    torch._check(
+        x_fast.shape[0] == x_slow.shape[0],
+        lambda: f"batch mismatch: x_slow has {x_slow.shape[0]}, x_fast has {x_fast.shape[0]}",
+    )
+    torch._check(
+        x_fast.shape[3] == x_slow.shape[3] and x_fast.shape[4] == x_slow.shape[4],
+        lambda: f"H/W mismatch: x_slow has {tuple(x_slow.shape[3:])}, x_fast has {tuple(x_fast.shape[3:])}",
+    )
+    kernel = weight.shape[2]
+    torch._check(kernel >= 1, lambda: "weight's temporal kernel size must be at least 1")
+    torch._check(stride >= 1, lambda: f"stride must be >= 1, got {stride}")
+    torch._check(
+        0 <= padding < kernel,
+        lambda: f"padding must be in [0, k-1] = [0, {kernel - 1}] (more only adds output frames made "
+        f"of padding), got {padding}",
+    )
+    t_out = conv_output_length(x_fast.shape[2], kernel, stride, padding)
+    torch._check(
+        t_out >= 1,
+        lambda: f"empty temporal output: T_fast={x_fast.shape[2]}, k={kernel}, stride={stride}, "
+        f"padding={padding}",
+    )
+    torch._check(
+        t_out == x_slow.shape[2],
+        lambda: f"the lateral conv gives {t_out} frames (T_fast={x_fast.shape[2]}, k={kernel}, "
+        f"stride={stride}, padding={padding}) but x_slow has {x_slow.shape[2]}",
+    )
+    for name, t in (("scale", scale), ("shift", shift)):
+        if t is None:
+            continue
+        torch._check(
+            t.dim() == 1 and t.shape[0] == weight.shape[0],
+            lambda: f"{name} must have shape ({weight.shape[0]},) (one value per lateral channel), "
+            f"got {tuple(t.shape)}",
+        )
+        torch._check(t.dtype == x_slow.dtype, lambda: f"{name} must be {x_slow.dtype}, got {t.dtype}")
+        torch._check(t.device == x_slow.device, lambda: f"{name} must be on {x_slow.device}, got {t.device}")
+
+
+def check_scale_factor(scale_factor: float, name: str = "scale_factor") -> None:
+    torch._check(
+        math.isfinite(scale_factor) and scale_factor > 0,
+        lambda: f"{name} must be a finite positive number, got {scale_factor}",
+    )
+
+
+def check_resample(x: torch.Tensor, scale_factor: float, name: str = "scale_factor") -> None:
+    _check_5d(x, "x", "(N, C, T, H, W)")
+    _check_float(x, "x")
+    check_scale_factor(scale_factor, name)
+    torch._check(
+        math.floor(float(x.shape[2]) * scale_factor) >= 1,
+        lambda: f"empty temporal output: T={x.shape[2]} with {name}={scale_factor}",
+    )

@@ -1,0 +1,79 @@
+"""``lateral_concat``: the SlowFast lateral connection (temporal-strided conv) fused with the concat.
+
+Backward formulas (used by every backend's ``lateral_concat_grad_*`` kernels). With
+``pre = conv(x_fast, W) * scale + shift`` and ``g = dL/d(lateral) * relu'(pre)``:
+
+* ``grad_x_slow`` is ``grad_out[:, :C_slow]`` (a view, no kernel);
+* ``grad_x_fast`` is the transposed temporal conv of ``g * scale``;
+* ``G[o, (kt, c)] = sum_m g[m, o] * A[m, (kt, c)]`` (a reduction over N*T*H*W), then
+  ``grad_weight = G * scale``, ``grad_scale[o] = sum_k W[o, k] * G[o, k]`` and
+  ``grad_shift[o] = sum_m g[m, o]``: scale's gradient needs no second pass over the conv output.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from slowfast_fast import backend as _backend
+from slowfast_fast import reference
+from slowfast_fast.ops import _validate
+from slowfast_fast.ops._dispatch import op_namespace
+
+
+def _autocast_inputs(x_slow, x_fast, weight, scale, shift):
+    """Mirror autocast's treatment of the reference: conv3d runs in the autocast dtype, then cat
+    promotes. Here the conv inputs are rounded to the autocast dtype and everything is computed in
+    the dtype cat would produce."""
+    device_type = x_slow.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return x_slow, x_fast, weight, scale, shift
+    low = torch.get_autocast_dtype(device_type)
+    if not x_fast.is_floating_point() or x_fast.dtype == torch.float64:
+        return x_slow, x_fast, weight, scale, shift
+    out_dtype = torch.promote_types(x_slow.dtype, low)
+
+    def cast(t):
+        return None if t is None else t.to(low).to(out_dtype)
+
+    return x_slow.to(out_dtype), cast(x_fast), cast(weight), cast(scale), cast(shift)
+
+
+def lateral_concat(
+    x_slow: torch.Tensor,
+    x_fast: torch.Tensor,
+    weight: torch.Tensor,
+    stride: int,
+    padding: int,
+    scale: Optional[torch.Tensor] = None,
+    shift: Optional[torch.Tensor] = None,
+    relu: bool = False,
+    *,
+    backend: Optional[str] = None,
+) -> torch.Tensor:
+    """``cat([x_slow, act(conv3d(x_fast, weight, stride=(stride,1,1), padding=(padding,0,0)) * scale + shift)], 1)``
+    in one pass that writes the concatenated output directly.
+
+    Args:
+        x_slow: ``(N, C_slow, T_slow, H, W)``, NCDHW or channels_last_3d.
+        x_fast: ``(N, C_fast, T_fast, H, W)`` with the same N, H, W, dtype and device.
+        weight: ``(C_lat, C_fast, k, 1, 1)``; the conv's temporal output length must be ``T_slow``.
+        stride: temporal stride, >= 1.
+        padding: temporal zero padding on both sides, in ``[0, k-1]``.
+        scale, shift: optional ``(C_lat,)`` per-channel affine (a folded eval-mode BatchNorm).
+        relu: apply ReLU after the affine.
+        backend: override the backend for this call (see :mod:`slowfast_fast.backend`).
+
+    Returns:
+        ``(N, C_slow + C_lat, T_slow, H, W)`` in x_slow's memory format (channels_last_3d if x_slow
+        is channels_last_3d, else contiguous). Differentiable in x_slow, x_fast, weight, scale, shift.
+    """
+    x_slow, x_fast, weight, scale, shift = _autocast_inputs(x_slow, x_fast, weight, scale, shift)
+    _validate.check_lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift)
+    name = _backend.resolve(x_slow.device, backend)
+    if name == "reference":
+        return reference.lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift, relu)
+    return op_namespace(name).lateral_concat(
+        x_slow, x_fast, weight, stride, padding, scale, shift, relu
+    )

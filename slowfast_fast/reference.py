@@ -1,0 +1,88 @@
+"""Pure-PyTorch definitions of every fused op: the truth every backend is tested against.
+
+These functions are also the ``reference`` backend. They are written with ordinary differentiable
+PyTorch ops, so autograd of the reference is PyTorch's own.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "lateral_concat",
+    "resampled_length",
+    "source_frame_indices",
+    "temporal_resample",
+    "pathway_split",
+]
+
+
+def lateral_concat(
+    x_slow: torch.Tensor,
+    x_fast: torch.Tensor,
+    weight: torch.Tensor,
+    stride: int,
+    padding: int,
+    scale: Optional[torch.Tensor] = None,
+    shift: Optional[torch.Tensor] = None,
+    relu: bool = False,
+) -> torch.Tensor:
+    """``cat([x_slow, act(conv3d(x_fast, weight) * scale + shift)], dim=1)``.
+
+    Args:
+        x_slow: ``(N, C_s, T_s, H, W)`` slow-pathway features.
+        x_fast: ``(N, C_f, T_f, H, W)`` fast-pathway features.
+        weight: ``(C_lat, C_f, k, 1, 1)`` lateral conv weight (no bias).
+        stride: temporal stride of the lateral conv.
+        padding: temporal zero padding on both sides.
+        scale, shift: optional ``(C_lat,)`` per-channel affine (a folded eval-mode BatchNorm).
+        relu: apply ReLU after the affine.
+
+    Returns:
+        ``(N, C_s + C_lat, T_s, H, W)``; the conv's temporal output length must equal ``T_s``.
+    """
+    lateral = F.conv3d(x_fast, weight, stride=(stride, 1, 1), padding=(padding, 0, 0))
+    shape = (1, -1, 1, 1, 1)
+    if scale is not None:
+        lateral = lateral * scale.view(shape)
+    if shift is not None:
+        lateral = lateral + shift.view(shape)
+    if relu:
+        lateral = torch.relu(lateral)
+    return torch.cat((x_slow, lateral), dim=1)
+
+
+def resampled_length(t_in: int, scale_factor: float) -> int:
+    """Temporal output length of ``F.interpolate(..., scale_factor=(scale_factor, 1, 1))``."""
+    return int(math.floor(float(t_in) * scale_factor))
+
+
+def source_frame_indices(t_in: int, scale_factor: float, device=None) -> torch.Tensor:
+    """Source frame of every output frame under PyTorch's nearest rule.
+
+    PyTorch computes ``min(floor(dst * scale), t_in - 1)`` with ``scale = float32(1 / scale_factor)``
+    and the product in float32; doing the same here keeps odd rates (1/3, 1/7, ...) in agreement.
+    """
+    t_out = resampled_length(t_in, scale_factor)
+    if t_out == t_in:
+        return torch.arange(t_in, device=device)
+    scale = torch.tensor(1.0 / scale_factor, dtype=torch.float32)
+    dst = torch.arange(t_out, dtype=torch.float32)
+    src = torch.floor(dst * scale).to(torch.int64).clamp_(max=t_in - 1)
+    return src.to(device)
+
+
+def temporal_resample(x: torch.Tensor, scale_factor: float) -> torch.Tensor:
+    """Nearest temporal resampling of ``(N, C, T, H, W)``, exactly ``F.interpolate`` in 'nearest' mode."""
+    return F.interpolate(x, mode="nearest", scale_factor=(scale_factor, 1.0, 1.0))
+
+
+def pathway_split(
+    x: torch.Tensor, slow_scale: float, fast_scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both pathway inputs of a SlowFast clip: ``(resample(x, slow_scale), resample(x, fast_scale))``."""
+    return temporal_resample(x, slow_scale), temporal_resample(x, fast_scale)
