@@ -7,7 +7,6 @@ PyTorch ops, so autograd of the reference is PyTorch's own.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +26,8 @@ def lateral_concat(
     weight: torch.Tensor,
     stride: int,
     padding: int,
-    scale: Optional[torch.Tensor] = None,
-    shift: Optional[torch.Tensor] = None,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
     relu: bool = False,
 ) -> torch.Tensor:
     """``cat([x_slow, act(conv3d(x_fast, weight) * scale + shift)], dim=1)``.
@@ -81,8 +80,6 @@ def temporal_resample(x: torch.Tensor, scale_factor: float) -> torch.Tensor:
     return F.interpolate(x, mode="nearest", scale_factor=(scale_factor, 1.0, 1.0))
 
 
-def pathway_split(
-    x: torch.Tensor, slow_scale: float, fast_scale: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def pathway_split(x: torch.Tensor, slow_scale: float, fast_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Both pathway inputs of a SlowFast clip: ``(resample(x, slow_scale), resample(x, fast_scale))``."""
     return temporal_resample(x, slow_scale), temporal_resample(x, fast_scale)

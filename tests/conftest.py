@@ -1,10 +1,16 @@
 """Shared test setup: CUDA-marked tests skip without a GPU; mmaction2 is importable on CPU."""
 
+import os
 import sys
 import types
 
 import pytest
 import torch
+
+# Without a GPU the Triton kernels run under Triton's CPU interpreter. The flag is read when a kernel
+# is decorated, so it must be set before slowfast_fast (which imports the Triton kernels) is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_collection_modifyitems(config, items):

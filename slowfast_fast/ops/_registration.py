@@ -20,9 +20,9 @@ def _ops(namespace: str):
 def _lateral_fake(x_slow, x_fast, weight, stride, padding, scale, shift, relu):
     _validate.check_lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift)
     n, c_slow, t_slow, h, w = x_slow.shape
-    return x_slow.new_empty(
-        (n, c_slow + weight.shape[0], t_slow, h, w)
-    ).contiguous(memory_format=output_memory_format(x_slow))
+    return x_slow.new_empty((n, c_slow + weight.shape[0], t_slow, h, w)).contiguous(
+        memory_format=output_memory_format(x_slow)
+    )
 
 
 def _grad_input_fake(grad_out, x_fast, weight, scale, out, stride, padding):
@@ -47,9 +47,7 @@ def _resample_fake(x, scale_factor):
 
 def _resample_backward_fake(grad_out, t_in, scale_factor):
     n, c, _, h, w = grad_out.shape
-    return grad_out.new_empty((n, c, t_in, h, w)).contiguous(
-        memory_format=output_memory_format(grad_out)
-    )
+    return grad_out.new_empty((n, c, t_in, h, w)).contiguous(memory_format=output_memory_format(grad_out))
 
 
 def _split_fake(x, slow_scale, fast_scale):
@@ -108,9 +106,7 @@ def register(namespace: str) -> None:
     def resample_backward(ctx, grad_out):
         return ops.temporal_resample_backward(grad_out, ctx.t_in, ctx.scale_factor), None
 
-    torch.library.register_autograd(
-        q + "temporal_resample", resample_backward, setup_context=resample_setup
-    )
+    torch.library.register_autograd(q + "temporal_resample", resample_backward, setup_context=resample_setup)
 
     def split_setup(ctx, inputs, output):
         x, slow_scale, fast_scale = inputs
@@ -118,7 +114,7 @@ def register(namespace: str) -> None:
 
     def split_backward(ctx, grad_slow, grad_fast):
         grad = None
-        for g, scale_factor in zip((grad_slow, grad_fast), ctx.scales):
+        for g, scale_factor in zip((grad_slow, grad_fast), ctx.scales, strict=True):
             if g is None:
                 continue
             part = ops.temporal_resample_backward(g, ctx.t_in, scale_factor)

@@ -24,7 +24,5 @@ SCHEMAS = {
     "temporal_resample_backward": (
         "temporal_resample_backward(Tensor grad_out, int t_in, float scale_factor) -> Tensor"
     ),
-    "pathway_split": (
-        "pathway_split(Tensor x, float slow_scale, float fast_scale) -> (Tensor, Tensor)"
-    ),
+    "pathway_split": ("pathway_split(Tensor x, float slow_scale, float fast_scale) -> (Tensor, Tensor)"),
 }

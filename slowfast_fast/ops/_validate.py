@@ -7,7 +7,6 @@ torch.compile traces.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 
@@ -33,8 +32,8 @@ def check_lateral_concat(
     weight: torch.Tensor,
     stride: int,
     padding: int,
-    scale: Optional[torch.Tensor],
-    shift: Optional[torch.Tensor],
+    scale: torch.Tensor | None,
+    shift: torch.Tensor | None,
 ) -> None:
     _check_5d(x_slow, "x_slow", "(N, C_slow, T_slow, H, W)")
     _check_5d(x_fast, "x_fast", "(N, C_fast, T_fast, H, W)")
@@ -43,13 +42,17 @@ def check_lateral_concat(
         _check_float(t, name)
     torch._check(
         x_fast.dtype == x_slow.dtype and weight.dtype == x_slow.dtype,
-        lambda: "x_slow, x_fast and weight must share one dtype, got "
-        f"{x_slow.dtype}, {x_fast.dtype} and {weight.dtype}",
+        lambda: (
+            "x_slow, x_fast and weight must share one dtype, got "
+            f"{x_slow.dtype}, {x_fast.dtype} and {weight.dtype}"
+        ),
     )
     torch._check(
         x_fast.device == x_slow.device and weight.device == x_slow.device,
-        lambda: "x_slow, x_fast and weight must be on one device, got "
-        f"{x_slow.device}, {x_fast.device} and {weight.device}",
+        lambda: (
+            "x_slow, x_fast and weight must be on one device, got "
+            f"{x_slow.device}, {x_fast.device} and {weight.device}"
+        ),
     )
     torch._check(
         weight.shape[3] == 1 and weight.shape[4] == 1,
@@ -72,30 +75,38 @@ def check_lateral_concat(
     torch._check(stride >= 1, lambda: f"stride must be >= 1, got {stride}")
     torch._check(
         0 <= padding < kernel,
-        lambda: f"padding must be in [0, k-1] = [0, {kernel - 1}] (more only adds output frames made "
-        f"of padding), got {padding}",
+        lambda: (
+            f"padding must be in [0, k-1] = [0, {kernel - 1}] (more only adds output frames made "
+            f"of padding), got {padding}"
+        ),
     )
     t_out = conv_output_length(x_fast.shape[2], kernel, stride, padding)
     torch._check(
         t_out >= 1,
-        lambda: f"empty temporal output: T_fast={x_fast.shape[2]}, k={kernel}, stride={stride}, "
-        f"padding={padding}",
+        lambda: (
+            f"empty temporal output: T_fast={x_fast.shape[2]}, k={kernel}, stride={stride}, padding={padding}"
+        ),
     )
     torch._check(
         t_out == x_slow.shape[2],
-        lambda: f"the lateral conv gives {t_out} frames (T_fast={x_fast.shape[2]}, k={kernel}, "
-        f"stride={stride}, padding={padding}) but x_slow has {x_slow.shape[2]}",
+        lambda: (
+            f"the lateral conv gives {t_out} frames (T_fast={x_fast.shape[2]}, k={kernel}, "
+            f"stride={stride}, padding={padding}) but x_slow has {x_slow.shape[2]}"
+        ),
     )
-    for name, t in (("scale", scale), ("shift", shift)):
-        if t is None:
-            continue
-        torch._check(
-            t.dim() == 1 and t.shape[0] == weight.shape[0],
-            lambda: f"{name} must have shape ({weight.shape[0]},) (one value per lateral channel), "
-            f"got {tuple(t.shape)}",
-        )
-        torch._check(t.dtype == x_slow.dtype, lambda: f"{name} must be {x_slow.dtype}, got {t.dtype}")
-        torch._check(t.device == x_slow.device, lambda: f"{name} must be on {x_slow.device}, got {t.device}")
+    _check_affine(scale, "scale", x_slow, weight.shape[0])
+    _check_affine(shift, "shift", x_slow, weight.shape[0])
+
+
+def _check_affine(t: torch.Tensor | None, name: str, like: torch.Tensor, channels: int) -> None:
+    if t is None:
+        return
+    torch._check(
+        t.dim() == 1 and t.shape[0] == channels,
+        lambda: f"{name} must have shape ({channels},) (one value per lateral channel), got {tuple(t.shape)}",
+    )
+    torch._check(t.dtype == like.dtype, lambda: f"{name} must be {like.dtype}, got {t.dtype}")
+    torch._check(t.device == like.device, lambda: f"{name} must be on {like.device}, got {t.device}")
 
 
 def check_scale_factor(scale_factor: float, name: str = "scale_factor") -> None:

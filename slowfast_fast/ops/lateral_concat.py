@@ -12,8 +12,6 @@ Backward formulas (used by every backend's ``lateral_concat_grad_*`` kernels). W
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from slowfast_fast import backend as _backend
@@ -46,14 +44,15 @@ def lateral_concat(
     weight: torch.Tensor,
     stride: int,
     padding: int,
-    scale: Optional[torch.Tensor] = None,
-    shift: Optional[torch.Tensor] = None,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
     relu: bool = False,
     *,
-    backend: Optional[str] = None,
+    backend: str | None = None,
 ) -> torch.Tensor:
-    """``cat([x_slow, act(conv3d(x_fast, weight, stride=(stride,1,1), padding=(padding,0,0)) * scale + shift)], 1)``
-    in one pass that writes the concatenated output directly.
+    """The SlowFast lateral connection and concat in one pass that writes the output directly:
+    ``cat([x_slow, act(conv3d(x_fast, weight, stride=(stride,1,1), padding=(padding,0,0)) * scale
+    + shift)], 1)``.
 
     Args:
         x_slow: ``(N, C_slow, T_slow, H, W)``, NCDHW or channels_last_3d.
@@ -74,6 +73,4 @@ def lateral_concat(
     name = _backend.resolve(x_slow.device, backend)
     if name == "reference":
         return reference.lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift, relu)
-    return op_namespace(name).lateral_concat(
-        x_slow, x_fast, weight, stride, padding, scale, shift, relu
-    )
+    return op_namespace(name).lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift, relu)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from slowfast_fast import backend as _backend
@@ -12,9 +10,7 @@ from slowfast_fast.ops import _validate
 from slowfast_fast.ops._dispatch import op_namespace
 
 
-def temporal_resample(
-    x: torch.Tensor, scale_factor: float, *, backend: Optional[str] = None
-) -> torch.Tensor:
+def temporal_resample(x: torch.Tensor, scale_factor: float, *, backend: str | None = None) -> torch.Tensor:
     """Exactly ``F.interpolate(x, mode='nearest', scale_factor=(scale_factor, 1, 1))``.
 
     ``x`` is ``(N, C, T, H, W)``, NCDHW or channels_last_3d; the output has ``floor(T * scale_factor)``
@@ -31,7 +27,7 @@ def temporal_resample(
 
 
 def pathway_split(
-    x: torch.Tensor, slow_scale: float, fast_scale: float, *, backend: Optional[str] = None
+    x: torch.Tensor, slow_scale: float, fast_scale: float, *, backend: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(temporal_resample(x, slow_scale), temporal_resample(x, fast_scale))`` from one read of x.
 
@@ -54,7 +50,7 @@ def pathway_split(
 
 
 def pathway_inputs(
-    x: torch.Tensor, resample_rate: int, speed_ratio: int, *, backend: Optional[str] = None
+    x: torch.Tensor, resample_rate: int, speed_ratio: int, *, backend: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The slow and fast pathway inputs of mmaction2's ResNet3dSlowFast for clip ``x``.
 
@@ -65,6 +61,4 @@ def pathway_inputs(
             f"need resample_rate >= speed_ratio >= 1, got resample_rate={resample_rate}, "
             f"speed_ratio={speed_ratio}"
         )
-    return pathway_split(
-        x, 1.0 / resample_rate, 1.0 / (resample_rate // speed_ratio), backend=backend
-    )
+    return pathway_split(x, 1.0 / resample_rate, 1.0 / (resample_rate // speed_ratio), backend=backend)
