@@ -1,0 +1,38 @@
+# The README's two commands:
+#   make bench   set up, then run the benchmarks (the package's main job)
+#   make test    set up, then run the test suite
+# `make install` alone sets up: torch, test/bench dependencies, and the package with its compiled _C.
+
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+TORCH_SPEC ?= torch==2.14.1
+# Build the CUDA kernels whenever a CUDA toolkit is found (CI compiles them on every run).
+FORCE_CUDA ?= 1
+STAMP := build/.installed
+SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh)
+
+.PHONY: install bench test lint clean
+
+install: $(STAMP)
+
+$(STAMP): $(SOURCES)
+	$(PIP) install -q "$(TORCH_SPEC)" ninja
+	$(PIP) install -q pytest hypothesis ruff matplotlib tqdm \
+		mmaction2==1.2.0 mmcv-lite==2.1.0 mmengine importlib_metadata
+	FORCE_CUDA=$(FORCE_CUDA) $(PIP) install -v --no-build-isolation --no-deps -e . > build.log 2>&1 \
+		|| (tail -n 60 build.log; exit 1)
+	$(PYTHON) -c "import slowfast_fast, slowfast_fast._C; print('slowfast_fast', slowfast_fast.__version__, 'backends on cpu:', slowfast_fast.available_backends('cpu'))"
+	@mkdir -p build && touch $(STAMP)
+
+bench: install
+	$(PYTHON) -m slowfast_fast.bench $(BENCH_ARGS)
+
+test: install
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+lint:
+	ruff check slowfast_fast tests benchmarks setup.py
+	ruff format --check slowfast_fast tests benchmarks setup.py
+
+clean:
+	rm -rf build build.log *.egg-info slowfast_fast/_C*.so

@@ -1,0 +1,348 @@
+"""Backend-independent checks of the public ops: schemas, the backend switch, validation errors,
+the reference's index rule, opcheck, torch.compile, autocast and a property-based comparison of
+every available backend with the reference.
+
+Per-backend kernel suites live in test_cpu_kernels.py, test_triton_kernels.py, test_cuda_kernels.py.
+"""
+
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import slowfast_fast
+from slowfast_fast import _extension, reference
+from slowfast_fast.ops import _schemas, _triton_ops, lateral_concat, pathway_split, temporal_resample
+
+KERNEL_BACKENDS = ("cpu", "triton")
+
+
+def _require(backend):
+    ok, why = slowfast_fast.backend.usable(backend, torch.device("cpu"))
+    if not ok:
+        pytest.skip(f"{backend} backend unavailable here: {why}")
+
+
+def _namespace(backend):
+    return torch.ops.slowfast_fast if backend == "cpu" else torch.ops.slowfast_fast_triton
+
+
+def _lateral_inputs(n, c_slow, c_fast, c_lat, t_fast, h, w, k, s, p, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t_slow = (t_fast + 2 * p - k) // s + 1
+    x_slow = torch.randn(n, c_slow, t_slow, h, w, generator=g, dtype=dtype)
+    x_fast = torch.randn(n, c_fast, t_fast, h, w, generator=g, dtype=dtype)
+    weight = torch.randn(c_lat, c_fast, k, 1, 1, generator=g, dtype=dtype) / (k * c_fast) ** 0.5
+    return x_slow, x_fast, weight
+
+
+def test_compiled_library_loaded_in_ci():
+    # CI builds _C; a silently missing extension would turn every cpu test into a skip.
+    if os.environ.get("CI") != "true":
+        pytest.skip("only enforced in CI")
+    assert _extension.compiled_available(), _extension.LOAD_ERROR
+    assert "cpu" in slowfast_fast.available_backends("cpu")
+    assert _triton_ops.LOAD_ERROR is None, _triton_ops.LOAD_ERROR
+
+
+def test_compiled_schemas_match_python_schemas():
+    if not _extension.compiled_available():
+        pytest.skip("slowfast_fast._C not built")
+    for name, schema in _schemas.SCHEMAS.items():
+        compiled = str(getattr(torch.ops.slowfast_fast, name).default._schema)
+        assert compiled == f"slowfast_fast::{schema}"
+
+
+def test_backend_switch_precedence():
+    assert slowfast_fast.get_backend() in slowfast_fast.backend.BACKENDS
+    with slowfast_fast.use_backend("reference"):
+        assert slowfast_fast.get_backend() == "reference"
+        assert slowfast_fast.backend.resolve(torch.device("cpu")) == "reference"
+        # the per-call argument overrides the context
+        assert slowfast_fast.backend.resolve(torch.device("cpu"), "auto") in ("cpu", "reference")
+    with pytest.raises(ValueError, match="unknown slowfast_fast backend"):
+        slowfast_fast.set_backend("fastest")
+
+
+def test_env_var_sets_default_backend():
+    code = "import slowfast_fast; print(slowfast_fast.get_backend())"
+    env = dict(os.environ, SLOWFAST_FAST_BACKEND="reference")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "reference"
+    env["SLOWFAST_FAST_BACKEND"] = "bogus"
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "unknown slowfast_fast backend" in bad.stderr
+
+
+def test_unusable_backend_falls_back_with_one_warning():
+    x_slow, x_fast, weight = _lateral_inputs(1, 3, 2, 4, 8, 3, 5, 3, 2, 1)
+    expected = reference.lateral_concat(x_slow, x_fast, weight, 2, 1)
+    slowfast_fast.backend._warned.clear()
+    with pytest.warns(RuntimeWarning, match="backend 'cuda' is unavailable"):
+        out = lateral_concat(x_slow, x_fast, weight, 2, 1, backend="cuda")
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lateral_concat(x_slow, x_fast, weight, 2, 1, backend="cuda")  # warned once already
+
+
+@pytest.mark.parametrize("scale_factor", [1 / 8, 1 / 4, 1 / 3, 1 / 7, 2 / 3, 0.3, 1.5, 2.0, 3.0, 0.999])
+@pytest.mark.parametrize("t_in", [1, 7, 13, 32])
+def test_reference_index_rule_matches_interpolate(t_in, scale_factor):
+    if int(t_in * scale_factor) < 1:
+        pytest.skip("empty output")
+    x = torch.arange(t_in, dtype=torch.float32).view(1, 1, t_in, 1, 1)
+    picked = F.interpolate(x, mode="nearest", scale_factor=(scale_factor, 1, 1)).flatten().long()
+    assert torch.equal(picked, reference.source_frame_indices(t_in, scale_factor))
+
+
+def test_identity_resample_returns_input_without_copy():
+    x = torch.randn(2, 3, 8, 5, 7)
+    assert temporal_resample(x, 1.0) is x
+    slow, fast = pathway_split(x, 1 / 4, 1.0)
+    assert fast is x
+    assert torch.equal(slow, x[:, :, ::4])
+    slow, fast = slowfast_fast.ops.pathway_inputs(x, 8, 8)
+    assert fast is x and slow.shape[2] == 1
+
+
+BAD_LATERAL = [
+    ("x_slow", dict(x_slow=torch.randn(2, 4, 4, 5)), "x_slow must be 5-D"),
+    ("x_fast", dict(x_fast=torch.randn(2, 3, 16, 5)), "x_fast must be 5-D"),
+    ("weight rank", dict(weight=torch.randn(6, 3, 5)), "weight must be 5-D"),
+    ("batch", dict(x_fast=torch.randn(3, 3, 16, 5, 7)), "batch mismatch"),
+    ("height", dict(x_fast=torch.randn(2, 3, 16, 6, 7)), "H/W mismatch"),
+    ("channels", dict(weight=torch.randn(6, 4, 5, 1, 1)), "weight has 4 input channels"),
+    ("kernel", dict(weight=torch.randn(6, 3, 5, 3, 1)), r"\(k, 1, 1\) kernel"),
+    ("stride", dict(stride=0), "stride must be >= 1"),
+    ("negative padding", dict(padding=-1), "padding must be in"),
+    ("large padding", dict(padding=5), "padding must be in"),
+    ("frames", dict(x_slow=torch.randn(2, 4, 3, 5, 7)), "gives 4 frames"),
+    ("empty", dict(x_fast=torch.randn(2, 3, 2, 5, 7), padding=0), "empty temporal output"),
+    ("dtype", dict(x_fast=torch.randn(2, 3, 16, 5, 7, dtype=torch.float64)), "share one dtype"),
+    ("int dtype", dict(x_slow=torch.ones(2, 4, 4, 5, 7, dtype=torch.int32)), "x_slow must be float32"),
+    ("scale", dict(scale=torch.randn(5)), r"scale must have shape \(6,\)"),
+    ("shift", dict(shift=torch.randn(6, 1)), r"shift must have shape \(6,\)"),
+    ("scale dtype", dict(scale=torch.randn(6, dtype=torch.float64)), "scale must be torch.float32"),
+]
+
+
+@pytest.mark.parametrize("backend", ["reference", *KERNEL_BACKENDS])
+@pytest.mark.parametrize("case", BAD_LATERAL, ids=[c[0] for c in BAD_LATERAL])
+def test_lateral_concat_rejects_bad_input(case, backend):
+    _, override, message = case
+    args = dict(
+        x_slow=torch.randn(2, 4, 4, 5, 7),
+        x_fast=torch.randn(2, 3, 16, 5, 7),
+        weight=torch.randn(6, 3, 5, 1, 1),
+        stride=4,
+        padding=2,
+        scale=None,
+        shift=None,
+    )
+    args.update(override)
+    with pytest.raises(RuntimeError, match=message):
+        lateral_concat(**args, backend=backend)
+
+
+@pytest.mark.parametrize(
+    "x, scale_factor, message",
+    [
+        (torch.randn(2, 3, 8, 5), 0.5, "x must be 5-D"),
+        (torch.randn(2, 3, 8, 5, 5), 0.0, "finite positive"),
+        (torch.randn(2, 3, 8, 5, 5), float("nan"), "finite positive"),
+        (torch.randn(2, 3, 8, 5, 5), 0.1, "empty temporal output"),
+        (torch.ones(2, 3, 8, 5, 5, dtype=torch.long), 0.5, "x must be float32"),
+    ],
+)
+def test_temporal_resample_rejects_bad_input(x, scale_factor, message):
+    with pytest.raises(RuntimeError, match=message):
+        temporal_resample(x, scale_factor)
+
+
+def test_pathway_inputs_rejects_bad_rates():
+    with pytest.raises(ValueError, match="resample_rate >= speed_ratio"):
+        slowfast_fast.ops.pathway_inputs(torch.randn(1, 3, 8, 4, 4), 4, 8)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("relu", [False, True])
+def test_opcheck_lateral_ops(backend, relu):
+    _require(backend)
+    ns = _namespace(backend)
+    x_slow, x_fast, weight = _lateral_inputs(2, 3, 4, 5, 9, 3, 5, 3, 2, 1)
+    scale, shift = torch.rand(5) + 0.5, torch.randn(5)
+    for t in (x_slow, x_fast, weight, scale, shift):
+        t.requires_grad_(True)
+    args = (x_slow, x_fast, weight, 2, 1, scale, shift, relu)
+    torch.library.opcheck(ns.lateral_concat, args)
+    with torch.no_grad():
+        out = ns.lateral_concat(*args)
+    grad_out = torch.randn_like(out)
+    saved = out if relu else None
+    grad_args = (grad_out, x_fast.detach(), weight.detach(), scale.detach(), saved, 2, 1)
+    torch.library.opcheck(ns.lateral_concat_grad_input, grad_args)
+    torch.library.opcheck(ns.lateral_concat_grad_weight, grad_args)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_opcheck_resample_ops(backend):
+    _require(backend)
+    ns = _namespace(backend)
+    x = torch.randn(2, 3, 11, 4, 5, requires_grad=True)
+    torch.library.opcheck(ns.temporal_resample, (x, 1 / 3))
+    torch.library.opcheck(ns.pathway_split, (x, 1 / 4, 1 / 2))
+    torch.library.opcheck(ns.temporal_resample_backward, (torch.randn(2, 3, 3, 4, 5), 11, 1 / 3))
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_torch_compile_fullgraph_matches_eager(backend):
+    _require(backend)
+    torch._dynamo.reset()
+
+    def block(clip, x_slow, weight, scale, shift):
+        slow, fast = slowfast_fast.ops.pathway_inputs(clip, 4, 2, backend=backend)
+        fused = lateral_concat(x_slow, fast, weight, 2, 1, scale, shift, True, backend=backend)
+        return fused.sum() + slow.sum()
+
+    g = torch.Generator().manual_seed(3)
+    clip = torch.randn(2, 3, 12, 5, 6, generator=g, requires_grad=True)
+    x_slow = torch.randn(2, 4, 3, 5, 6, generator=g, requires_grad=True)
+    weight = torch.randn(7, 3, 3, 1, 1, generator=g, requires_grad=True)
+    scale = (torch.rand(7, generator=g) + 0.5).requires_grad_(True)
+    shift = torch.randn(7, generator=g, requires_grad=True)
+    inputs = (clip, x_slow, weight, scale, shift)
+    eager = block(*inputs)
+    eager_grads = torch.autograd.grad(eager, inputs)
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")(*inputs)
+    compiled_grads = torch.autograd.grad(compiled, inputs)
+    torch.testing.assert_close(compiled, eager)
+    for a, b in zip(compiled_grads, eager_grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_autocast_matches_reference_under_autocast(backend):
+    _require(backend)
+    x_slow, x_fast, weight = _lateral_inputs(2, 3, 4, 5, 9, 3, 5, 3, 2, 1)
+    x_slow = x_slow.bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = reference.lateral_concat(x_slow, x_fast, weight, 2, 1)
+        out = lateral_concat(x_slow, x_fast, weight, 2, 1, backend=backend)
+    assert out.dtype == expected.dtype == torch.bfloat16
+    # both round the conv inputs to bf16 and the result to bf16; they may differ by a bf16 ulp or two
+    torch.testing.assert_close(out.float(), expected.float(), rtol=2e-2, atol=2e-2)
+
+
+@st.composite
+def lateral_case(draw):
+    k = draw(st.integers(1, 7))
+    s = draw(st.integers(1, 8))
+    p = draw(st.integers(0, k - 1))
+    t_min = max(1, k - 2 * p)
+    t_fast = draw(st.integers(t_min, t_min + 12))
+    return dict(
+        n=draw(st.integers(0, 2)),
+        c_slow=draw(st.integers(1, 5)),
+        c_fast=draw(st.integers(1, 6)),
+        c_lat=draw(st.integers(1, 7)),
+        t_fast=t_fast,
+        h=draw(st.integers(1, 5)),
+        w=draw(st.integers(1, 6)),
+        k=k,
+        s=s,
+        p=p,
+        channels_last=draw(st.booleans()),
+        affine=draw(st.booleans()),
+        relu=draw(st.booleans()),
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_property_lateral_concat_matches_reference(backend):
+    _require(backend)
+    examples = 40 if backend == "cpu" else 12  # the Triton interpreter is slow
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(case=lateral_case())
+    def check(case):
+        x_slow, x_fast, weight = _lateral_inputs(
+            case["n"], case["c_slow"], case["c_fast"], case["c_lat"], case["t_fast"], case["h"],
+            case["w"], case["k"], case["s"], case["p"], dtype=torch.float64, seed=case["seed"],
+        )  # fmt: skip
+        if case["channels_last"]:
+            x_slow = x_slow.contiguous(memory_format=torch.channels_last_3d)
+            x_fast = x_fast.contiguous(memory_format=torch.channels_last_3d)
+        scale = shift = None
+        if case["affine"]:
+            scale = torch.rand(case["c_lat"], dtype=torch.float64) + 0.5
+            shift = torch.randn(case["c_lat"], dtype=torch.float64)
+        # The triton interpreter computes in fp32 at best, so compare its fp32 run to an fp64 truth.
+        dtype = torch.float64 if backend == "cpu" else torch.float32
+        leaves = [t for t in (x_slow, x_fast, weight, scale, shift) if t is not None]
+        leaves = [t.to(dtype).requires_grad_(True) for t in leaves]
+        ins = dict(zip(["x_slow", "x_fast", "weight", "scale", "shift"][: len(leaves)], leaves, strict=True))
+        if not case["affine"]:
+            ins.update(scale=None, shift=None)
+        args = (ins["x_slow"], ins["x_fast"], ins["weight"], case["s"], case["p"])
+        kwargs = dict(scale=ins["scale"], shift=ins["shift"], relu=case["relu"])
+        out = lateral_concat(*args, **kwargs, backend=backend)
+        truth_leaves = [t.detach().double().requires_grad_(True) for t in leaves]
+        truth_ins = dict(zip(ins.keys(), truth_leaves, strict=False))
+        truth = reference.lateral_concat(
+            truth_ins["x_slow"], truth_ins["x_fast"], truth_ins["weight"], case["s"], case["p"],
+            truth_ins.get("scale"), truth_ins.get("shift"), case["relu"],
+        )  # fmt: skip
+        tol = dict(rtol=1e-9, atol=1e-9) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(out.double(), truth, **tol)
+        fmt = torch.channels_last_3d if case["channels_last"] and out.numel() else torch.contiguous_format
+        assert out.is_contiguous(memory_format=fmt)
+        if out.numel() == 0:
+            return
+        grad_out = torch.randn_like(truth)
+        grads = torch.autograd.grad(out, leaves, grad_out.to(dtype))
+        truth_grads = torch.autograd.grad(truth, truth_leaves, grad_out)
+        for got, want in zip(grads, truth_grads, strict=True):
+            torch.testing.assert_close(got.double(), want, **tol)
+
+    check()
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_property_resample_matches_interpolate(backend):
+    _require(backend)
+
+    @settings(max_examples=40 if backend == "cpu" else 12, deadline=None)
+    @given(
+        t_in=st.integers(1, 40),
+        inv_rate=st.sampled_from([1 / 8, 1 / 4, 1 / 3, 1 / 7, 2 / 3, 0.3, 1.5, 2.0]),
+        channels_last=st.booleans(),
+        n=st.integers(0, 2),
+        seed=st.integers(0, 2**16),
+    )
+    def check(t_in, inv_rate, channels_last, n, seed):
+        if int(t_in * inv_rate) < 1 or int(t_in * inv_rate) == t_in:
+            return
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(n, 3, t_in, 3, 5, generator=g)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        x.requires_grad_(True)
+        out = temporal_resample(x, inv_rate, backend=backend)
+        truth = F.interpolate(x, mode="nearest", scale_factor=(inv_rate, 1, 1))
+        assert torch.equal(out, truth)  # a gather: bit-exact
+        if n == 0:
+            return
+        grad = torch.randn_like(truth)
+        (got,) = torch.autograd.grad(out, x, grad)
+        (want,) = torch.autograd.grad(truth, x, grad)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+    check()
