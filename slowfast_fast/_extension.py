@@ -27,8 +27,20 @@ def compiled_available() -> bool:
     return LOAD_ERROR is None
 
 
-def has_kernel(op: str, dispatch_key: str) -> bool:
-    """Whether the compiled op ``slowfast_fast::<op>`` has a kernel for ``dispatch_key`` (CPU/CUDA)."""
+def _registered_kernel_keys() -> frozenset[str]:
+    # Kernels register when the library loads, so this is computed once; doing it here rather than
+    # per call keeps the backend choice traceable by torch.compile.
     if LOAD_ERROR is not None:
-        return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"{NAMESPACE}::{op}", dispatch_key)
+        return frozenset()
+    op = f"{NAMESPACE}::lateral_concat"
+    return frozenset(
+        key for key in ("CPU", "CUDA") if torch._C._dispatch_has_kernel_for_dispatch_key(op, key)
+    )
+
+
+KERNEL_KEYS = _registered_kernel_keys()
+
+
+def has_kernels(dispatch_key: str) -> bool:
+    """Whether the compiled library has kernels for ``dispatch_key`` ("CPU" or "CUDA")."""
+    return dispatch_key in KERNEL_KEYS

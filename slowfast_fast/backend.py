@@ -35,6 +35,8 @@ def _validate(name: str) -> str:
     return name
 
 
+# Read once: the Triton interpreter flag only matters if set before triton itself was imported.
+_TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _default = _validate(os.environ.get("SLOWFAST_FAST_BACKEND", "auto").strip().lower() or "auto")
 
 
@@ -66,7 +68,7 @@ def _triton_usable(device: torch.device) -> tuple[bool, str]:
         return False, f"the Triton kernels failed to load ({_triton_ops.LOAD_ERROR})"
     if device.type == "cuda":
         return True, ""
-    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
+    if device.type == "cpu" and _TRITON_INTERPRET:
         return True, ""
     return False, f"Triton runs on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), got {device}"
 
@@ -78,7 +80,7 @@ def _compiled_usable(backend: str, device: torch.device) -> tuple[bool, str]:
         return False, f"slowfast_fast._C is not built ({_extension.LOAD_ERROR})"
     if device.type != backend:
         return False, f"the {backend!r} backend runs on {backend} tensors, got {device}"
-    if not _extension.has_kernel("lateral_concat", backend.upper()):
+    if not _extension.has_kernels(backend.upper()):
         return False, f"slowfast_fast._C was built without {backend.upper()} kernels"
     return True, ""
 

@@ -24,6 +24,8 @@ KERNEL_BACKENDS = ("cpu", "triton")
 
 
 def _require(backend):
+    if backend == "auto":
+        return
     ok, why = slowfast_fast.backend.usable(backend, torch.device("cpu"))
     if not ok:
         pytest.skip(f"{backend} backend unavailable here: {why}")
@@ -201,7 +203,7 @@ def test_opcheck_resample_ops(backend):
     torch.library.opcheck(ns.temporal_resample_backward, (torch.randn(2, 3, 3, 4, 5), 11, 1 / 3))
 
 
-@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("backend", ["auto", "reference", *KERNEL_BACKENDS])
 def test_torch_compile_fullgraph_matches_eager(backend):
     _require(backend)
     torch._dynamo.reset()

@@ -1,22 +1,29 @@
 """Input checks shared by every backend, so every backend raises the same clear errors.
 
-They use ``torch._check*`` so that they also run (and stay symbolic) inside fake kernels and
-torch.compile traces.
+They are plain Python conditions (not ``torch._check`` with message closures, which dynamo cannot
+trace), so the public wrappers run them inside ``torch.compile(fullgraph=True)`` too; the fake kernels
+run them again at trace time.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 
+def _require(condition: bool, message: Callable[[], str]) -> None:
+    if not condition:
+        raise RuntimeError(message())
+
+
 def _check_5d(t: torch.Tensor, name: str, layout: str) -> None:
-    torch._check(t.dim() == 5, lambda: f"{name} must be 5-D {layout}, got shape {tuple(t.shape)}")
+    _require(t.dim() == 5, lambda: f"{name} must be 5-D {layout}, got shape {tuple(t.shape)}")
 
 
 def _check_float(t: torch.Tensor, name: str) -> None:
-    torch._check(
+    _require(
         t.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16),
         lambda: f"{name} must be float32, float64, float16 or bfloat16, got {t.dtype}",
     )
@@ -40,40 +47,40 @@ def check_lateral_concat(
     _check_5d(weight, "weight", "(C_lat, C_fast, k, 1, 1)")
     for name, t in (("x_slow", x_slow), ("x_fast", x_fast), ("weight", weight)):
         _check_float(t, name)
-    torch._check(
+    _require(
         x_fast.dtype == x_slow.dtype and weight.dtype == x_slow.dtype,
         lambda: (
             "x_slow, x_fast and weight must share one dtype, got "
             f"{x_slow.dtype}, {x_fast.dtype} and {weight.dtype}"
         ),
     )
-    torch._check(
+    _require(
         x_fast.device == x_slow.device and weight.device == x_slow.device,
         lambda: (
             "x_slow, x_fast and weight must be on one device, got "
             f"{x_slow.device}, {x_fast.device} and {weight.device}"
         ),
     )
-    torch._check(
+    _require(
         weight.shape[3] == 1 and weight.shape[4] == 1,
         lambda: f"weight must have a (k, 1, 1) kernel, got kernel {tuple(weight.shape[2:])}",
     )
-    torch._check(
+    _require(
         weight.shape[1] == x_fast.shape[1],
         lambda: f"weight has {weight.shape[1]} input channels but x_fast has {x_fast.shape[1]} channels",
     )
-    torch._check(
+    _require(
         x_fast.shape[0] == x_slow.shape[0],
         lambda: f"batch mismatch: x_slow has {x_slow.shape[0]}, x_fast has {x_fast.shape[0]}",
     )
-    torch._check(
+    _require(
         x_fast.shape[3] == x_slow.shape[3] and x_fast.shape[4] == x_slow.shape[4],
         lambda: f"H/W mismatch: x_slow has {tuple(x_slow.shape[3:])}, x_fast has {tuple(x_fast.shape[3:])}",
     )
     kernel = weight.shape[2]
-    torch._check(kernel >= 1, lambda: "weight's temporal kernel size must be at least 1")
-    torch._check(stride >= 1, lambda: f"stride must be >= 1, got {stride}")
-    torch._check(
+    _require(kernel >= 1, lambda: "weight's temporal kernel size must be at least 1")
+    _require(stride >= 1, lambda: f"stride must be >= 1, got {stride}")
+    _require(
         0 <= padding < kernel,
         lambda: (
             f"padding must be in [0, k-1] = [0, {kernel - 1}] (more only adds output frames made "
@@ -81,13 +88,13 @@ def check_lateral_concat(
         ),
     )
     t_out = conv_output_length(x_fast.shape[2], kernel, stride, padding)
-    torch._check(
+    _require(
         t_out >= 1,
         lambda: (
             f"empty temporal output: T_fast={x_fast.shape[2]}, k={kernel}, stride={stride}, padding={padding}"
         ),
     )
-    torch._check(
+    _require(
         t_out == x_slow.shape[2],
         lambda: (
             f"the lateral conv gives {t_out} frames (T_fast={x_fast.shape[2]}, k={kernel}, "
@@ -101,16 +108,16 @@ def check_lateral_concat(
 def _check_affine(t: torch.Tensor | None, name: str, like: torch.Tensor, channels: int) -> None:
     if t is None:
         return
-    torch._check(
+    _require(
         t.dim() == 1 and t.shape[0] == channels,
         lambda: f"{name} must have shape ({channels},) (one value per lateral channel), got {tuple(t.shape)}",
     )
-    torch._check(t.dtype == like.dtype, lambda: f"{name} must be {like.dtype}, got {t.dtype}")
-    torch._check(t.device == like.device, lambda: f"{name} must be on {like.device}, got {t.device}")
+    _require(t.dtype == like.dtype, lambda: f"{name} must be {like.dtype}, got {t.dtype}")
+    _require(t.device == like.device, lambda: f"{name} must be on {like.device}, got {t.device}")
 
 
 def check_scale_factor(scale_factor: float, name: str = "scale_factor") -> None:
-    torch._check(
+    _require(
         math.isfinite(scale_factor) and scale_factor > 0,
         lambda: f"{name} must be a finite positive number, got {scale_factor}",
     )
@@ -120,7 +127,7 @@ def check_resample(x: torch.Tensor, scale_factor: float, name: str = "scale_fact
     _check_5d(x, "x", "(N, C, T, H, W)")
     _check_float(x, "x")
     check_scale_factor(scale_factor, name)
-    torch._check(
+    _require(
         math.floor(float(x.shape[2]) * scale_factor) >= 1,
         lambda: f"empty temporal output: T={x.shape[2]} with {name}={scale_factor}",
     )
