@@ -1,0 +1,187 @@
+"""Nearest temporal resampling, the pathway split, and the resampling backward.
+
+Nearest resampling maps output frames to source frames monotonically, so every source frame ``t``
+feeds one contiguous run of output frames ``[first(t), first(t) + count(t))``. Programs are indexed
+by source frame: a program loads its piece of frame ``t`` once (only if some output uses it: frames a
+downsampling skips are never read) and stores it to every output frame of the run, for one or two
+outputs, so the pathway split reads the clip once. The backward is the same walk in reverse: the
+gradient of source frame ``t`` sums the gradient frames of its run, a gather with a fixed summation
+order instead of a scatter-add with atomics, and frames no output used get zeros.
+
+Within a frame, a tile covers ``(rows, inner)`` pixels: ``(C, H*W)`` in NCDHW, and one row of
+``H*W*C`` contiguous values in channels_last_3d, so both layouts load whole contiguous vectors.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from slowfast_fast import reference
+from slowfast_fast._layout import output_memory_format
+from slowfast_fast.triton._common import accumulator, spatial_strides
+
+# Elements one program moves per frame: 4 KiB of fp32 for 4 warps, plenty of bytes in flight.
+_TILE = 1024
+
+
+@triton.jit
+def _gather_frames_kernel(
+    x_ptr, y1_ptr, y2_ptr, runs_ptr,
+    T_IN, ROWS, INNER,
+    x_sn, x_st, x_sr, x_si,
+    y1_sn, y1_st, y1_sr, y1_si,
+    y2_sn, y2_st, y2_sr, y2_si,
+    TWO: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
+):  # fmt: skip
+    # Axis 0 (up to 2^31 programs) takes the many (n, t) frames; axis 1 the tiles of one frame.
+    frame = tl.program_id(0)
+    n = (frame // T_IN).to(tl.int64)
+    t = frame % T_IN
+    inner_tiles = tl.cdiv(INNER, BLOCK_I)
+    r = (tl.program_id(1) // inner_tiles) * BLOCK_R + tl.arange(0, BLOCK_R)
+    i = (tl.program_id(1) % inner_tiles) * BLOCK_I + tl.arange(0, BLOCK_I)
+    mask = (r < ROWS)[:, None] & (i < INNER)[None, :]
+    r = r.to(tl.int64)[:, None]
+    i = i.to(tl.int64)[None, :]
+
+    first1 = tl.load(runs_ptr + t * 4)
+    count1 = tl.load(runs_ptr + t * 4 + 1)
+    first2 = tl.load(runs_ptr + t * 4 + 2)
+    count2 = tl.load(runs_ptr + t * 4 + 3)
+    used = count1 + count2 > 0
+    v = tl.load(x_ptr + n * x_sn + t.to(tl.int64) * x_st + r * x_sr + i * x_si, mask=mask & used)
+    # Pointers advance frame by frame: 64-bit arithmetic without widening the loop counter.
+    y1 = y1_ptr + n * y1_sn + first1.to(tl.int64) * y1_st + r * y1_sr + i * y1_si
+    for _ in range(count1):
+        tl.store(y1, v, mask=mask)
+        y1 += y1_st
+    if TWO:
+        y2 = y2_ptr + n * y2_sn + first2.to(tl.int64) * y2_st + r * y2_sr + i * y2_si
+        for _ in range(count2):
+            tl.store(y2, v, mask=mask)
+            y2 += y2_st
+
+
+@triton.jit
+def _sum_runs_kernel(
+    gy_ptr, gx_ptr, runs_ptr,
+    T_IN, ROWS, INNER,
+    gy_sn, gy_st, gy_sr, gy_si,
+    gx_sn, gx_st, gx_sr, gx_si,
+    ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
+):  # fmt: skip
+    frame = tl.program_id(0)
+    n = (frame // T_IN).to(tl.int64)
+    t = frame % T_IN
+    inner_tiles = tl.cdiv(INNER, BLOCK_I)
+    r = (tl.program_id(1) // inner_tiles) * BLOCK_R + tl.arange(0, BLOCK_R)
+    i = (tl.program_id(1) % inner_tiles) * BLOCK_I + tl.arange(0, BLOCK_I)
+    mask = (r < ROWS)[:, None] & (i < INNER)[None, :]
+    r = r.to(tl.int64)[:, None]
+    i = i.to(tl.int64)[None, :]
+
+    first = tl.load(runs_ptr + t * 4)
+    count = tl.load(runs_ptr + t * 4 + 1)
+    gy = gy_ptr + n * gy_sn + first.to(tl.int64) * gy_st + r * gy_sr + i * gy_si
+    acc = tl.zeros((BLOCK_R, BLOCK_I), dtype=ACC)
+    for _ in range(count):
+        acc += tl.load(gy, mask=mask, other=0.0).to(ACC)
+        gy += gy_st
+    tl.store(
+        gx_ptr + n * gx_sn + t.to(tl.int64) * gx_st + r * gx_sr + i * gx_si,
+        acc.to(gx_ptr.dtype.element_ty),
+        mask=mask,
+    )
+
+
+def _runs(t_in: int, scale_factor: float) -> torch.Tensor:
+    """``(first, count)`` of the output frames taken from each of ``t_in`` source frames, ``(t_in, 2)``."""
+    src = reference.source_frame_indices(t_in, scale_factor)
+    count = torch.bincount(src, minlength=t_in)
+    return torch.stack((torch.cumsum(count, 0) - count, count), dim=1)
+
+
+@functools.lru_cache(maxsize=256)
+def _run_table(t_in: int, scale1: float, scale2: float | None, device: torch.device) -> torch.Tensor:
+    """int32 ``(t_in, 4)`` table ``(first1, count1, first2, count2)`` on ``device``, built once per shape
+    so repeated calls (and CUDA graph replays) copy nothing to the device."""
+    second = _runs(t_in, scale2) if scale2 is not None else torch.zeros((t_in, 2), dtype=torch.int64)
+    return torch.cat((_runs(t_in, scale1), second), dim=1).to(torch.int32).to(device)
+
+
+def _frame_view(t: torch.Tensor, other: torch.Tensor) -> tuple[tuple[int, int, int, int], int, int]:
+    """Strides ``(n, t, row, inner)`` of ``t`` for a frame seen as ``rows x inner`` values.
+
+    When both ``t`` and ``other`` (already spatially merged) hold each pixel's channels contiguously
+    and pixels back to back, a frame is one row of H*W*C contiguous values; otherwise it is C rows
+    of H*W pixels. Returns the strides and ``(rows, inner)``.
+    """
+    c, hw = t.shape[1], t.shape[3] * t.shape[4]
+    _, (sn, sc, st, shw) = spatial_strides(t)
+    _, (_, osc, _, oshw) = spatial_strides(other)
+    if c > 1 and sc == 1 and osc == 1 and (hw == 1 or (shw == c and oshw == c)):
+        return (sn, st, 0, 1), 1, hw * c
+    return (sn, st, sc, shw), c, hw
+
+
+def _tile(rows: int, inner: int) -> tuple[int, int]:
+    block_i = min(_TILE, triton.next_power_of_2(inner))
+    return min(triton.next_power_of_2(rows), _TILE // block_i), block_i
+
+
+def _empty_frames(x: torch.Tensor, t: int, fmt: torch.memory_format) -> torch.Tensor:
+    n, c, _, h, w = x.shape
+    return torch.empty((n, c, t, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
+
+
+def _gather(x: torch.Tensor, scales: tuple[float, ...]) -> tuple[torch.Tensor, ...]:
+    t_in = x.shape[2]
+    fmt = output_memory_format(x)
+    ys = tuple(_empty_frames(x, reference.resampled_length(t_in, s), fmt) for s in scales)
+    if x.numel() == 0 or all(y.numel() == 0 for y in ys):
+        return ys
+    x, _ = spatial_strides(x)
+    x_strides, rows, inner = _frame_view(x, ys[0])
+    y_strides = [_frame_view(y, x)[0] for y in ys]
+    block_r, block_i = _tile(rows, inner)
+    runs = _run_table(t_in, scales[0], scales[1] if len(scales) == 2 else None, x.device)
+    grid = (x.shape[0] * t_in, triton.cdiv(rows, block_r) * triton.cdiv(inner, block_i))
+    _gather_frames_kernel[grid](
+        x, ys[0], ys[-1], runs, t_in, rows, inner, *x_strides, *y_strides[0], *y_strides[-1],
+        TWO=len(ys) == 2, BLOCK_R=block_r, BLOCK_I=block_i,
+    )  # fmt: skip
+    return ys
+
+
+def temporal_resample(x: torch.Tensor, scale_factor: float) -> torch.Tensor:
+    """Nearest temporal resampling of ``(N, C, T, H, W)``, exactly ``F.interpolate``; always a new tensor."""
+    return _gather(x, (scale_factor,))[0]
+
+
+def pathway_split(x: torch.Tensor, slow_scale: float, fast_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(temporal_resample(x, slow_scale), temporal_resample(x, fast_scale))`` from one read of x."""
+    slow, fast = _gather(x, (slow_scale, fast_scale))
+    return slow, fast
+
+
+def temporal_resample_backward(grad_out: torch.Tensor, t_in: int, scale_factor: float) -> torch.Tensor:
+    """Gradient of :func:`temporal_resample`: ``(N, C, t_in, H, W)`` whose frame ``t`` is the sum of the
+    gradient frames copied from ``t`` (zeros where none was), in grad_out's memory format."""
+    grad_x = _empty_frames(grad_out, t_in, output_memory_format(grad_out))
+    if grad_x.numel() == 0:
+        return grad_x
+    grad_out, _ = spatial_strides(grad_out)
+    gy_strides, rows, inner = _frame_view(grad_out, grad_x)
+    gx_strides = _frame_view(grad_x, grad_out)[0]
+    block_r, block_i = _tile(rows, inner)
+    runs = _run_table(t_in, scale_factor, None, grad_out.device)
+    grid = (grad_out.shape[0] * t_in, triton.cdiv(rows, block_r) * triton.cdiv(inner, block_i))
+    _sum_runs_kernel[grid](
+        grad_out, grad_x, runs, t_in, rows, inner, *gy_strides, *gx_strides,
+        ACC=accumulator(grad_out.dtype), BLOCK_R=block_r, BLOCK_I=block_i,
+    )  # fmt: skip
+    return grad_x
