@@ -1,0 +1,51 @@
+"""The correctness gate: a backend is timed only if it computes what the reference computes.
+
+Criterion (flash-attention's): against a truth computed in float64 from the same inputs, a
+backend's error may be at most twice the reference's own error at the benchmarked precision, plus a
+floor of a few units in the last place of that precision (relative to the output's magnitude) so
+that exact ops (copies) and different-but-valid summation orders both pass. The reference itself
+uses TF32 for fp32 convolutions on CUDA when ``torch.backends.cudnn.allow_tf32`` is set, and the
+backends follow the same flag, so its error is the fair yardstick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+# Floor, relative to max|truth|: about 8-16 units of rounding of each format, far below a real bug
+# (a wrong frame, channel or tap is an O(1) relative error).
+_FLOOR = {torch.float64: 1e-12, torch.float32: 1e-6, torch.bfloat16: 3e-2, torch.float16: 4e-3}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    max_err: float  # the worst output's max |candidate - truth|
+    tol: float  # that output's tolerance
+
+
+def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
+
+
+def check(
+    candidate: Sequence[torch.Tensor], reference: Sequence[torch.Tensor], truth: Sequence[torch.Tensor]
+) -> Verdict:
+    """Compare each output of ``candidate`` with ``truth``, allowing 2x the reference's error."""
+    worst = Verdict(True, 0.0, 0.0)
+    worst_ratio = -1.0
+    for cand, ref, true in zip(candidate, reference, truth, strict=True):
+        if cand.shape != true.shape or cand.dtype != ref.dtype:
+            return Verdict(False, float("inf"), 0.0)
+        scale = true.abs().max().item() if true.numel() else 0.0
+        tol = 2 * _max_abs(ref, true) + _FLOOR[ref.dtype] * scale
+        err = _max_abs(cand, true)
+        if not err <= tol:  # also catches NaN
+            return Verdict(False, err, tol)
+        ratio = err / tol if tol else 0.0
+        if ratio > worst_ratio:
+            worst, worst_ratio = Verdict(True, err, tol), ratio
+    return worst

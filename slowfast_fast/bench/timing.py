@@ -1,0 +1,108 @@
+"""The one timing helper every benchmark uses, and the copy bandwidth that defines the roofline.
+
+CUDA: ``triton.testing.do_bench`` (CUDA events, L2 flushed between calls, quantiles of the rep
+times). CPU: a ``perf_counter`` loop that times every call on its own after a warmup, with PyTorch's
+default thread count, the contenders of a case interleaved. Both give the median and the 20th and
+80th percentiles in milliseconds.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long to spend on one measurement: ``warmup_ms`` then about ``rep_ms`` of timed calls per
+    function, on CPU never fewer than ``min_reps`` calls (slow calls) nor more than ``max_reps``."""
+
+    warmup_ms: float
+    rep_ms: float
+    min_reps: int = 5
+    max_reps: int = 1000
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    p20_ms: float
+    p80_ms: float
+    reps: int | None  # None where do_bench chose the count
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolated quantile, as numpy's default computes it."""
+    pos = q * (len(sorted_values) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def _time_cpu(fns: dict[str, Callable[[], object]], budget: Budget) -> dict[str, Timing]:
+    """Warm every function up (``warmup_ms`` each; none when 0, for calls so slow that the caller's
+    first call is warmup enough), then time them in interleaved rounds (each call timed on its own,
+    the order rotated every round), so that load from other processes, which varies over seconds,
+    falls on every contender alike instead of on whichever ran during a busy spell."""
+    names = list(fns)
+    for name in names:
+        start = time.perf_counter()
+        while (time.perf_counter() - start) * 1e3 < budget.warmup_ms:
+            fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < budget.max_reps and (
+        rounds < budget.min_reps or (time.perf_counter() - start) * 1e3 < budget.rep_ms * len(names)
+    ):
+        for i in range(len(names)):
+            name = names[(rounds + i) % len(names)]
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+        rounds += 1
+    out = {}
+    for name, values in times.items():
+        values.sort()
+        out[name] = Timing(statistics.median(values), _quantile(values, 0.2), _quantile(values, 0.8), rounds)
+    return out
+
+
+def _time_cuda(fns: dict[str, Callable[[], object]], budget: Budget) -> dict[str, Timing]:
+    """One do_bench per function: the GPU is not shared, so there is nothing to interleave."""
+    from triton.testing import do_bench
+
+    out = {}
+    for name, fn in fns.items():
+        median, p20, p80 = do_bench(fn, warmup=budget.warmup_ms, rep=budget.rep_ms, quantiles=[0.5, 0.2, 0.8])
+        out[name] = Timing(median, p20, p80, None)
+    return out
+
+
+def measure_all(
+    fns: dict[str, Callable[[], object]], device: torch.device, budget: Budget
+) -> dict[str, Timing]:
+    """Time each ``fns[name]()`` on ``device``; each must have run once already (compilation,
+    autotuning). The contenders of one case are timed together so that they are comparable."""
+    if device.type == "cuda":
+        return _time_cuda(fns, budget)
+    return _time_cpu(fns, budget)
+
+
+def measure(fn: Callable[[], object], device: torch.device, budget: Budget) -> Timing:
+    """Time one function (see :func:`measure_all`)."""
+    return measure_all({"fn": fn}, device, budget)["fn"]
+
+
+def copy_bandwidth(device: torch.device, nbytes: int, budget: Budget) -> float:
+    """Bytes per second of a large tensor copy (bytes read plus bytes written), the roofline's
+    denominator: the fastest rate at which this device moves data in this run."""
+    src = torch.rand(nbytes // 4, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    timing = measure(lambda: dst.copy_(src), device, budget)
+    return 2 * src.numel() * src.element_size() / (timing.median_ms * 1e-3)
