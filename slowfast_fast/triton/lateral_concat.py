@@ -140,6 +140,9 @@ def lateral_concat(
     x_slow, xs_strides = spatial_strides(x_slow)
     x_fast, xf_strides = spatial_strides(x_fast)
     _, o_strides = spatial_strides(out)
+    # The kernel indexes the per-channel vectors densely; they are tiny.
+    scale = None if scale is None else scale.contiguous()
+    shift = None if shift is None else shift.contiguous()
     hw = h * w
 
     def grid(meta):

@@ -259,6 +259,7 @@ def lateral_concat_grad_input(
     if out is not None:
         out, out_strides = spatial_strides(out)
     _, dx_strides = spatial_strides(dx)
+    scale = None if scale is None else scale.contiguous()  # indexed densely; tiny
     hw = h * w
 
     def grid(meta):
@@ -325,6 +326,7 @@ def lateral_concat_grad_weight(
             UPCAST=upcast_dot(x_fast.dtype), CHUNK_HW=_CHUNK_HW,
         )  # fmt: skip
 
+    scale = None if scale is None else scale.contiguous()  # indexed densely; tiny
     grad_weight = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
     grad_scale = torch.empty((c_lat,), dtype=weight.dtype, device=weight.device)
     grad_shift = torch.empty((c_lat,), dtype=weight.dtype, device=weight.device)

@@ -1,0 +1,424 @@
+"""The Triton kernels against the pure-PyTorch reference.
+
+Without a GPU they run under Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1), which
+emulates every program in Python: shapes here are tiny and odd on purpose. The ``cuda``-marked tests
+repeat the comparisons at realistic SlowFast shapes on a GPU.
+
+Tolerance rule (as flash-attention's tests): against an fp64 truth computed from the same rounded
+inputs, the kernel's max error must be at most twice PyTorch's own error in the same dtype, plus four
+ulps of the output's magnitude (the two sum in different orders, so neither is exact in fp32).
+Resampling only copies values, so it must match ``F.interpolate`` bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from slowfast_fast import backend, ops, reference
+from slowfast_fast._layout import output_memory_format
+
+pytest.importorskip("triton")
+
+from slowfast_fast.ops import _triton_ops  # noqa: E402  (after the skip: needs triton)
+from slowfast_fast.triton import _common  # noqa: E402
+
+CL = torch.channels_last_3d
+CONTIG = torch.contiguous_format
+TRITON_OPS = torch.ops.slowfast_fast_triton
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def test_triton_backend_is_usable_here():
+    """Without this the other tests would silently compare the reference with itself."""
+    assert _triton_ops.LOAD_ERROR is None
+    assert backend.usable("triton", torch.device(_device()))[0]
+
+
+def assert_close(actual: torch.Tensor, truth: torch.Tensor, torch_same_dtype: torch.Tensor, what: str = ""):
+    """``actual``'s error against the fp64 ``truth`` is within 2x PyTorch's error in the same dtype
+    (``torch_same_dtype``) plus 4 ulps of the largest output (see the module docstring)."""
+    assert actual.shape == truth.shape and actual.dtype == torch_same_dtype.dtype, what
+    truth = truth.double()
+    err = (actual.double() - truth).abs().max().item()
+    torch_err = (torch_same_dtype.double() - truth).abs().max().item()
+    bound = 2 * torch_err + 4 * torch.finfo(actual.dtype).eps * truth.abs().max().item()
+    assert err <= bound, (
+        f"{what}: max error {err:.3e} > bound {bound:.3e} (PyTorch's own error {torch_err:.3e})"
+    )
+
+
+def _rand(shape, dtype, fmt=CONTIG, device=None):
+    return torch.randn(shape, dtype=dtype, device=device or _device()).contiguous(memory_format=fmt)
+
+
+class LateralCase:
+    """One lateral_concat problem: shapes ``(N, C_slow, C_fast, C_lat, T_fast, k, stride, pad, H, W)``."""
+
+    def __init__(self, n, c_slow, c_fast, c_lat, t_fast, k, stride, pad, h, w):
+        self.n, self.c_slow, self.c_fast, self.c_lat = n, c_slow, c_fast, c_lat
+        self.t_fast, self.k, self.stride, self.pad, self.h, self.w = t_fast, k, stride, pad, h, w
+        self.t_slow = (t_fast + 2 * pad - k) // stride + 1
+
+    def tensors(self, dtype, fmt=CONTIG, affine=True, device=None):
+        """x_slow, x_fast, weight, scale, shift (scale/shift None when not ``affine``)."""
+        x_slow = _rand((self.n, self.c_slow, self.t_slow, self.h, self.w), dtype, fmt, device)
+        x_fast = _rand((self.n, self.c_fast, self.t_fast, self.h, self.w), dtype, fmt, device)
+        weight = _rand((self.c_lat, self.c_fast, self.k, 1, 1), dtype, device=device) / math.sqrt(
+            self.c_fast * self.k
+        )
+        scale = _rand((self.c_lat,), dtype, device=device) if affine else None
+        shift = _rand((self.c_lat,), dtype, device=device) if affine else None
+        return x_slow, x_fast, weight, scale, shift
+
+    def __repr__(self):
+        return (
+            f"N{self.n}_Cs{self.c_slow}_Cf{self.c_fast}_Cl{self.c_lat}_T{self.t_fast}_k{self.k}"
+            f"_s{self.stride}_p{self.pad}_{self.h}x{self.w}"
+        )
+
+
+# Tiny odd shapes: stride below, equal to and above k; channel counts across a 16-wide tile;
+# H*W below and above a 16-pixel tile; padding 0, inside and at k-1.
+CASES = [
+    LateralCase(2, 3, 5, 6, 9, 3, 2, 1, 3, 5),  # s < k
+    LateralCase(1, 2, 4, 7, 13, 2, 5, 1, 3, 3),  # s > k: frames between windows are never read
+    LateralCase(1, 17, 3, 18, 6, 5, 1, 2, 1, 7),  # s = 1, 2 lateral + 2 copy tiles
+    LateralCase(2, 1, 9, 5, 8, 3, 3, 0, 5, 4),  # s = k, no padding, H*W = 20 > one tile
+]
+
+
+def _cast(tensors, dtype):
+    return [None if t is None else t.detach().to(dtype) for t in tensors]
+
+
+def _lateral_forward_check(case, dtype, fmt, affine, relu):
+    inputs = case.tensors(dtype, fmt, affine)
+    args = (case.stride, case.pad)
+    out = ops.lateral_concat(*inputs[:3], *args, *inputs[3:], relu, backend="triton")
+    truth = reference.lateral_concat(
+        *_cast(inputs[:3], torch.float64), *args, *_cast(inputs[3:], torch.float64), relu
+    )
+    same = reference.lateral_concat(*inputs[:3], *args, *inputs[3:], relu)
+    assert_close(out, truth, same, f"{case} {dtype} {fmt}")
+    assert out.is_contiguous(memory_format=output_memory_format(inputs[0]))
+    # The x_slow channels are a copy.
+    assert torch.equal(out[:, : case.c_slow], inputs[0])
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+@pytest.mark.parametrize("fmt", [CONTIG, CL], ids=["ncdhw", "ndhwc"])
+def test_lateral_concat_forward_fp32(case, fmt):
+    _lateral_forward_check(case, torch.float32, fmt, affine=True, relu=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("fmt", [CONTIG, CL], ids=["ncdhw", "ndhwc"])
+def test_lateral_concat_forward_dtypes(dtype, fmt):
+    _lateral_forward_check(CASES[0], dtype, fmt, affine=True, relu=False)
+
+
+@pytest.mark.parametrize("affine,relu", [(False, False), (True, False), (False, True)])
+def test_lateral_concat_forward_epilogues(affine, relu):
+    _lateral_forward_check(CASES[1], torch.float32, CONTIG, affine, relu)
+
+
+def _lateral_grads(inputs, case, relu, grad_out, fn):
+    """Gradients of ``fn`` (an op or the reference) w.r.t. every input that is not None."""
+    leaves = [None if t is None else t.detach().requires_grad_() for t in inputs]
+    out = fn(*leaves[:3], case.stride, case.pad, *leaves[3:], relu)
+    return torch.autograd.grad(out, [t for t in leaves if t is not None], grad_out)
+
+
+def _lateral_backward_check(case, dtype, fmt, affine, relu):
+    inputs = case.tensors(dtype, fmt, affine)
+    shape = (case.n, case.c_slow + case.c_lat, case.t_slow, case.h, case.w)
+    grad_out = _rand(shape, dtype, fmt)
+    ours = _lateral_grads(inputs, case, relu, grad_out, lambda *a: ops.lateral_concat(*a, backend="triton"))
+    truth = _lateral_grads(
+        _cast(inputs, torch.float64), case, relu, grad_out.double(), reference.lateral_concat
+    )
+    same = _lateral_grads(inputs, case, relu, grad_out, reference.lateral_concat)
+    names = ["x_slow", "x_fast", "weight", "scale", "shift"]
+    for name, a, t, s in zip(names, ours, truth, same, strict=False):
+        assert_close(a, t, s, f"grad {name} {case} {dtype} {fmt}")
+    assert ours[1].is_contiguous(memory_format=output_memory_format(inputs[1])), (
+        "grad x_fast keeps x_fast's layout"
+    )
+    assert ours[2].is_contiguous(), "grad weight is contiguous"
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+@pytest.mark.parametrize("fmt", [CONTIG, CL], ids=["ncdhw", "ndhwc"])
+def test_lateral_concat_backward_fp32(case, fmt):
+    _lateral_backward_check(case, torch.float32, fmt, affine=True, relu=True)
+
+
+# ReLU is left out in 16-bit: where a pre-activation rounds across zero the mask (a discontinuity)
+# differs from the fp64 truth's, and no error bound holds there. fp32 covers the mask.
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_lateral_concat_backward_16bit(dtype):
+    _lateral_backward_check(CASES[0], dtype, CL, affine=True, relu=False)
+
+
+def test_lateral_concat_backward_without_affine():
+    _lateral_backward_check(CASES[1], torch.float64, CONTIG, affine=False, relu=True)
+
+
+def test_lateral_concat_skips_unread_fast_frames():
+    """With stride > k some fast frames fall between windows: NaN there must not reach the output
+    or the gradients (the kernels never load them)."""
+    case = CASES[1]
+    inputs = case.tensors(torch.float32)
+    read = {to * case.stride - case.pad + kt for to in range(case.t_slow) for kt in range(case.k)}
+    unread = [t for t in range(case.t_fast) if t not in read]
+    assert unread
+    poisoned = inputs[1].clone()
+    poisoned[:, :, unread] = float("nan")
+    leaves = [t.detach().requires_grad_() for t in (inputs[0], poisoned, *inputs[2:])]
+    out = ops.lateral_concat(*leaves[:3], case.stride, case.pad, *leaves[3:], True, backend="triton")
+    expected = reference.lateral_concat(*inputs[:3], case.stride, case.pad, *inputs[3:], True)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(out, leaves, torch.randn_like(out))
+    for g in grads:
+        assert not g.isnan().any()
+    assert (grads[1][:, :, unread] == 0).all()
+
+
+def test_lateral_concat_noncontiguous_inputs():
+    """Sliced / transposed inputs (H and W not mergeable) and an expanded all-ones grad_out."""
+    case = CASES[0]
+    x_slow, x_fast, weight, scale, shift = case.tensors(torch.float32)
+    x_slow = x_slow.transpose(3, 4).contiguous().transpose(3, 4)
+    x_fast = torch.cat((x_fast, x_fast), 1)[:, 1 : 1 + case.c_fast]
+    weight = weight.transpose(0, 1).contiguous().transpose(0, 1)
+    scale = torch.stack((scale, scale), 1)[:, 0]
+    assert not (x_slow.is_contiguous() or x_fast.is_contiguous() or weight.is_contiguous())
+    inputs = [t.detach().requires_grad_() for t in (x_slow, x_fast, weight, scale, shift)]
+    out = ops.lateral_concat(*inputs[:3], case.stride, case.pad, *inputs[3:], True, backend="triton")
+    ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
+    ref = reference.lateral_concat(*ref_inputs[:3], case.stride, case.pad, *ref_inputs[3:], True)
+    torch.testing.assert_close(out, ref.float(), rtol=1e-5, atol=1e-5)
+    assert out.is_contiguous()
+    # sum() back-propagates an expanded tensor of ones (all strides 0).
+    grads = torch.autograd.grad(out.sum(), inputs)
+    ref_grads = torch.autograd.grad(ref.sum(), ref_inputs)
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_grad_weight_reduction_over_many_splits():
+    """The split-M reduction: more pixels than one split takes, partials added in the second kernel."""
+    case = LateralCase(3, 2, 3, 4, 10, 3, 2, 1, 4, 9)
+    x_slow, x_fast, weight, scale, _ = case.tensors(torch.float64)
+    grad_out = _rand((case.n, case.c_slow + case.c_lat, case.t_slow, case.h, case.w), torch.float64)
+    grad_w, grad_scale, grad_shift = TRITON_OPS.lateral_concat_grad_weight(
+        grad_out, x_fast, weight, scale, None, case.stride, case.pad
+    )
+    g = grad_out[:, case.c_slow :]
+    # G[o, c, kt] as the weight gradient of the unscaled conv.
+    w = weight.detach().requires_grad_()
+    conv = F.conv3d(x_fast, w, stride=(case.stride, 1, 1), padding=(case.pad, 0, 0))
+    (big_g,) = torch.autograd.grad(conv, w, g)
+    torch.testing.assert_close(grad_w, big_g * scale.view(-1, 1, 1, 1, 1))
+    torch.testing.assert_close(grad_scale, (big_g * weight).sum((1, 2, 3, 4)))
+    torch.testing.assert_close(grad_shift, g.sum((0, 2, 3, 4)))
+
+
+def test_lateral_concat_empty_batch():
+    case = CASES[0]
+    x_slow, x_fast, weight, scale, shift = case.tensors(torch.float32)
+    x_slow, x_fast = x_slow[:0], x_fast[:0]
+    out = TRITON_OPS.lateral_concat(x_slow, x_fast, weight, case.stride, case.pad, scale, shift, True)
+    assert out.shape == (0, case.c_slow + case.c_lat, case.t_slow, case.h, case.w)
+    grad_out = torch.empty_like(out)
+    grad_x = TRITON_OPS.lateral_concat_grad_input(grad_out, x_fast, weight, scale, out, case.stride, case.pad)
+    assert grad_x.shape == x_fast.shape
+    grads = TRITON_OPS.lateral_concat_grad_weight(grad_out, x_fast, weight, scale, out, case.stride, case.pad)
+    for g, like in zip(grads, (weight, scale, shift), strict=True):
+        assert g.shape == like.shape and (g == 0).all()
+
+
+def test_dot_precision_follows_cudnn_tf32_flag():
+    previous = torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = True
+        assert _common.dot_precision(torch.float32) == "tf32"
+        torch.backends.cudnn.allow_tf32 = False
+        assert _common.dot_precision(torch.float32) == "ieee"
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
+    assert _common.dot_precision(torch.float64) == "ieee"
+
+
+# Odd rates where float32 rounding of 1/scale decides the source frame, upsampling, and identity.
+RATES = [(13, 1 / 3), (7, 1 / 7), (10, 0.7), (21, 1 / 3), (11, 2.5), (32, 1 / 8), (9, 1.0)]
+
+
+@pytest.mark.parametrize("t_in,scale_factor", RATES)
+@pytest.mark.parametrize("fmt", [CONTIG, CL], ids=["ncdhw", "ndhwc"])
+def test_temporal_resample_bit_exact(t_in, scale_factor, fmt):
+    x = _rand((2, 3, t_in, 3, 5), torch.float32, fmt)
+    out = TRITON_OPS.temporal_resample(x, scale_factor)
+    assert torch.equal(out, F.interpolate(x, mode="nearest", scale_factor=(scale_factor, 1, 1)))
+    assert out.is_contiguous(memory_format=fmt)
+    assert out.data_ptr() != x.data_ptr()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_temporal_resample_16bit_and_noncontiguous(dtype):
+    x = _rand((2, 6, 10, 4, 5), dtype)[:, ::2, :, 1:, ::2]
+    assert not x.is_contiguous()
+    out = ops.temporal_resample(x, 1 / 3, backend="triton")
+    assert torch.equal(out, reference.temporal_resample(x, 1 / 3))
+    assert out.is_contiguous()
+
+
+@pytest.mark.parametrize("fmt", [CONTIG, CL], ids=["ncdhw", "ndhwc"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_pathway_split_matches_two_resamples(fmt, dtype):
+    x = _rand((2, 3, 16, 3, 3), dtype, fmt)
+    slow, fast = ops.pathway_split(x, 1 / 8, 1 / 2, backend="triton")
+    assert torch.equal(slow, reference.temporal_resample(x, 1 / 8))
+    assert torch.equal(fast, reference.temporal_resample(x, 1 / 2))
+    assert slow.is_contiguous(memory_format=fmt) and fast.is_contiguous(memory_format=fmt)
+
+
+def _resample_grad_bound(grad_out, t_in, scale_factor, dtype):
+    """Per-element bound for a gradient summed in fp32 then rounded once: |sum of |terms|| * eps."""
+    x = torch.zeros((*grad_out.shape[:2], t_in, *grad_out.shape[3:]), dtype=torch.float64, requires_grad=True)
+    (abs_sum,) = torch.autograd.grad(reference.temporal_resample(x, scale_factor), x, grad_out.double().abs())
+    return abs_sum * torch.finfo(dtype).eps
+
+
+@pytest.mark.parametrize("t_in,scale_factor", [(13, 1 / 3), (11, 2.5), (10, 0.7)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_temporal_resample_backward(t_in, scale_factor, dtype):
+    x = _rand((2, 3, t_in, 2, 3), dtype, CL).requires_grad_()
+    out = ops.temporal_resample(x, scale_factor, backend="triton")
+    grad_out = torch.randn_like(out)
+    (grad,) = torch.autograd.grad(out, x, grad_out)
+    x64 = x.detach().double().requires_grad_()
+    (truth,) = torch.autograd.grad(reference.temporal_resample(x64, scale_factor), x64, grad_out.double())
+    assert grad.dtype == dtype and grad.is_contiguous(memory_format=CL)
+    assert ((grad.double() - truth).abs() <= _resample_grad_bound(grad_out, t_in, scale_factor, dtype)).all()
+    # Frames no output frame was taken from get exactly zero.
+    used = reference.source_frame_indices(t_in, scale_factor).unique()
+    unused = [t for t in range(t_in) if t not in used]
+    assert (grad[:, :, unused] == 0).all()
+
+
+def test_pathway_split_backward():
+    x = _rand((1, 2, 12, 3, 2), torch.float64).requires_grad_()
+    slow, fast = ops.pathway_split(x, 1 / 4, 1 / 2, backend="triton")
+    g_slow, g_fast = torch.randn_like(slow), torch.randn_like(fast)
+    (grad,) = torch.autograd.grad((slow, fast), x, (g_slow, g_fast))
+    (truth,) = torch.autograd.grad(reference.pathway_split(x, 1 / 4, 1 / 2), x, (g_slow, g_fast))
+    torch.testing.assert_close(grad, truth, rtol=0, atol=1e-15)
+
+
+def test_resample_empty_batch():
+    x = _rand((0, 3, 8, 2, 2), torch.float32)
+    assert TRITON_OPS.temporal_resample(x, 0.5).shape == (0, 3, 4, 2, 2)
+    slow, fast = TRITON_OPS.pathway_split(x, 0.25, 0.5)
+    assert slow.shape == (0, 3, 2, 2, 2) and fast.shape == (0, 3, 4, 2, 2)
+    assert TRITON_OPS.temporal_resample_backward(fast, 8, 0.5).shape == x.shape
+
+
+def test_opcheck_lateral_concat():
+    case = LateralCase(1, 2, 3, 4, 4, 2, 2, 1, 2, 3)
+    x_slow, x_fast, weight, scale, shift = case.tensors(torch.float32)
+    args = (
+        x_slow,
+        x_fast.requires_grad_(),
+        weight.requires_grad_(),
+        case.stride,
+        case.pad,
+        scale,
+        shift,
+        True,
+    )
+    torch.library.opcheck(TRITON_OPS.lateral_concat.default, args)
+
+
+def test_opcheck_resample_ops():
+    x = _rand((1, 2, 9, 2, 3), torch.float32, CL).requires_grad_()
+    torch.library.opcheck(TRITON_OPS.temporal_resample.default, (x, 1 / 3))
+    torch.library.opcheck(TRITON_OPS.pathway_split.default, (x, 1 / 3, 2 / 3))
+    torch.library.opcheck(
+        TRITON_OPS.temporal_resample_backward.default, (_rand((1, 2, 3, 2, 3), torch.float32), 9, 1 / 3)
+    )
+
+
+# --- GPU, realistic shapes -------------------------------------------------------------------------
+
+# (name, x_slow channels, lateral case): stage-1 laterals of SlowFast R50 4x16 and 8x8 at 56x56, N=2.
+GPU_CASES = [
+    ("4x16_layer1", LateralCase(2, 256, 32, 64, 32, 5, 8, 2, 56, 56)),
+    ("8x8_layer1", LateralCase(2, 256, 32, 64, 32, 7, 4, 3, 56, 56)),
+    ("4x16_conv1", LateralCase(2, 64, 8, 16, 32, 5, 8, 2, 56, 56)),
+]
+
+
+@pytest.fixture
+def no_tf32():
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = previous
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name,case", GPU_CASES, ids=[n for n, _ in GPU_CASES])
+@pytest.mark.parametrize("fmt", [CONTIG, CL], ids=["ncdhw", "ndhwc"])
+def test_cuda_lateral_concat_fp32(name, case, fmt, no_tf32):
+    _lateral_forward_check(case, torch.float32, fmt, affine=True, relu=True)
+    _lateral_backward_check(case, torch.float32, fmt, affine=True, relu=True)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name,case", GPU_CASES, ids=[n for n, _ in GPU_CASES])
+@pytest.mark.parametrize("fmt", [CONTIG, CL], ids=["ncdhw", "ndhwc"])
+def test_cuda_lateral_concat_bf16(name, case, fmt):
+    _lateral_forward_check(case, torch.bfloat16, fmt, affine=True, relu=True)
+    _lateral_backward_check(case, torch.bfloat16, fmt, affine=True, relu=False)
+
+
+@pytest.mark.cuda
+def test_cuda_lateral_concat_tf32_like_cudnn():
+    """With TF32 allowed both the kernel and cuDNN round fp32 inputs to TF32: same error class."""
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        _lateral_forward_check(GPU_CASES[0][1], torch.float32, CL, affine=True, relu=False)
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("fmt", [CONTIG, CL], ids=["ncdhw", "ndhwc"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_pathway_split_and_backward(fmt, dtype):
+    x = _rand((8, 3, 32, 224, 224), dtype, fmt).requires_grad_()
+    for slow_scale, fast_scale in ((1 / 8, 1 / 2), (1 / 4, 1 / 3)):
+        slow, fast = ops.pathway_split(x, slow_scale, fast_scale, backend="triton")
+        assert torch.equal(slow, F.interpolate(x, mode="nearest", scale_factor=(slow_scale, 1, 1)))
+        assert torch.equal(fast, F.interpolate(x, mode="nearest", scale_factor=(fast_scale, 1, 1)))
+        assert slow.is_contiguous(memory_format=fmt) and fast.is_contiguous(memory_format=fmt)
+    out = ops.temporal_resample(x, 2.5, backend="triton")
+    grad_out = torch.randn_like(out)
+    (grad,) = torch.autograd.grad(out, x, grad_out)
+    x64 = x.detach().double().requires_grad_()
+    (truth,) = torch.autograd.grad(reference.temporal_resample(x64, 2.5), x64, grad_out.double())
+    assert ((grad.double() - truth).abs() <= _resample_grad_bound(grad_out, 32, 2.5, dtype)).all()
