@@ -1,0 +1,307 @@
+// Device helpers shared by the CUDA kernels of slowfast_fast: alignment tests, grid sizing, an
+// ILP row copy, activation-tile loaders for both memory formats, and one 64x64x16 tile MMA that
+// runs on tensor cores (wmma) for fp16/bf16 and TF32, or on CUDA cores (fp32/fp64 math).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <mma.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+// wmma for bf16 and TF32 needs sm_80; older targets (only if someone lists them) fall back to SIMT.
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#define SLOWFAST_FAST_HAS_WMMA 1
+#else
+#define SLOWFAST_FAST_HAS_WMMA 0
+#endif
+
+namespace slowfast_fast {
+namespace cuda {
+
+inline bool aligned16(const void* p) {
+  return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+// Kernels loop over their work items with a grid stride, so the grid only needs capping.
+inline unsigned int grid_size(int64_t blocks) {
+  return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>(blocks, 1 << 30)));
+}
+
+template <typename T>
+struct AccType {
+  using type = float;
+};
+template <>
+struct AccType<double> {
+  using type = double;
+};
+
+template <typename T>
+constexpr int kVec = 16 / static_cast<int>(sizeof(T));  // elements in one 16-byte access
+
+template <typename T>
+__device__ __forceinline__ bool positive(T v) {
+  return static_cast<typename AccType<T>::type>(v) > 0;
+}
+
+// Copies `rows` rows of `len` units (src row stride `ss`, dst row stride `ds`, both in units) with
+// the whole block, keeping kIlp loads in flight per thread before storing them.
+template <typename U, int NT>
+__device__ __forceinline__ void copy_rows(U* __restrict__ dst, int64_t ds, const U* __restrict__ src,
+                                          int64_t ss, uint32_t rows, uint32_t len) {
+  constexpr int kIlp = 4;
+  const uint32_t total = rows * len;
+  for (uint32_t base = threadIdx.x; base < total; base += NT * kIlp) {
+    U v[kIlp];
+#pragma unroll
+    for (int i = 0; i < kIlp; ++i) {
+      const uint32_t u = base + i * NT;
+      if (u < total) v[i] = src[static_cast<int64_t>(u / len) * ss + u % len];
+    }
+#pragma unroll
+    for (int i = 0; i < kIlp; ++i) {
+      const uint32_t u = base + i * NT;
+      if (u < total) dst[static_cast<int64_t>(u / len) * ds + u % len] = v[i];
+    }
+  }
+}
+
+// Where an activation tensor's tile lives: element (channel ctot_off + c, frame f, pixel px) of
+// sample n, with `ctot` channels, `frames` frames and `hw` pixels per frame.
+struct ActView {
+  int64_t ctot;
+  int64_t coff;
+  int64_t frames;
+  int64_t hw;
+};
+
+template <bool CL>
+__device__ __forceinline__ int64_t act_offset(const ActView& v, int64_t n, int64_t c, int64_t f,
+                                              int64_t px) {
+  if (CL) return ((n * v.frames + f) * v.hw + px) * v.ctot + v.coff + c;
+  return ((n * v.ctot + v.coff + c) * v.frames + f) * v.hw + px;
+}
+
+// Loads channels [c0, c0+BC) x pixels [p0, p0+BP) of frame f of sample n into shared memory at
+// s[c * sc + p * sp], zero outside (c >= ccount, px >= hw). With `mask`, an element is kept only
+// where mask (same view) is > 0: the ReLU gradient. Global reads run along the contiguous
+// dimension (pixels for NCDHW, channels for NDHWC), 16 bytes at a time when `vec` (the caller
+// checked alignment and divisibility) else one element at a time.
+template <typename T, bool CL, int BC, int BP, int NT>
+__device__ __forceinline__ void load_act_tile(T* s, int sc, int sp, const T* __restrict__ g,
+                                              const T* __restrict__ mask, const ActView& v, int64_t n,
+                                              int64_t f, int64_t c0, int64_t ccount, int64_t p0, bool vec) {
+  constexpr int V = kVec<T>;
+  static_assert((CL ? BC : BP) % V == 0, "tile's contiguous side must hold whole vectors");
+  constexpr int kRun = CL ? BC : BP;     // contiguous side of the tile
+  constexpr int kOther = CL ? BP : BC;
+  if (vec) {
+    constexpr int kUnitsPerRun = kRun / V;
+    for (int u = threadIdx.x; u < kOther * kUnitsPerRun; u += NT) {
+      const int o = u / kUnitsPerRun;
+      const int r = (u % kUnitsPerRun) * V;
+      const int c = CL ? r : o;
+      const int p = CL ? o : r;
+      const bool ok = c0 + c < ccount && p0 + p < v.hw;  // whole vector in range: see `vec`
+      union {
+        uint4 raw;
+        T e[V];
+      } val, m;
+      val.raw = make_uint4(0, 0, 0, 0);
+      if (ok) {
+        const int64_t off = act_offset<CL>(v, n, c0 + c, f, p0 + p);
+        val.raw = *reinterpret_cast<const uint4*>(g + off);
+        if (mask != nullptr) {
+          m.raw = *reinterpret_cast<const uint4*>(mask + off);
+#pragma unroll
+          for (int e = 0; e < V; ++e)
+            if (!positive(m.e[e])) val.e[e] = T(0);
+        }
+      }
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const int ce = CL ? c + e : c;
+        const int pe = CL ? p : p + e;
+        s[ce * sc + pe * sp] = val.e[e];
+      }
+    }
+  } else {
+    for (int u = threadIdx.x; u < BC * BP; u += NT) {
+      const int o = u / kRun;
+      const int r = u % kRun;
+      const int c = CL ? r : o;
+      const int p = CL ? o : r;
+      T val = T(0);
+      if (c0 + c < ccount && p0 + p < v.hw) {
+        const int64_t off = act_offset<CL>(v, n, c0 + c, f, p0 + p);
+        val = g[off];
+        if (mask != nullptr && !positive(mask[off])) val = T(0);
+      }
+      s[c * sc + p * sp] = val;
+    }
+  }
+}
+
+// Block tile of the GEMMs: C[BM][BN] += sum over BK of A[k][m] * B[k][n], both operands k-major in
+// shared memory with leading dimension kLds; C is staged through shared memory (kLdc) for the
+// layout-aware epilogues.
+constexpr int kBM = 64;
+constexpr int kBN = 64;
+constexpr int kBK = 16;
+constexpr int kThreads = 256;
+constexpr int kLds = kBM + 8;  // keeps wmma pointers 32-byte aligned, spreads banks
+constexpr int kLdc = kBN + 4;
+static_assert(kBM == kBN, "kLds serves both operands");
+
+template <typename T>
+constexpr int tile_smem_bytes() {
+  using acc_t = typename AccType<T>::type;
+  constexpr int operands = 2 * kBK * kLds * static_cast<int>(sizeof(T));
+  constexpr int staged = kBM * kLdc * static_cast<int>(sizeof(acc_t));
+  return operands > staged ? operands : staged;
+}
+
+// CUDA-core tile: each thread owns a 4x4 strided sub-tile (rows tm + 16i, cols tn + 16j), which
+// makes every shared-memory read a broadcast or conflict-free.
+template <typename T, bool kWmma>
+struct TileMma {
+  using acc_t = typename AccType<T>::type;
+  acc_t c[4][4];
+
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) c[i][j] = acc_t(0);
+  }
+
+  __device__ __forceinline__ void step(const T* As, const T* Bs) {
+    const int tm = threadIdx.x % 16;
+    const int tn = threadIdx.x / 16;
+#pragma unroll 4
+    for (int k = 0; k < kBK; ++k) {
+      acc_t a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[i] = static_cast<acc_t>(As[k * kLds + tm + 16 * i]);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) b[j] = static_cast<acc_t>(Bs[k * kLds + tn + 16 * j]);
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) c[i][j] += a[i] * b[j];
+    }
+  }
+
+  __device__ __forceinline__ void store(acc_t* Cs) const {
+    const int tm = threadIdx.x % 16;
+    const int tn = threadIdx.x / 16;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) Cs[(tm + 16 * i) * kLdc + tn + 16 * j] = c[i][j];
+  }
+};
+
+#if SLOWFAST_FAST_HAS_WMMA
+template <typename T>
+struct WmmaOperand;
+template <>
+struct WmmaOperand<c10::Half> {
+  using elem = __half;
+  using frag = __half;
+  static constexpr int K = 16;
+};
+template <>
+struct WmmaOperand<c10::BFloat16> {
+  using elem = __nv_bfloat16;
+  using frag = __nv_bfloat16;
+  static constexpr int K = 16;
+};
+template <>
+struct WmmaOperand<float> {  // TF32: fp32 in shared memory, rounded when loaded into fragments
+  using elem = float;
+  using frag = nvcuda::wmma::precision::tf32;
+  static constexpr int K = 8;
+};
+
+// Tensor-core tile: 8 warps as 4 (m) x 2 (n), each a 16x32 slab of two 16x16 fp32 accumulators.
+template <typename T>
+struct TileMma<T, true> {
+  using acc_t = float;
+  using Op = WmmaOperand<T>;
+  static constexpr int K = Op::K;
+  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, K, float> c[2];
+
+  __device__ __forceinline__ void zero() {
+    nvcuda::wmma::fill_fragment(c[0], 0.0f);
+    nvcuda::wmma::fill_fragment(c[1], 0.0f);
+  }
+
+  __device__ __forceinline__ void step(const T* As, const T* Bs) {
+    using namespace nvcuda;
+    const int warp = threadIdx.x / 32;
+    const int m0 = (warp % 4) * 16;
+    const int n0 = (warp / 4) * 32;
+    const auto* a_ptr = reinterpret_cast<const typename Op::elem*>(As);
+    const auto* b_ptr = reinterpret_cast<const typename Op::elem*>(Bs);
+#pragma unroll
+    for (int k0 = 0; k0 < kBK; k0 += K) {
+      wmma::fragment<wmma::matrix_a, 16, 16, K, typename Op::frag, wmma::col_major> a;
+      wmma::load_matrix_sync(a, a_ptr + k0 * kLds + m0, kLds);
+      if constexpr (std::is_same_v<T, float>) {
+#pragma unroll
+        for (int e = 0; e < a.num_elements; ++e) a.x[e] = wmma::__float_to_tf32(a.x[e]);
+      }
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        wmma::fragment<wmma::matrix_b, 16, 16, K, typename Op::frag, wmma::row_major> b;
+        wmma::load_matrix_sync(b, b_ptr + k0 * kLds + n0 + 16 * j, kLds);
+        if constexpr (std::is_same_v<T, float>) {
+#pragma unroll
+          for (int e = 0; e < b.num_elements; ++e) b.x[e] = wmma::__float_to_tf32(b.x[e]);
+        }
+        wmma::mma_sync(c[j], a, b, c[j]);
+      }
+    }
+  }
+
+  __device__ __forceinline__ void store(float* Cs) const {
+    const int warp = threadIdx.x / 32;
+    const int m0 = (warp % 4) * 16;
+    const int n0 = (warp / 4) * 32;
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+      nvcuda::wmma::store_matrix_sync(Cs + m0 * kLdc + n0 + 16 * j, c[j], kLdc, nvcuda::wmma::mem_row_major);
+  }
+};
+#endif
+
+// The tile MMA a kernel instantiated with `kUseWmma` really uses on the architecture being compiled.
+template <typename T, bool kUseWmma>
+using BlockMma = TileMma<T, kUseWmma && SLOWFAST_FAST_HAS_WMMA && !std::is_same_v<T, double>>;
+
+// Whether T's lateral GEMMs run on tensor cores: always for fp16/bf16, for fp32 when cuDNN convs
+// may use TF32 (the caller passes torch.backends.cudnn.allow_tf32), never for fp64.
+template <typename T>
+inline bool use_tensor_cores(bool allow_tf32) {
+  if constexpr (std::is_same_v<T, double>) return false;
+  if constexpr (std::is_same_v<T, float>) return allow_tf32;
+  return true;
+}
+
+}  // namespace cuda
+}  // namespace slowfast_fast

@@ -1,0 +1,299 @@
+// CUDA lateral_concat_grad_weight: the reduction over every (sample, frame, pixel) of
+//
+//   G[o, kt, c] = sum g[n, o, to, px] * x_fast[n, c, to*s - p + kt, px],   g = grad_out[:, C_s:] (* ReLU mask)
+//   grad_weight[o, c, kt] = G * scale[o],  grad_scale[o] = sum_{c,kt} W[o, c, kt] * G[o, kt, c],
+//   grad_shift[o] = sum g[:, o].
+//
+// Two deterministic passes, no atomics. Pass 1: a block owns one (tap kt, 64 lateral channels,
+// 64 fast channels) tile of G and a contiguous slice ("split") of the 16-pixel tiles of all
+// (n, to) frames; it accumulates that slice with the shared tile MMA (reduction dim = pixels) and
+// writes its partial tile to a workspace. The splits are sized so the grid fills the GPU even when
+// G is small. Blocks with kt == 0 and the first fast-channel tile also sum g for grad_shift.
+// Pass 2: one block per lateral channel sums the partials in a fixed order and forms the three
+// outputs.
+#include "cuda_common.cuh"
+
+#include <ATen/Context.h>
+#include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include "common.h"
+
+namespace slowfast_fast {
+namespace cuda {
+namespace {
+
+template <typename T, typename acc_t>
+struct GradWeightParams {
+  const T* g;     // grad_out
+  const T* mask;  // forward output (ReLU mask) or nullptr
+  ActView gv;     // lateral channels of grad_out: coff = C_s
+  const T* x;     // x_fast
+  ActView xv;
+  int64_t c_lat;
+  int64_t c_fast;
+  int64_t k;
+  int64_t stride;
+  int64_t pad;
+  int64_t batch;
+  int64_t num_ptk;  // 16-pixel tiles per frame
+  int64_t num_ot;   // 64-lateral-channel tiles
+  int64_t num_ct;   // 64-fast-channel tiles
+  int64_t splits;
+  bool g_vec;
+  bool x_vec;
+  acc_t* partial;        // [splits][C_lat][k][C_fast]
+  acc_t* partial_shift;  // [splits][C_lat]
+};
+
+template <typename T, bool CL, bool kUseWmma>
+__global__ void __launch_bounds__(kThreads)
+    grad_weight_partial_kernel(const GradWeightParams<T, typename BlockMma<T, kUseWmma>::acc_t> p) {
+  using Mma = BlockMma<T, kUseWmma>;
+  using acc_t = typename Mma::acc_t;
+  __shared__ __align__(128) unsigned char smem[tile_smem_bytes<T>()];
+  T* As = reinterpret_cast<T*>(smem);  // As[px][o]
+  T* Bs = As + kBK * kLds;             // Bs[px][c]
+  acc_t* Cs = reinterpret_cast<acc_t*>(smem);
+
+  const int64_t frames = p.gv.frames;  // T_slow
+  const int64_t pixel_tiles = p.batch * frames * p.num_ptk;
+  const int64_t num_tiles = p.splits * p.k * p.num_ot * p.num_ct;
+  for (int64_t tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
+    const int64_t ct = tile % p.num_ct;
+    const int64_t ot = (tile / p.num_ct) % p.num_ot;
+    const int64_t kt = (tile / (p.num_ct * p.num_ot)) % p.k;
+    const int64_t split = tile / (p.num_ct * p.num_ot * p.k);
+    const int64_t o0 = ot * kBM;
+    const int64_t c0 = ct * kBN;
+    const bool sums_shift = kt == 0 && ct == 0;
+    const int64_t q_begin = split * pixel_tiles / p.splits;
+    const int64_t q_end = (split + 1) * pixel_tiles / p.splits;
+
+    Mma mma;
+    mma.zero();
+    acc_t shift_sum = acc_t(0);
+    for (int64_t q = q_begin; q < q_end; ++q) {
+      const int64_t px0 = (q % p.num_ptk) * kBK;
+      const int64_t nt = q / p.num_ptk;
+      const int64_t n = nt / frames;
+      const int64_t to = nt % frames;
+      const int64_t t = to * p.stride - p.pad + kt;
+      const bool tap_in_frame = t >= 0 && t < p.xv.frames;
+      if (!tap_in_frame && !sums_shift) continue;
+      load_act_tile<T, CL, kBM, kBK, kThreads>(As, 1, kLds, p.g, p.mask, p.gv, n, to, o0, p.c_lat, px0,
+                                              p.g_vec);
+      if (tap_in_frame)
+        load_act_tile<T, CL, kBN, kBK, kThreads>(Bs, 1, kLds, p.x, nullptr, p.xv, n, t, c0, p.c_fast, px0,
+                                                p.x_vec);
+      __syncthreads();
+      if (sums_shift && threadIdx.x < kBM) {
+#pragma unroll
+        for (int px = 0; px < kBK; ++px) shift_sum += static_cast<acc_t>(As[px * kLds + threadIdx.x]);
+      }
+      if (tap_in_frame) mma.step(As, Bs);
+      __syncthreads();
+    }
+    mma.store(Cs);
+    __syncthreads();
+    for (int u = threadIdx.x; u < kBM * kBN; u += kThreads) {
+      const int o = u / kBN;
+      const int c = u % kBN;  // fast channels are contiguous in the workspace
+      if (o0 + o < p.c_lat && c0 + c < p.c_fast)
+        p.partial[((split * p.c_lat + o0 + o) * p.k + kt) * p.c_fast + c0 + c] = Cs[o * kLdc + c];
+    }
+    if (sums_shift && threadIdx.x < kBM && o0 + threadIdx.x < p.c_lat)
+      p.partial_shift[split * p.c_lat + o0 + threadIdx.x] = shift_sum;
+    __syncthreads();
+  }
+}
+
+// Sums v over the block (kThreads threads); the result is valid in thread 0.
+template <typename acc_t>
+__device__ acc_t block_sum(acc_t v, acc_t* scratch) {
+#pragma unroll
+  for (int d = 16; d > 0; d /= 2) v += __shfl_down_sync(0xffffffffu, v, d);
+  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = v;
+  __syncthreads();
+  acc_t total = acc_t(0);
+  if (threadIdx.x == 0)
+    for (int w = 0; w < kThreads / 32; ++w) total += scratch[w];
+  __syncthreads();
+  return total;
+}
+
+template <typename T, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    grad_weight_finish_kernel(const acc_t* __restrict__ partial, const acc_t* __restrict__ partial_shift,
+                              const T* __restrict__ weight, const T* __restrict__ scale, T* __restrict__ grad_w,
+                              T* __restrict__ grad_scale, T* __restrict__ grad_shift, int64_t c_lat,
+                              int64_t c_fast, int64_t k, int64_t splits) {
+  __shared__ acc_t scratch[kThreads / 32];
+  const int64_t per_o = k * c_fast;
+  for (int64_t o = blockIdx.x; o < c_lat; o += gridDim.x) {
+    const acc_t s = scale != nullptr ? static_cast<acc_t>(scale[o]) : acc_t(1);
+    acc_t dot = acc_t(0);
+    for (int64_t e = threadIdx.x; e < per_o; e += kThreads) {
+      acc_t g = acc_t(0);
+      for (int64_t sp = 0; sp < splits; ++sp) g += partial[(sp * c_lat + o) * per_o + e];
+      const int64_t kt = e / c_fast;
+      const int64_t c = e % c_fast;
+      const int64_t wi = (o * c_fast + c) * k + kt;
+      grad_w[wi] = static_cast<T>(g * s);
+      dot += static_cast<acc_t>(weight[wi]) * g;
+    }
+    acc_t sh = acc_t(0);
+    for (int64_t sp = threadIdx.x; sp < splits; sp += kThreads) sh += partial_shift[sp * c_lat + o];
+    dot = block_sum(dot, scratch);
+    sh = block_sum(sh, scratch);
+    if (threadIdx.x == 0) {
+      grad_scale[o] = static_cast<T>(dot);
+      grad_shift[o] = static_cast<T>(sh);
+    }
+  }
+}
+
+template <typename T, bool CL, bool kUseWmma, typename acc_t>
+void launch_partial(const GradWeightParams<T, acc_t>& p, int64_t tiles, cudaStream_t stream) {
+  grad_weight_partial_kernel<T, CL, kUseWmma><<<grid_size(tiles), kThreads, 0, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename T>
+void grad_weight_impl(const at::Tensor& go, const std::optional<at::Tensor>& mask, const at::Tensor& xf,
+                      const at::Tensor& wc, const std::optional<at::Tensor>& sc, int64_t stride, int64_t padding,
+                      bool cl, at::Tensor& grad_w, at::Tensor& grad_scale, at::Tensor& grad_shift) {
+  using acc_t = typename AccType<T>::type;
+  constexpr int V = kVec<T>;
+  const int64_t n = xf.size(0), c_fast = xf.size(1), t_fast = xf.size(2), hw = xf.size(3) * xf.size(4);
+  const int64_t c_lat = wc.size(0), k = wc.size(2);
+  const int64_t c_tot = go.size(1), t_slow = go.size(2);
+  const bool tc = use_tensor_cores<T>(at::globalContext().allowTF32CuDNN());
+
+  GradWeightParams<T, acc_t> p{};
+  p.g = go.data_ptr<T>();
+  p.mask = mask.has_value() ? mask->data_ptr<T>() : nullptr;
+  p.gv = ActView{c_tot, c_tot - c_lat, t_slow, hw};
+  p.x = xf.data_ptr<T>();
+  p.xv = ActView{c_fast, 0, t_fast, hw};
+  p.c_lat = c_lat;
+  p.c_fast = c_fast;
+  p.k = k;
+  p.stride = stride;
+  p.pad = padding;
+  p.batch = n;
+  p.num_ptk = ceil_div(hw, kBK);
+  p.num_ot = ceil_div(c_lat, kBM);
+  p.num_ct = std::max<int64_t>(1, ceil_div(c_fast, kBN));  // one tile even without fast channels: shift
+  const bool ptrs = aligned16(p.g) && aligned16(p.x) && (p.mask == nullptr || aligned16(p.mask));
+  if (cl) {
+    p.g_vec = ptrs && c_tot % V == 0 && c_lat % V == 0;
+    p.x_vec = ptrs && c_fast % V == 0;
+  } else {
+    p.g_vec = p.x_vec = ptrs && hw % V == 0;
+  }
+
+  // Enough splits for about four blocks per SM, each still reducing at least 8 pixel tiles.
+  const int64_t pixel_tiles = n * t_slow * p.num_ptk;
+  const int64_t base_tiles = k * p.num_ot * p.num_ct;
+  int device = 0, sms = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  int64_t splits = ceil_div(4 * static_cast<int64_t>(sms), base_tiles);
+  splits = std::max<int64_t>(1, std::min<int64_t>(splits, ceil_div(pixel_tiles, 8)));
+  p.splits = splits;
+
+  const auto acc_dtype = std::is_same_v<acc_t, double> ? at::kDouble : at::kFloat;
+  at::Tensor workspace = at::empty({splits * c_lat * (k * c_fast + 1)}, go.options().dtype(acc_dtype));
+  p.partial = workspace.data_ptr<acc_t>();
+  p.partial_shift = p.partial + splits * c_lat * k * c_fast;
+
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t tiles = splits * base_tiles;
+  if constexpr (std::is_same_v<T, float>) {
+    if (cl) {
+      tc ? launch_partial<T, true, true>(p, tiles, stream) : launch_partial<T, true, false>(p, tiles, stream);
+    } else {
+      tc ? launch_partial<T, false, true>(p, tiles, stream) : launch_partial<T, false, false>(p, tiles, stream);
+    }
+  } else {
+    constexpr bool kTc = !std::is_same_v<T, double>;
+    cl ? launch_partial<T, true, kTc>(p, tiles, stream) : launch_partial<T, false, kTc>(p, tiles, stream);
+  }
+
+  grad_weight_finish_kernel<T, acc_t><<<grid_size(c_lat), kThreads, 0, stream>>>(
+      p.partial, p.partial_shift, wc.data_ptr<T>(), sc.has_value() ? sc->data_ptr<T>() : nullptr,
+      grad_w.data_ptr<T>(), grad_scale.data_ptr<T>(), grad_shift.data_ptr<T>(), c_lat, c_fast, k, splits);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lateral_concat_grad_weight_cuda(
+    const at::Tensor& grad_out, const at::Tensor& x_fast, const at::Tensor& weight,
+    const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& out, int64_t stride,
+    int64_t padding) {
+  TORCH_CHECK(grad_out.dim() == 5 && x_fast.dim() == 5 && weight.dim() == 5,
+              "grad_out, x_fast and weight must be 5-D");
+  for (const at::Tensor* t : {&grad_out, &weight}) {
+    TORCH_CHECK(t->is_cuda() && t->device() == x_fast.device() && t->scalar_type() == x_fast.scalar_type(),
+                "grad_out and weight must match x_fast's device and dtype");
+  }
+  const int64_t c_lat = weight.size(0), k = weight.size(2);
+  TORCH_CHECK(weight.size(1) == x_fast.size(1) && k >= 1 && weight.size(3) == 1 && weight.size(4) == 1,
+              "weight must be (C_lat, C_fast, k, 1, 1), got ", weight.sizes());
+  TORCH_CHECK(grad_out.size(1) >= c_lat, "grad_out has fewer channels than the lateral conv produces");
+  TORCH_CHECK(grad_out.size(0) == x_fast.size(0) && grad_out.size(3) == x_fast.size(3) &&
+                  grad_out.size(4) == x_fast.size(4),
+              "grad_out must match x_fast in N, H, W");
+  TORCH_CHECK(stride >= 1 && padding >= 0, "need stride >= 1 and padding >= 0");
+  if (scale.has_value()) {
+    TORCH_CHECK(scale->is_cuda() && scale->device() == x_fast.device() &&
+                    scale->scalar_type() == x_fast.scalar_type() && scale->dim() == 1 &&
+                    scale->size(0) == c_lat,
+                "scale must be (C_lat,) on x_fast's device and dtype");
+  }
+  if (out.has_value()) {
+    TORCH_CHECK(out->is_cuda() && out->device() == x_fast.device() && out->scalar_type() == x_fast.scalar_type() &&
+                    out->sizes() == grad_out.sizes(),
+                "out must match grad_out's shape and x_fast's device and dtype");
+  }
+
+  c10::cuda::CUDAGuard guard(x_fast.device());
+  at::Tensor grad_w = at::empty(weight.sizes(), weight.options());  // contiguous
+  at::Tensor grad_scale = at::empty({c_lat}, weight.options());
+  at::Tensor grad_shift = at::empty({c_lat}, weight.options());
+  if (c_lat == 0) return {grad_w, grad_scale, grad_shift};
+  if (x_fast.size(0) == 0 || grad_out.size(2) == 0 || x_fast.size(3) * x_fast.size(4) == 0) {
+    // Nothing to reduce over: every gradient is an empty sum.
+    grad_w.zero_();
+    grad_scale.zero_();
+    grad_shift.zero_();
+    return {grad_w, grad_scale, grad_shift};
+  }
+
+  const auto fmt = output_memory_format(x_fast);
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast3d;
+  const at::Tensor go = grad_out.contiguous(fmt);
+  const at::Tensor xf = x_fast.contiguous(fmt);
+  const at::Tensor wc = weight.contiguous();
+  std::optional<at::Tensor> mask, sc;
+  if (out.has_value()) mask = out->contiguous(fmt);
+  if (scale.has_value()) sc = scale->contiguous();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(), "lateral_concat_grad_weight_cuda",
+                                  [&] {
+                                    grad_weight_impl<scalar_t>(go, mask, xf, wc, sc, stride, padding, cl, grad_w,
+                                                               grad_scale, grad_shift);
+                                  });
+  return {grad_w, grad_scale, grad_shift};
+}
+
+}  // namespace
+}  // namespace cuda
+
+TORCH_LIBRARY_IMPL(slowfast_fast, CUDA, m) {
+  m.impl("lateral_concat_grad_weight", &cuda::lateral_concat_grad_weight_cuda);
+}
+
+}  // namespace slowfast_fast

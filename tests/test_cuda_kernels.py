@@ -1,0 +1,413 @@
+"""The compiled CUDA kernels (csrc/cuda/) against the pure-PyTorch reference.
+
+Every test but the first needs a GPU and is marked ``cuda`` (skipped without one). Inputs are random
+normals; shapes are odd on purpose, plus a few with channel/pixel counts that take the 16-byte
+vector paths and several 64-wide tiles.
+
+Tolerances (errors are measured against an fp64 evaluation of the same rounded inputs, relative to
+the largest magnitude of that fp64 result):
+* fp32 with TF32 off: 1e-5. We sum the same products as the reference in fp32, in another order.
+* fp16/bf16, and fp32 with TF32 on: at most twice the error of PyTorch's own computation at that
+  precision (flash-attention's rule), or a floor of two units of the format's epsilon, whichever
+  is larger. Tensor cores accumulate in fp32 and we round once, so this floor is generous.
+* Resampling only moves values: bit-exact; its backward is exact wherever at most one output frame
+  comes from each input frame, and fp32-accurate where several are summed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from slowfast_fast import ops as sf_ops
+from slowfast_fast import reference
+from slowfast_fast._layout import output_memory_format
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CL = torch.channels_last_3d
+NC = torch.contiguous_format
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+EPS = {torch.float32: 1.2e-7, torch.float16: 9.8e-4, torch.bfloat16: 7.9e-3}
+
+
+def _registered_ops(source: str) -> set[str]:
+    return set(re.findall(r'm\.impl\(\s*"(\w+)"', source))
+
+
+def test_cuda_sources_register_every_op():
+    """Each op declared in csrc/ops.cpp has exactly one CUDA kernel in csrc/cuda/*.cu (no GPU needed)."""
+    declared = set(re.findall(r'm\.def\(\s*"(\w+)\(', (ROOT / "csrc" / "ops.cpp").read_text()))
+    assert declared, "no schemas found in csrc/ops.cpp"
+    registered: list[str] = []
+    for path in sorted((ROOT / "csrc" / "cuda").glob("*.cu")):
+        text = path.read_text()
+        assert "TORCH_LIBRARY_IMPL(slowfast_fast, CUDA, m)" in text, f"{path.name} registers no CUDA kernels"
+        registered += sorted(_registered_ops(text))
+    assert sorted(registered) == sorted(declared)
+
+
+cuda = pytest.mark.cuda
+OPS = torch.ops.slowfast_fast
+
+
+@pytest.fixture(autouse=True)
+def _kernels_built(request):
+    """On a GPU machine a build without CUDA kernels fails the CUDA tests instead of skipping them."""
+    if "cuda" in request.keywords and torch.cuda.is_available():
+        assert torch._C._dispatch_has_kernel_for_dispatch_key("slowfast_fast::lateral_concat", "CUDA"), (
+            "slowfast_fast._C was built without CUDA kernels"
+        )
+
+
+@contextlib.contextmanager
+def _tf32(enabled: bool):
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
+
+
+def _rand(*shape, dtype=torch.float32, fmt=NC, gen=None):
+    t = torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype)
+    return t.to("cuda").contiguous(memory_format=fmt)
+
+
+def _out_len(t_fast, k, s, p):
+    return (t_fast + 2 * p - k) // s + 1
+
+
+# (N, C_slow, C_fast, C_lat, T_fast, H, W, k, stride, padding)
+GEOMETRIES = [
+    (2, 3, 5, 7, 13, 3, 5, 5, 8, 2),  # s > k: frames never read
+    (1, 4, 3, 6, 17, 5, 3, 7, 4, 3),
+    (3, 2, 4, 5, 9, 2, 3, 3, 1, 1),
+    (2, 5, 2, 3, 11, 1, 7, 1, 2, 0),  # k = 1
+    (1, 1, 6, 9, 23, 3, 2, 2, 5, 1),
+    (2, 6, 5, 4, 15, 3, 3, 4, 4, 0),
+    (1, 3, 7, 11, 19, 2, 5, 6, 3, 5),  # padding = k - 1
+    (2, 2, 1, 2, 8, 4, 1, 3, 7, 2),
+    (1, 5, 3, 4, 12, 3, 3, 6, 6, 0),  # s == k
+    (2, 24, 16, 32, 16, 8, 8, 5, 8, 2),  # 16-byte vector paths in both layouts, all dtypes
+    (1, 40, 24, 72, 10, 11, 12, 3, 2, 1),  # 2 pixel tiles, 2 channel tiles, 2 reduction chunks
+    (1, 8, 20, 130, 9, 9, 15, 7, 1, 3),  # 3 output-channel tiles, odd pixel count
+]
+
+
+def _lateral_inputs(geom, dtype, fmt, affine, seed=0):
+    n, c_s, c_f, c_l, t_f, h, w, k, s, p = geom
+    gen = torch.Generator().manual_seed(seed)
+    t_s = _out_len(t_f, k, s, p)
+    x_slow = _rand(n, c_s, t_s, h, w, dtype=dtype, fmt=fmt, gen=gen)
+    x_fast = _rand(n, c_f, t_f, h, w, dtype=dtype, fmt=fmt, gen=gen)
+    weight = _rand(c_l, c_f, k, 1, 1, dtype=dtype, gen=gen)
+    scale = shift = None
+    if affine:
+        scale = (torch.randn(c_l, generator=gen, dtype=torch.float64).abs() + 0.5).to(dtype).cuda()
+        shift = _rand(c_l, dtype=dtype, gen=gen)
+    return x_slow, x_fast, weight, s, p, scale, shift
+
+
+def _double(t):
+    return None if t is None else t.detach().double()
+
+
+def _err(got, want64):
+    scale = want64.abs().max().clamp_min(1.0)
+    return ((got.double() - want64).abs().max() / scale).item()
+
+
+def _assert_close(got, same_dtype, want64, dtype, tf32=False):
+    """got: our result; same_dtype: PyTorch's result at got's precision; want64: fp64 truth."""
+    assert got.dtype == want64.dtype or got.dtype == dtype
+    assert got.shape == want64.shape
+    if dtype == torch.float32 and not tf32:
+        bound = 1e-5
+    else:
+        eps = 2.0**-10 if (dtype == torch.float32 and tf32) else EPS[dtype]
+        bound = max(2.0 * _err(same_dtype, want64), 2.0 * eps)
+    assert _err(got, want64) <= bound
+
+
+def _reference(inputs, relu, dtype=None):
+    """The reference forward in ``dtype`` (fp64 when None)."""
+    x_slow, x_fast, weight, s, p, scale, shift = inputs
+    cast = _double if dtype is None else (lambda t: None if t is None else t.detach().to(dtype))
+    return reference.lateral_concat(
+        cast(x_slow), cast(x_fast), cast(weight), s, p, cast(scale), cast(shift), relu
+    )
+
+
+def _reference_grads(inputs, grad_out, dtype=None):
+    """Grads of the reference without ReLU for (x_slow, x_fast, weight[, scale, shift]).
+
+    With ReLU, callers pass grad_out already multiplied by the mask of OUR forward output: where a
+    pre-activation is within rounding of 0 the mask of an fp64 forward may differ from ours, and
+    the gradient is defined by the forward that was actually run.
+    """
+    x_slow, x_fast, weight, s, p, scale, shift = inputs
+    cast = _double if dtype is None else (lambda t: None if t is None else t.detach().to(dtype))
+    leaves = [cast(t) for t in (x_slow, x_fast, weight, scale, shift)]
+    for t in leaves:
+        if t is not None:
+            t.requires_grad_(True)
+    out = reference.lateral_concat(leaves[0], leaves[1], leaves[2], s, p, leaves[3], leaves[4], False)
+    wanted = [t for t in leaves if t is not None]
+    return torch.autograd.grad(out, wanted, grad_out.to(out.dtype))
+
+
+def _ours(inputs, relu, grad_out):
+    x_slow, x_fast, weight, s, p, scale, shift = inputs
+    leaves = [
+        None if t is None else t.detach().clone().requires_grad_(True)
+        for t in (x_slow, x_fast, weight, scale, shift)
+    ]
+    out = sf_ops.lateral_concat(
+        leaves[0], leaves[1], leaves[2], s, p, leaves[3], leaves[4], relu, backend="cuda"
+    )
+    wanted = [t for t in leaves if t is not None]
+    grads = torch.autograd.grad(out, wanted, grad_out)
+    return out.detach(), grads
+
+
+def _masked(grad_out, out, c_slow, relu):
+    if not relu:
+        return grad_out
+    grad = grad_out.clone()
+    grad[:, c_slow:] *= out[:, c_slow:] > 0
+    return grad
+
+
+def _check_lateral(inputs, relu, grad_out, dtype, tf32):
+    c_slow = inputs[0].shape[1]
+    with _tf32(tf32):
+        out, grads = _ours(inputs, relu, grad_out)
+        same_out = _reference(inputs, relu, dtype)
+        masked = _masked(grad_out, out, c_slow, relu)
+        same_grads = _reference_grads(inputs, masked, dtype)
+    want_out = _reference(inputs, relu)
+    want_grads = _reference_grads(inputs, masked)
+
+    assert out.dtype == dtype
+    assert out.is_contiguous(memory_format=output_memory_format(inputs[0]))
+    assert torch.equal(out[:, :c_slow], inputs[0])  # the x_slow part of the concat is a copy
+    _assert_close(out, same_out, want_out, dtype, tf32)
+    for got, same, want in zip(grads, same_grads, want_grads, strict=True):
+        assert got.shape == want.shape and got.dtype == dtype
+        _assert_close(got, same, want, dtype, tf32)
+
+
+@cuda
+@pytest.mark.parametrize("geom", GEOMETRIES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fmt", [NC, CL], ids=["ncdhw", "ndhwc"])
+@pytest.mark.parametrize("affine,relu", [(False, False), (True, True), (True, False)])
+def test_lateral_concat_forward_backward(geom, dtype, fmt, affine, relu):
+    inputs = _lateral_inputs(geom, dtype, fmt, affine)
+    n, c_s, _, c_l, _, h, w = geom[:7]
+    grad_out = _rand(
+        n, c_s + c_l, inputs[0].shape[2], h, w, dtype=dtype, fmt=fmt, gen=torch.Generator().manual_seed(1)
+    )
+    _check_lateral(inputs, relu, grad_out, dtype, tf32=False)
+
+
+@cuda
+@pytest.mark.parametrize("fmt", [NC, CL], ids=["ncdhw", "ndhwc"])
+@pytest.mark.parametrize("geom", [GEOMETRIES[0], GEOMETRIES[9], GEOMETRIES[11]])
+def test_lateral_concat_fp32_tf32(geom, fmt):
+    """With torch.backends.cudnn.allow_tf32 (PyTorch's default) fp32 runs on TF32 tensor cores."""
+    inputs = _lateral_inputs(geom, torch.float32, fmt, affine=True)
+    n, c_s, _, c_l, _, h, w = geom[:7]
+    grad_out = _rand(n, c_s + c_l, inputs[0].shape[2], h, w, fmt=fmt, gen=torch.Generator().manual_seed(2))
+    _check_lateral(inputs, True, grad_out, torch.float32, tf32=True)
+
+
+@cuda
+@pytest.mark.parametrize("k", range(1, 8))
+@pytest.mark.parametrize("s", range(1, 9))
+def test_lateral_concat_every_kernel_and_stride(k, s):
+    p = (k - 1) // 2
+    geom = (2, 3, 5, 6, 2 * s + k + 1, 3, 4, k, s, p)
+    inputs = _lateral_inputs(geom, torch.float32, NC, affine=True, seed=k * 10 + s)
+    grad_out = _rand(2, 3 + 6, inputs[0].shape[2], 3, 4, gen=torch.Generator().manual_seed(3))
+    _check_lateral(inputs, True, grad_out, torch.float32, tf32=False)
+
+
+@cuda
+def test_lateral_concat_mixed_layouts_and_noncontiguous():
+    """x_fast in another layout than x_slow, a non-contiguous weight and grad_out compute the same."""
+    x_slow, x_fast, weight, s, p, scale, shift = _lateral_inputs(
+        GEOMETRIES[10], torch.float32, CL, affine=True
+    )
+    x_fast = x_fast.contiguous()
+    weight_nc = weight.transpose(0, 1).contiguous().transpose(0, 1)
+    with _tf32(False):
+        out = OPS.lateral_concat(x_slow, x_fast, weight_nc, s, p, scale, shift, True)
+        assert out.is_contiguous(memory_format=CL)
+        want = OPS.lateral_concat(x_slow.contiguous(), x_fast, weight, s, p, scale, shift, True)
+        torch.testing.assert_close(out, want, rtol=0, atol=0)
+        grad_out = torch.randn(out.shape[::-1], device="cuda").permute(4, 3, 2, 1, 0)
+        gx = OPS.lateral_concat_grad_input(grad_out, x_fast, weight_nc, scale, out, s, p)
+        gx_ref = OPS.lateral_concat_grad_input(
+            grad_out.contiguous(), x_fast, weight, scale, out.contiguous(), s, p
+        )
+        torch.testing.assert_close(gx, gx_ref, rtol=0, atol=0)
+
+
+@cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lateral_concat_empty_batch(dtype):
+    inputs = list(_lateral_inputs((2, 3, 5, 7, 13, 3, 5, 5, 8, 2), dtype, NC, affine=True))
+    inputs[0] = inputs[0][:0]
+    inputs[1] = inputs[1][:0]
+    x_slow, x_fast, weight, s, p, scale, shift = inputs
+    out = OPS.lateral_concat(x_slow, x_fast, weight, s, p, scale, shift, True)
+    assert out.shape == (0, 3 + 7, x_slow.shape[2], 3, 5)
+    grad_out = torch.zeros_like(out)
+    gx = OPS.lateral_concat_grad_input(grad_out, x_fast, weight, scale, out, s, p)
+    assert gx.shape == x_fast.shape
+    gw, gs, gb = OPS.lateral_concat_grad_weight(grad_out, x_fast, weight, scale, out, s, p)
+    assert gw.shape == weight.shape and gs.shape == (7,) and gb.shape == (7,)
+    assert not gw.any() and not gs.any() and not gb.any()
+
+
+@cuda
+def test_lateral_concat_grad_weight_large_reduction():
+    """Many splits of the pixel reduction (batch x frames x pixels far above one block's share)."""
+    inputs = _lateral_inputs((4, 8, 32, 64, 32, 28, 28, 5, 8, 2), torch.float32, CL, affine=True)
+    x_slow, x_fast, weight, s, p, scale, shift = inputs
+    with _tf32(False):
+        out = OPS.lateral_concat(x_slow, x_fast, weight, s, p, scale, shift, True)
+        grad_out = torch.randn_like(out)
+        got = OPS.lateral_concat_grad_weight(grad_out, x_fast, weight, scale, out, s, p)
+    want = _reference_grads(inputs, _masked(grad_out, out, x_slow.shape[1], True))
+    for g, w in zip(got, want[2:], strict=True):
+        assert _err(g, w) <= 1e-5
+
+
+@cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fmt", [NC, CL], ids=["ncdhw", "ndhwc"])
+def test_lateral_concat_opcheck(dtype, fmt):
+    x_slow, x_fast, weight, s, p, scale, shift = _lateral_inputs(GEOMETRIES[0], dtype, fmt, affine=True)
+    for relu in (False, True):
+        args = (x_slow, x_fast, weight.requires_grad_(), s, p, scale, shift, relu)
+        torch.library.opcheck(OPS.lateral_concat, args)
+    out = OPS.lateral_concat(x_slow, x_fast, weight.detach(), s, p, scale, shift, True)
+    grad_out = torch.randn_like(out)
+    torch.library.opcheck(
+        OPS.lateral_concat_grad_input, (grad_out, x_fast, weight.detach(), scale, out, s, p)
+    )
+    torch.library.opcheck(
+        OPS.lateral_concat_grad_weight, (grad_out, x_fast, weight.detach(), scale, out, s, p)
+    )
+
+
+@cuda
+def test_lateral_concat_torch_compile_fullgraph():
+    x_slow, x_fast, weight, s, p, scale, shift = _lateral_inputs(
+        GEOMETRIES[9], torch.float32, CL, affine=True
+    )
+
+    def f(a, b, w):
+        return OPS.lateral_concat(a, b, w, s, p, scale, shift, True).sum(dim=1)
+
+    compiled = torch.compile(f, fullgraph=True)
+    torch.testing.assert_close(compiled(x_slow, x_fast, weight), f(x_slow, x_fast, weight))
+
+
+# Resampling: rates with float rounding subtleties (1/3, 1/7, 0.37, 2.5) and plain ones.
+SCALES = [1 / 8, 1 / 4, 1 / 3, 1 / 7, 0.37, 0.5, 2.5, 3.0]
+RESAMPLE_SHAPES = [(2, 3, 32, 7, 9), (1, 5, 23, 4, 4), (3, 8, 17, 8, 8), (1, 1, 7, 1, 3)]
+
+
+@cuda
+@pytest.mark.parametrize("scale_factor", SCALES)
+@pytest.mark.parametrize("shape", RESAMPLE_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES + (torch.float64,))
+@pytest.mark.parametrize("fmt", [NC, CL], ids=["ncdhw", "ndhwc"])
+def test_temporal_resample_bit_exact(scale_factor, shape, dtype, fmt):
+    if reference.resampled_length(shape[2], scale_factor) < 1:
+        pytest.skip("empty output")
+    x = _rand(*shape, dtype=dtype, fmt=fmt).requires_grad_(True)
+    out = OPS.temporal_resample(x, scale_factor)
+    want = F.interpolate(x, mode="nearest", scale_factor=(scale_factor, 1.0, 1.0))
+    assert out.is_contiguous(memory_format=output_memory_format(x))
+    assert torch.equal(out, want)
+
+    grad = _rand(*out.shape, dtype=dtype, fmt=fmt, gen=torch.Generator().manual_seed(5))
+    got = OPS.temporal_resample_backward(grad, shape[2], scale_factor)
+    (want_grad,) = torch.autograd.grad(want, x, grad)
+    assert got.is_contiguous(memory_format=output_memory_format(grad))
+    if scale_factor <= 1.0:
+        assert torch.equal(got, want_grad)
+    else:
+        (want64,) = torch.autograd.grad(
+            F.interpolate(x.double(), mode="nearest", scale_factor=(scale_factor, 1.0, 1.0)), x, grad.double()
+        )
+        torch.testing.assert_close(
+            got.double(), want64, rtol=EPS.get(dtype, 1e-12), atol=EPS.get(dtype, 1e-12)
+        )
+
+
+@cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fmt", [NC, CL], ids=["ncdhw", "ndhwc"])
+@pytest.mark.parametrize("scales", [(1 / 8, 1 / 2), (1 / 3, 1 / 7), (0.25, 2.5)])
+def test_pathway_split_bit_exact(dtype, fmt, scales):
+    x = _rand(2, 3, 19, 5, 6, dtype=dtype, fmt=fmt).requires_grad_(True)
+    slow, fast = sf_ops.pathway_split(x, *scales, backend="cuda")
+    want = [F.interpolate(x, mode="nearest", scale_factor=(sc, 1.0, 1.0)) for sc in scales]
+    assert torch.equal(slow, want[0]) and torch.equal(fast, want[1])
+    g_slow, g_fast = torch.randn_like(slow), torch.randn_like(fast)
+    (got,) = torch.autograd.grad((slow, fast), x, (g_slow, g_fast))
+    (ref,) = torch.autograd.grad(want, x, (g_slow, g_fast))
+    torch.testing.assert_close(got, ref)
+
+
+@cuda
+def test_resample_unaligned_view():
+    """A view starting at an odd element takes the narrow copy path and still matches exactly."""
+    base = torch.randn(2 * 3 * 17 * 5 * 5 + 1, device="cuda", dtype=torch.float16)
+    x = base[1:].view(2, 3, 17, 5, 5)
+    assert torch.equal(
+        OPS.temporal_resample(x, 1 / 3), F.interpolate(x, mode="nearest", scale_factor=(1 / 3, 1, 1))
+    )
+
+
+@cuda
+@pytest.mark.parametrize("fmt", [NC, CL], ids=["ncdhw", "ndhwc"])
+def test_resample_empty_batch(fmt):
+    x = torch.randn(0, 3, 16, 4, 4, device="cuda").contiguous(memory_format=fmt)
+    assert OPS.temporal_resample(x, 0.25).shape == (0, 3, 4, 4, 4)
+    slow, fast = OPS.pathway_split(x, 0.125, 0.5)
+    assert slow.shape == (0, 3, 2, 4, 4) and fast.shape == (0, 3, 8, 4, 4)
+    assert (
+        OPS.temporal_resample_backward(torch.randn(0, 3, 4, 4, 4, device="cuda"), 16, 0.25).shape == x.shape
+    )
+
+
+@cuda
+@pytest.mark.parametrize("fmt", [NC, CL], ids=["ncdhw", "ndhwc"])
+def test_resample_opcheck(fmt):
+    x = _rand(2, 3, 13, 4, 5, fmt=fmt).requires_grad_(True)
+    torch.library.opcheck(OPS.temporal_resample, (x, 1 / 3))
+    torch.library.opcheck(OPS.pathway_split, (x, 1 / 4, 1 / 2))
+    torch.library.opcheck(OPS.temporal_resample_backward, (_rand(2, 3, 4, 4, 5, fmt=fmt), 13, 1 / 3))
+
+
+@cuda
+def test_resample_torch_compile_fullgraph():
+    x = _rand(2, 3, 16, 6, 6, fmt=CL)
+
+    def f(t):
+        slow, fast = OPS.pathway_split(t, 0.125, 0.5)
+        return slow.sum() + fast.sum()
+
+    torch.testing.assert_close(torch.compile(f, fullgraph=True)(x), f(x))
