@@ -134,7 +134,7 @@ def _peak_mib(fn, device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
-def _implementations(case: BackboneCase, size: cases.SizePreset, compile_peers: bool) -> list[str]:
+def implementations_for(case: BackboneCase, size: cases.SizePreset, compile_peers: bool) -> list[str]:
     """Eager reference and auto always; torch.compile of both only for fp32 inference at the largest
     batch, since each compilation costs tens of seconds."""
     names = ["reference", "auto"]
@@ -180,7 +180,7 @@ def run(
         model = copy.deepcopy(models[key]).train() if case.mode == "train" else models[key].eval()
         x = _clip(size, case.batch, device, case.layout)
         rows, fns = {}, {}
-        for name in _implementations(case, size, compile_peers):
+        for name in implementations_for(case, size, compile_peers):
             backend = name.removeprefix("compiled_")
             row = rows[name] = {
                 "suite": "backbone", "op": "backbone", "config": case.config,
@@ -233,5 +233,5 @@ def _verdict(verdicts, model, truth, size, device, case: BackboneCase, backend: 
                 ref = tuple(model(x))
             with _backend.use_backend(backend):
                 out = tuple(model(x))
-        verdicts[key] = correctness.check(out, ref, truth)
+        verdicts[key] = correctness.check(out, ref, truth, correctness.tf32_allowed(device))
     return verdicts[key]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from slowfast_fast import backend as _backend
 from slowfast_fast.bench import backbone, cases, implementations, kernels, report, timing
 
 ALL_OPS = (*kernels.KERNEL_OPS, "backbone")
@@ -75,6 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="time torch.compile of the reference (default: only with --full)",
     )
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: PyTorch's default, all cores)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args(argv)
@@ -143,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(
         "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     )
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     length = "quick" if args.quick else "full" if args.full else "default"
     size = cases.SIZES[args.size if args.size != "auto" else ("gpu" if device.type == "cuda" else "cpu")]
     kernel_budget, backbone_budget = BUDGETS[(device.type, length)]
@@ -166,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         size=size.name,
         length=length,
         compile_peers=compile_peers,
-        available_backends=implementations.concrete_backends(device),
+        available_backends=_backend.available_backends(device),
         timed_kernel_backends=[i.name for i in impls],
+        auto_backend=_backend.resolve(device, "auto"),
     )
     if meta["load_average_1min"] is not None and meta["load_average_1min"] > (meta["cpu_count"] or 1):
         print(
@@ -186,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     total = len(kernel_cases) * len(impls) + sum(
-        len(backbone._implementations(c, size, compile_peers)) for c in backbone_cases
+        len(backbone.implementations_for(c, size, compile_peers)) for c in backbone_cases
     )
     progress = Progress(total)
     failed = False

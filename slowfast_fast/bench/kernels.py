@@ -189,7 +189,9 @@ def run_case(
         row = rows[impl.name] = _row(case, device, impl.name, roofline_ms)
         try:
             thunk = case.prepare(reference_fn if impl is impls[0] else impl.make(case.impl_op), inputs)
-            verdict = correctness.check(tuple(t.detach() for t in thunk()), reference_out, truth)
+            outputs = tuple(t.detach() for t in thunk())
+            verdict = correctness.check(outputs, reference_out, truth, correctness.tf32_allowed(device))
+            del outputs
         except Exception as exc:  # one failing backend must not end the run: report it
             row["status"], row["note"] = "ERROR", _error_note(exc)
             continue

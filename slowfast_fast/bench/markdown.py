@@ -44,8 +44,11 @@ def describe_run(meta: dict) -> str:
         f"{meta['date_utc']} UTC",
         f"torch {meta['torch']}",
         f"size preset `{meta['size']}`",
-        f"backends timed: {', '.join(meta.get('timed_kernel_backends') or ['-'])}",
     ]
+    if meta.get("timed_kernel_backends"):
+        parts.append(f"backends timed: {', '.join(meta['timed_kernel_backends'])}")
+    if meta.get("auto_backend"):
+        parts.append(f"`auto` resolves to `{meta['auto_backend']}`")
     if meta.get("copy_bandwidth_gbps"):
         parts.append(f"copy bandwidth {meta['copy_bandwidth_gbps']:.1f} GB/s")
     if meta.get("load_average_1min") is not None:
