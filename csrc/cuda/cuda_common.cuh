@@ -96,65 +96,97 @@ __device__ __forceinline__ int64_t act_offset(const ActView& v, int64_t n, int64
   return ((n * v.ctot + v.coff + c) * v.frames + f) * v.hw + px;
 }
 
-// Loads channels [c0, c0+BC) x pixels [p0, p0+BP) of frame f of sample n into shared memory at
-// s[c * sc + p * sp], zero outside (c >= ccount, px >= hw). With `mask`, an element is kept only
-// where mask (same view) is > 0: the ReLU gradient. Global reads run along the contiguous
-// dimension (pixels for NCDHW, channels for NDHWC), 16 bytes at a time when `vec` (the caller
-// checked alignment and divisibility) else one element at a time.
+// One thread's share of a tile of channels [c0, c0+BC) x pixels [p0, p0+BP) of frame f of sample
+// n, fetched in two phases so that a block can issue the next tile's global loads and then run the
+// MMA on the current one while they are in flight: load() only issues loads into registers (zero
+// outside c >= ccount, px >= hw); store() writes the tile to shared memory at s[c * sc + p * sp],
+// applying the optional `mask` (same view: keep where mask > 0, the ReLU gradient) only then, so
+// no loaded value is waited for before the MMA. Global reads run along the contiguous dimension
+// (pixels for NCDHW, channels for NDHWC), 16 bytes at a time when `vec` (the caller checked
+// alignment and divisibility, so a vector is either wholly in range or wholly out) else one
+// element at a time.
 template <typename T, bool CL, int BC, int BP, int NT>
-__device__ __forceinline__ void load_act_tile(T* s, int sc, int sp, const T* __restrict__ g,
-                                              const T* __restrict__ mask, const ActView& v, int64_t n,
-                                              int64_t f, int64_t c0, int64_t ccount, int64_t p0, bool vec) {
-  constexpr int V = kVec<T>;
+struct ActTileLoader {
+  static constexpr int V = kVec<T>;
   static_assert((CL ? BC : BP) % V == 0, "tile's contiguous side must hold whole vectors");
-  constexpr int kRun = CL ? BC : BP;     // contiguous side of the tile
-  constexpr int kOther = CL ? BP : BC;
-  if (vec) {
-    constexpr int kUnitsPerRun = kRun / V;
-    for (int u = threadIdx.x; u < kOther * kUnitsPerRun; u += NT) {
-      const int o = u / kUnitsPerRun;
-      const int r = (u % kUnitsPerRun) * V;
-      const int c = CL ? r : o;
-      const int p = CL ? o : r;
-      const bool ok = c0 + c < ccount && p0 + p < v.hw;  // whole vector in range: see `vec`
-      union {
-        uint4 raw;
-        T e[V];
-      } val, m;
-      val.raw = make_uint4(0, 0, 0, 0);
-      if (ok) {
-        const int64_t off = act_offset<CL>(v, n, c0 + c, f, p0 + p);
-        val.raw = *reinterpret_cast<const uint4*>(g + off);
-        if (mask != nullptr) {
-          m.raw = *reinterpret_cast<const uint4*>(mask + off);
+  static constexpr int kRun = CL ? BC : BP;  // contiguous side of the tile
+  static constexpr int kVecUnits = BC * BP / V;
+  static constexpr int kVecPerThread = (kVecUnits + NT - 1) / NT;
+  static constexpr int kScalarPerThread = (BC * BP + NT - 1) / NT;
+  union Vec {
+    uint4 raw;
+    T e[V];
+  };
+  Vec val[kVecPerThread], msk[kVecPerThread];
+  T sval[kScalarPerThread], smsk[kScalarPerThread];
+
+  // Tile coordinates (c, p) of unit u: runs of `run` units along the contiguous side.
+  __device__ __forceinline__ static void unit_coords(int u, int run, int width, int& c, int& p) {
+    const int o = u / run;
+    const int r = (u % run) * width;
+    c = CL ? r : o;
+    p = CL ? o : r;
+  }
+
+  __device__ __forceinline__ void load(const T* __restrict__ g, const T* __restrict__ mask, const ActView& v,
+                                       int64_t n, int64_t f, int64_t c0, int64_t ccount, int64_t p0, bool vec) {
+    if (vec) {
 #pragma unroll
-          for (int e = 0; e < V; ++e)
-            if (!positive(m.e[e])) val.e[e] = T(0);
+      for (int i = 0; i < kVecPerThread; ++i) {
+        const int u = threadIdx.x + i * NT;
+        val[i].raw = make_uint4(0, 0, 0, 0);
+        msk[i].raw = make_uint4(0, 0, 0, 0);
+        int c, p;
+        unit_coords(u, kRun / V, V, c, p);
+        if (u < kVecUnits && c0 + c < ccount && p0 + p < v.hw) {
+          const int64_t off = act_offset<CL>(v, n, c0 + c, f, p0 + p);
+          val[i].raw = *reinterpret_cast<const uint4*>(g + off);
+          if (mask != nullptr) msk[i].raw = *reinterpret_cast<const uint4*>(mask + off);
         }
       }
+    } else {
 #pragma unroll
-      for (int e = 0; e < V; ++e) {
-        const int ce = CL ? c + e : c;
-        const int pe = CL ? p : p + e;
-        s[ce * sc + pe * sp] = val.e[e];
+      for (int i = 0; i < kScalarPerThread; ++i) {
+        const int u = threadIdx.x + i * NT;
+        sval[i] = T(0);
+        smsk[i] = T(0);
+        int c, p;
+        unit_coords(u, kRun, 1, c, p);
+        if (u < BC * BP && c0 + c < ccount && p0 + p < v.hw) {
+          const int64_t off = act_offset<CL>(v, n, c0 + c, f, p0 + p);
+          sval[i] = g[off];
+          if (mask != nullptr) smsk[i] = mask[off];
+        }
       }
-    }
-  } else {
-    for (int u = threadIdx.x; u < BC * BP; u += NT) {
-      const int o = u / kRun;
-      const int r = u % kRun;
-      const int c = CL ? r : o;
-      const int p = CL ? o : r;
-      T val = T(0);
-      if (c0 + c < ccount && p0 + p < v.hw) {
-        const int64_t off = act_offset<CL>(v, n, c0 + c, f, p0 + p);
-        val = g[off];
-        if (mask != nullptr && !positive(mask[off])) val = T(0);
-      }
-      s[c * sc + p * sp] = val;
     }
   }
-}
+
+  __device__ __forceinline__ void store(T* s, int sc, int sp, bool masked, bool vec) const {
+    if (vec) {
+#pragma unroll
+      for (int i = 0; i < kVecPerThread; ++i) {
+        const int u = threadIdx.x + i * NT;
+        if (u >= kVecUnits) continue;
+        int c, p;
+        unit_coords(u, kRun / V, V, c, p);
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          const T x = masked && !positive(msk[i].e[e]) ? T(0) : val[i].e[e];
+          s[(CL ? c + e : c) * sc + (CL ? p : p + e) * sp] = x;
+        }
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < kScalarPerThread; ++i) {
+        const int u = threadIdx.x + i * NT;
+        if (u >= BC * BP) continue;
+        int c, p;
+        unit_coords(u, kRun, 1, c, p);
+        s[c * sc + p * sp] = masked && !positive(smsk[i]) ? T(0) : sval[i];
+      }
+    }
+  }
+};
 
 // Block tile of the GEMMs: C[BM][BN] += sum over BK of A[k][m] * B[k][n], both operands k-major in
 // shared memory with leading dimension kLds; C is staged through shared memory (kLdc) for the

@@ -141,6 +141,60 @@ __device__ void store_tile(const LateralGemmParams<T>& p, const acc_t* Cs, int64
   }
 }
 
+// One thread's share of the weight tile Bs[c][j] for tap kt, in the same two phases as
+// ActTileLoader. forward: W[o = j, c_fast = c]; grad_input: W[o = c, c_fast = j] * scale[o].
+template <typename T>
+struct WeightTileLoader {
+  static constexpr int kPerThread = kBK * kBN / kThreads;
+  static_assert(kBK * kBN % kThreads == 0, "whole weight tile per block");
+  T w[kPerThread];
+  T s[kPerThread];
+
+  __device__ __forceinline__ void load(const LateralGemmParams<T>& p, int64_t kt, int64_t c0, int64_t j0) {
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int u = threadIdx.x + i * kThreads;
+      const int c = u / kBN;
+      const int j = u % kBN;
+      w[i] = T(0);
+      s[i] = T(1);
+      if (c0 + c < p.red_ch && j0 + j < p.out_ch) {
+        const int64_t o = p.transposed ? c0 + c : j0 + j;
+        const int64_t cf = p.transposed ? j0 + j : c0 + c;
+        w[i] = p.weight[(o * p.c_fast + cf) * p.k + kt];
+        if (p.transposed && p.scale != nullptr) s[i] = p.scale[o];
+      }
+    }
+  }
+
+  __device__ __forceinline__ void store(T* Bs) const {
+    using acc_t = typename AccType<T>::type;
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int u = threadIdx.x + i * kThreads;
+      Bs[(u / kBN) * kLds + u % kBN] = static_cast<T>(static_cast<acc_t>(w[i]) * static_cast<acc_t>(s[i]));
+    }
+  }
+};
+
+// First tap >= kt whose reduction-operand frame exists, with that frame in af; p.k when none.
+template <typename T>
+__device__ __forceinline__ int64_t next_tap(const LateralGemmParams<T>& p, int64_t f, int64_t kt, int64_t& af) {
+  for (; kt < p.k; ++kt) {
+    if (!p.transposed) {
+      af = f * p.stride - p.pad + kt;
+      if (af >= 0 && af < p.av.frames) return kt;
+    } else {
+      const int64_t num = f + p.pad - kt;
+      if (num >= 0 && num % p.stride == 0 && num / p.stride < p.av.frames) {
+        af = num / p.stride;
+        return kt;
+      }
+    }
+  }
+  return kt;
+}
+
 template <typename T, bool CL, bool kUseWmma>
 __global__ void __launch_bounds__(kThreads) lateral_gemm_kernel(const LateralGemmParams<T> p) {
   using Mma = BlockMma<T, kUseWmma>;
@@ -152,6 +206,7 @@ __global__ void __launch_bounds__(kThreads) lateral_gemm_kernel(const LateralGem
 
   const int64_t frames_out = p.ov.frames;
   const int64_t num_tiles = p.batch * frames_out * p.num_pt * p.num_jt;
+  const bool masked = p.mask != nullptr;
   for (int64_t tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
     // Output-channel tiles vary fastest so blocks sharing an input tile run together (L2 reuse).
     const int64_t jt = tile % p.num_jt;
@@ -164,40 +219,37 @@ __global__ void __launch_bounds__(kThreads) lateral_gemm_kernel(const LateralGem
 
     if (p.slow != nullptr) copy_slow<T, CL>(p, n, f, p0, jt);
 
+    // Steps are (tap, 16-channel chunk) pairs; taps whose frame is padding are never loaded. The
+    // next step's loads are issued before the current step's MMA (one shared buffer, two barriers).
     Mma mma;
     mma.zero();
-    for (int64_t kt = 0; kt < p.k; ++kt) {
-      int64_t af;  // frame of the reduction operand that tap kt pairs with output frame f
-      if (!p.transposed) {
-        af = f * p.stride - p.pad + kt;
-        if (af < 0 || af >= p.av.frames) continue;
-      } else {
-        const int64_t num = f + p.pad - kt;
-        if (num < 0 || num % p.stride != 0) continue;
-        af = num / p.stride;
-        if (af >= p.av.frames) continue;
+    ActTileLoader<T, CL, kBK, kBM, kThreads> a;
+    WeightTileLoader<T> w;
+    int64_t af = 0;
+    int64_t kt = p.red_ch > 0 ? next_tap(p, f, 0, af) : p.k;
+    int64_t c0 = 0;
+    if (kt < p.k) {
+      a.load(p.a, p.mask, p.av, n, af, c0, p.red_ch, p0, p.a_vec);
+      w.load(p, kt, c0, j0);
+    }
+    while (kt < p.k) {
+      a.store(As, kLds, 1, masked, p.a_vec);
+      w.store(Bs);
+      __syncthreads();
+      int64_t next_af = af, next_kt = kt, next_c0 = c0 + kBK;
+      if (next_c0 >= p.red_ch) {
+        next_c0 = 0;
+        next_kt = next_tap(p, f, kt + 1, next_af);
       }
-      for (int64_t c0 = 0; c0 < p.red_ch; c0 += kBK) {
-        load_act_tile<T, CL, kBK, kBM, kThreads>(As, kLds, 1, p.a, p.mask, p.av, n, af, c0, p.red_ch, p0,
-                                                p.a_vec);
-        for (int u = threadIdx.x; u < kBK * kBN; u += kThreads) {
-          const int c = u / kBN;
-          const int j = u % kBN;
-          T w = T(0);
-          if (c0 + c < p.red_ch && j0 + j < p.out_ch) {
-            // forward: W[o = j, c_fast = c]; grad_input: W[o = c, c_fast = j] * scale[o]
-            const int64_t o = p.transposed ? c0 + c : j0 + j;
-            const int64_t cf = p.transposed ? j0 + j : c0 + c;
-            w = p.weight[(o * p.c_fast + cf) * p.k + kt];
-            if (p.transposed && p.scale != nullptr)
-              w = static_cast<T>(static_cast<acc_t>(w) * static_cast<acc_t>(p.scale[o]));
-          }
-          Bs[c * kLds + j] = w;
-        }
-        __syncthreads();
-        mma.step(As, Bs);
-        __syncthreads();
+      if (next_kt < p.k) {
+        a.load(p.a, p.mask, p.av, n, next_af, next_c0, p.red_ch, p0, p.a_vec);
+        w.load(p, next_kt, next_c0, j0);
       }
+      mma.step(As, Bs);
+      __syncthreads();
+      kt = next_kt;
+      c0 = next_c0;
+      af = next_af;
     }
     mma.store(Cs);
     __syncthreads();

@@ -71,30 +71,57 @@ __global__ void __launch_bounds__(kThreads)
     const bool sums_shift = kt == 0 && ct == 0;
     const int64_t q_begin = split * pixel_tiles / p.splits;
     const int64_t q_end = (split + 1) * pixel_tiles / p.splits;
+    const bool masked = p.mask != nullptr;
+
+    // Pixel tile q pairs g at frame `to` with x_fast at frame to*s - p + kt; a q whose x frame is
+    // padding is skipped unless this block also sums g for grad_shift. The next q's loads are
+    // issued before the current q's MMA (one shared buffer, two barriers).
+    const auto frame_of = [&](int64_t q, int64_t& n, int64_t& to, int64_t& t, int64_t& px0) {
+      px0 = (q % p.num_ptk) * kBK;
+      const int64_t nt = q / p.num_ptk;
+      n = nt / frames;
+      to = nt % frames;
+      t = to * p.stride - p.pad + kt;
+      return t >= 0 && t < p.xv.frames;
+    };
+    const auto next_needed = [&](int64_t q, int64_t& n, int64_t& to, int64_t& t, int64_t& px0, bool& tap) {
+      for (; q < q_end; ++q) {
+        tap = frame_of(q, n, to, t, px0);
+        if (tap || sums_shift) return q;
+      }
+      return q;
+    };
 
     Mma mma;
     mma.zero();
     acc_t shift_sum = acc_t(0);
-    for (int64_t q = q_begin; q < q_end; ++q) {
-      const int64_t px0 = (q % p.num_ptk) * kBK;
-      const int64_t nt = q / p.num_ptk;
-      const int64_t n = nt / frames;
-      const int64_t to = nt % frames;
-      const int64_t t = to * p.stride - p.pad + kt;
-      const bool tap_in_frame = t >= 0 && t < p.xv.frames;
-      if (!tap_in_frame && !sums_shift) continue;
-      load_act_tile<T, CL, kBM, kBK, kThreads>(As, 1, kLds, p.g, p.mask, p.gv, n, to, o0, p.c_lat, px0,
-                                              p.g_vec);
-      if (tap_in_frame)
-        load_act_tile<T, CL, kBN, kBK, kThreads>(Bs, 1, kLds, p.x, nullptr, p.xv, n, t, c0, p.c_fast, px0,
-                                                p.x_vec);
+    ActTileLoader<T, CL, kBM, kBK, kThreads> ga;
+    ActTileLoader<T, CL, kBN, kBK, kThreads> xa;
+    int64_t n = 0, to = 0, t = 0, px0 = 0;
+    bool tap = false;
+    int64_t q = next_needed(q_begin, n, to, t, px0, tap);
+    if (q < q_end) {
+      ga.load(p.g, p.mask, p.gv, n, to, o0, p.c_lat, px0, p.g_vec);
+      if (tap) xa.load(p.x, nullptr, p.xv, n, t, c0, p.c_fast, px0, p.x_vec);
+    }
+    while (q < q_end) {
+      ga.store(As, 1, kLds, masked, p.g_vec);
+      if (tap) xa.store(Bs, 1, kLds, false, p.x_vec);
       __syncthreads();
+      bool next_tap = false;
+      const int64_t next_q = next_needed(q + 1, n, to, t, px0, next_tap);
+      if (next_q < q_end) {
+        ga.load(p.g, p.mask, p.gv, n, to, o0, p.c_lat, px0, p.g_vec);
+        if (next_tap) xa.load(p.x, nullptr, p.xv, n, t, c0, p.c_fast, px0, p.x_vec);
+      }
       if (sums_shift && threadIdx.x < kBM) {
 #pragma unroll
         for (int px = 0; px < kBK; ++px) shift_sum += static_cast<acc_t>(As[px * kLds + threadIdx.x]);
       }
-      if (tap_in_frame) mma.step(As, Bs);
+      if (tap) mma.step(As, Bs);
       __syncthreads();
+      q = next_q;
+      tap = next_tap;
     }
     mma.store(Cs);
     __syncthreads();
