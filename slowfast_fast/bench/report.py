@@ -180,8 +180,9 @@ def plot(prefix: Path, rows: list[dict], title: str) -> list[Path]:
         width = 0.8 / len(series)
         for i, b in enumerate(series):
             xs = [j + i * width for j in range(len(labels))]
-            ax.bar(xs, [values.get((lab, b), 0.0) for lab in labels], width, label=b)
+            ax.bar(xs, [values.get((lab, b), float("nan")) for lab in labels], width, label=b)
         if metric == "speedup":
+            ax.set_yscale("log")  # ratios: 2x faster and 2x slower sit equally far from 1
             ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))])
         ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
