@@ -196,7 +196,7 @@ __device__ __forceinline__ int64_t next_tap(const LateralGemmParams<T>& p, int64
 }
 
 template <typename T, bool CL, bool kUseWmma>
-__global__ void __launch_bounds__(kThreads) lateral_gemm_kernel(const LateralGemmParams<T> p) {
+__global__ void __launch_bounds__(kThreads, 2) lateral_gemm_kernel(const LateralGemmParams<T> p) {
   using Mma = BlockMma<T, kUseWmma>;
   using acc_t = typename Mma::acc_t;
   __shared__ __align__(128) unsigned char smem[tile_smem_bytes<T>()];

@@ -49,7 +49,7 @@ struct GradWeightParams {
 };
 
 template <typename T, bool CL, bool kUseWmma>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     grad_weight_partial_kernel(const GradWeightParams<T, typename BlockMma<T, kUseWmma>::acc_t> p) {
   using Mma = BlockMma<T, kUseWmma>;
   using acc_t = typename Mma::acc_t;

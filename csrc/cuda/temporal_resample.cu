@@ -2,12 +2,12 @@
 //
 // In both memory formats a (N, C, T, H, W) tensor is (outer, T, inner) with each frame's `inner`
 // block contiguous: outer = N*C, inner = H*W for NCDHW; outer = N, inner = H*W*C for NDHWC. So
-// resampling is copying whole `inner` rows. Work is organised by INPUT frame: the destinations of
-// source frame t are the contiguous range of output frames d with src(d) == t (src is monotone),
-// found by binary search. The forward reads each needed input row once and writes it to every
-// destination in up to two outputs (pathway_split: both pathways from one read; frames neither
-// needs are never read). The backward sums that same range in fp32 (fp64 for double), in
-// ascending d, and writes zeros where no output frame came from t.
+// resampling is copying whole `inner` rows. src(d) is monotone, so the output frames d with
+// src(d) == t form a contiguous range, found by binary search. The forward reads each needed input
+// row once and writes it to its whole range in up to two outputs (pathway_split: both pathways
+// from one read; frames neither needs are never read). The backward, one block per input row and
+// chunk, sums that range in fp32 (fp64 for double) in ascending d, and writes zeros where no output
+// frame came from t.
 #include "cuda_common.cuh"
 
 #include <ATen/Dispatch.h>
@@ -43,26 +43,40 @@ struct RowGeometry {
 };
 
 // U is the copy unit (uint4, uint2, uint32_t or uint16_t): the widest that divides a row's bytes
-// and the alignment of every pointer. out1 == nullptr for a single resample.
+// and the alignment of every pointer. out1 == nullptr (idx1.t_out == 0) for a single resample.
+//
+// Blocks are laid out over output frames ("slots": out0's frames, then out1's) so that a
+// downsampling launch has no idle blocks; the block of slot d reads source frame t = src(d) only
+// if d is t's first destination in its output and, for out1, only if out0 does not need t at all.
+// So every needed input row is read by exactly one block, which writes it to all its destinations.
 template <typename U>
 __global__ void __launch_bounds__(kRowThreads)
     resample_forward_kernel(const U* __restrict__ x, U* __restrict__ out0, const NearestIndex idx0,
                             U* __restrict__ out1, const NearestIndex idx1, const RowGeometry geo) {
-  const int64_t blocks = geo.outer * geo.t_in * geo.chunks;
+  const int64_t slots = idx0.t_out + (out1 != nullptr ? idx1.t_out : 0);
+  const int64_t blocks = geo.outer * slots * geo.chunks;
   for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
-    const int64_t row = b / geo.chunks;  // = o * t_in + t
-    const int64_t o = row / geo.t_in;
-    const int64_t t = row % geo.t_in;
+    const int64_t slot = (b / geo.chunks) % slots;
+    const int64_t o = b / (geo.chunks * slots);
+    int64_t t;
+    if (slot < idx0.t_out) {
+      t = idx0(slot);
+      if (slot > 0 && idx0(slot - 1) == t) continue;
+    } else {
+      const int64_t d = slot - idx0.t_out;
+      t = idx1(d);
+      if (d > 0 && idx1(d - 1) == t) continue;
+      if (first_dest(idx0, t) != first_dest(idx0, t + 1)) continue;  // out0's block copies t
+    }
     const int64_t lo0 = first_dest(idx0, t), hi0 = first_dest(idx0, t + 1);
     int64_t lo1 = 0, hi1 = 0;
     if (out1 != nullptr) {
       lo1 = first_dest(idx1, t);
       hi1 = first_dest(idx1, t + 1);
     }
-    if (lo0 == hi0 && lo1 == hi1) continue;  // a frame no output uses is not read
 
     const int64_t start = (b % geo.chunks) * kRowChunk + threadIdx.x;
-    const U* src = x + row * geo.inner;
+    const U* src = x + (o * geo.t_in + t) * geo.inner;
     U v[kRowIlp];
 #pragma unroll
     for (int i = 0; i < kRowIlp; ++i) {
@@ -161,7 +175,9 @@ void launch_forward(const at::Tensor& x, at::Tensor& out0, const NearestIndex& i
                     const NearestIndex& idx1, int64_t outer, int64_t inner_bytes) {
   const int64_t inner = inner_bytes / static_cast<int64_t>(sizeof(U));
   const RowGeometry geo{outer, idx0.t_in, inner, ceil_div(inner, kRowChunk)};
-  const int64_t blocks = geo.outer * geo.t_in * geo.chunks;
+  const int64_t slots = idx0.t_out + (out1 != nullptr ? idx1.t_out : 0);
+  const int64_t blocks = geo.outer * slots * geo.chunks;
+  if (blocks == 0) return;
   resample_forward_kernel<U><<<grid_size(blocks), kRowThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
       static_cast<const U*>(x.const_data_ptr()), static_cast<U*>(out0.data_ptr()), idx0,
       out1 != nullptr ? static_cast<U*>(out1->data_ptr()) : nullptr, idx1, geo);
