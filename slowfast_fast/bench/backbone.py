@@ -5,8 +5,9 @@ computation.
 Cases per config, dtype (fp32, or bf16 autocast) and layout: inference at each batch of the size
 preset and one training step (forward + backward, no optimizer) at the training batch. Before
 timing, the inference output of each backend is checked against a float64 reference run.
-Peak memory is ``torch.cuda.max_memory_allocated`` over one call (weights and input included);
-on CPU there is no allocator statistic to read, so it is reported as n/a.
+Peak memory is ``torch.cuda.max_memory_allocated`` over one call minus what was allocated before
+it (so: activations, gradients, workspaces); on CPU there is no allocator statistic to read, so it
+is reported as n/a.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def _clip(size: cases.SizePreset, batch: int, device, layout: str, dtype=torch.f
 
 
 def _step(model, x, device, case: BackboneCase, backend: str, compiled=None) -> Callable[[], tuple]:
-    """The timed call: one inference forward, or zero_grad + forward + backward."""
+    """The timed call: one inference forward, or forward + backward (the gradients then freed)."""
     forward = compiled if compiled is not None else model
 
     if case.mode == "inference":
@@ -114,24 +115,28 @@ def _step(model, x, device, case: BackboneCase, backend: str, compiled=None) -> 
         return infer
 
     def train():
-        model.zero_grad(set_to_none=True)
         with _autocast(device, case.dtype), _backend.use_backend(backend):
             x_slow, x_fast = forward(x)
             loss = x_slow.float().mean() + x_fast.float().mean()
         loss.backward()
+        # Free the gradients inside the call, so no call starts with the last one's allocated.
+        model.zero_grad(set_to_none=True)
         return ()
 
     return train
 
 
 def _peak_mib(fn, device: torch.device) -> float | None:
+    """Memory one call needs beyond what was allocated before it (activations, gradients,
+    workspaces; not the weights and input, nor the other models this benchmark keeps resident)."""
     if device.type != "cuda":
         return None
     torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     fn()
     torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device) / 2**20
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
 def implementations_for(case: BackboneCase, size: cases.SizePreset, compile_peers: bool) -> list[str]:
@@ -160,7 +165,7 @@ def run(
     auto_resolves_to = _backend.resolve(device, "auto")
     truths: dict[str, tuple[torch.Tensor, ...]] = {}
     models: dict[tuple[str, str], torch.nn.Module] = {}
-    verdicts: dict[tuple[str, str, str, str], correctness.Verdict | str] = {}
+    verdicts: dict[tuple[str, str, str, str], correctness.Verdict] = {}
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as BASELINE.md measured the reference backbone
     for case in backbone_cases:
@@ -192,13 +197,15 @@ def run(
                 "peak_mem_mib": None, "note": f"auto -> {auto_resolves_to}" if backend == "auto" else "",
             }  # fmt: skip
             try:
-                verdict = _verdict(verdicts, models[key], truths[case.config], size, device, case, backend)
+                # Compiled peers run inference only, so they compile the shared eval-mode module.
+                compiled = torch.compile(model) if name.startswith("compiled_") else None
+                forward = compiled if compiled is not None else models[key]
+                verdict = _verdict(verdicts, name, forward, truths[case.config], size, device, case)
                 row["max_err"], row["tol"] = verdict.max_err, verdict.tol
                 if not verdict.ok:
                     row["status"] = "WRONG"
                     row["note"] = f"max error {verdict.max_err:.3g} > tolerance {verdict.tol:.3g}; not timed"
                     continue
-                compiled = torch.compile(model) if name.startswith("compiled_") else None
                 fn = _step(model, x, device, case, backend, compiled)
                 fn()  # compiles, autotunes cuDNN, allocates
                 fns[name] = fn
@@ -221,17 +228,16 @@ def run(
         yield from rows.values()
 
 
-def _verdict(verdicts, model, truth, size, device, case: BackboneCase, backend: str) -> correctness.Verdict:
-    """Inference output of ``backend`` vs the float64 truth, allowing 2x the reference's error;
-    computed once per (config, dtype, layout, backend)."""
-    key = (case.config, case.dtype, case.layout, backend)
+def _verdict(verdicts, name: str, forward, truth, size, device, case: BackboneCase) -> correctness.Verdict:
+    """Inference output of implementation ``name`` (running ``forward``, in eval mode) vs the
+    float64 truth, allowing 2x the reference's error; once per (config, dtype, layout, name)."""
+    key = (case.config, case.dtype, case.layout, name)
     if key not in verdicts:
-        model.eval()
         x = _clip(size, min(size.inference_batches), device, case.layout)
         with torch.no_grad(), _autocast(device, case.dtype):
             with _backend.use_backend("reference"):
-                ref = tuple(model(x))
-            with _backend.use_backend(backend):
-                out = tuple(model(x))
+                ref = tuple(forward(x))
+            with _backend.use_backend(name.removeprefix("compiled_")):
+                out = tuple(forward(x))
         verdicts[key] = correctness.check(out, ref, truth, correctness.tf32_allowed(device))
     return verdicts[key]

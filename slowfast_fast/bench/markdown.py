@@ -117,8 +117,8 @@ def backbone_cases(rows: list[dict]) -> str:
         ]
         for r in rows
     ]  # fmt: skip
-    headers = ["config", "case", "dtype", "layout", "backend", "median ms (p20-p80)", "speedup", "peak MiB",
-               "note"]  # fmt: skip
+    headers = ["config", "case", "dtype", "layout", "backend", "median ms (p20-p80)", "speedup",
+               "extra peak MiB", "note"]  # fmt: skip
     return _table(headers, lines)
 
 
