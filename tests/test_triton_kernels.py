@@ -218,6 +218,23 @@ def test_lateral_concat_noncontiguous_inputs():
         torch.testing.assert_close(g, r.float(), rtol=1e-5, atol=1e-5)
 
 
+def test_lateral_concat_mixed_layouts():
+    """x_slow channels_last_3d with x_fast NCDHW: the output follows x_slow, grad x_fast follows x_fast."""
+    case = CASES[0]
+    x_slow, x_fast, weight, scale, shift = case.tensors(torch.float64, affine=True)
+    x_slow = x_slow.contiguous(memory_format=CL)
+    inputs = [t.requires_grad_() for t in (x_slow, x_fast, weight, scale, shift)]
+    out = ops.lateral_concat(*inputs[:3], case.stride, case.pad, *inputs[3:], False, backend="triton")
+    ref = reference.lateral_concat(*inputs[:3], case.stride, case.pad, *inputs[3:], False)
+    torch.testing.assert_close(out, ref)
+    assert out.is_contiguous(memory_format=CL)
+    grad_out = torch.randn_like(ref)
+    grads = torch.autograd.grad(out, inputs, grad_out)
+    for g, r in zip(grads, torch.autograd.grad(ref, inputs, grad_out), strict=True):
+        torch.testing.assert_close(g, r)
+    assert grads[1].is_contiguous()
+
+
 def test_grad_weight_reduction_over_many_splits():
     """The split-M reduction: more pixels than one split takes, partials added in the second kernel."""
     case = LateralCase(3, 2, 3, 4, 10, 3, 2, 1, 4, 9)
