@@ -46,14 +46,14 @@ def test_triton_backend_is_usable_here():
     assert backend.usable("triton", torch.device(_device()))[0]
 
 
-def assert_close(actual: torch.Tensor, truth: torch.Tensor, torch_same_dtype: torch.Tensor, what: str = ""):
-    """``actual``'s error against the fp64 ``truth`` is within 2x PyTorch's error in the same dtype
-    (``torch_same_dtype``) plus 4 ulps of the largest output (see the module docstring)."""
+def assert_close(actual, truth, torch_same_dtype, what: str = "", factor: float = 2):
+    """``actual``'s error against the fp64 ``truth`` is within ``factor`` times PyTorch's error in the
+    same dtype (``torch_same_dtype``) plus 4 ulps of the largest output (see the module docstring)."""
     assert actual.shape == truth.shape and actual.dtype == torch_same_dtype.dtype, what
     truth = truth.double()
     err = (actual.double() - truth).abs().max().item()
     torch_err = (torch_same_dtype.double() - truth).abs().max().item()
-    bound = 2 * torch_err + 4 * torch.finfo(actual.dtype).eps * truth.abs().max().item()
+    bound = factor * torch_err + 4 * torch.finfo(actual.dtype).eps * truth.abs().max().item()
     assert err <= bound, (
         f"{what}: max error {err:.3e} > bound {bound:.3e} (PyTorch's own error {torch_err:.3e})"
     )
@@ -103,7 +103,7 @@ def _cast(tensors, dtype):
     return [None if t is None else t.detach().to(dtype) for t in tensors]
 
 
-def _lateral_forward_check(case, dtype, fmt, affine, relu):
+def _lateral_forward_check(case, dtype, fmt, affine, relu, factor=2):
     inputs = case.tensors(dtype, fmt, affine)
     args = (case.stride, case.pad)
     out = ops.lateral_concat(*inputs[:3], *args, *inputs[3:], relu, backend="triton")
@@ -111,7 +111,7 @@ def _lateral_forward_check(case, dtype, fmt, affine, relu):
         *_cast(inputs[:3], torch.float64), *args, *_cast(inputs[3:], torch.float64), relu
     )
     same = reference.lateral_concat(*inputs[:3], *args, *inputs[3:], relu)
-    assert_close(out, truth, same, f"{case} {dtype} {fmt}")
+    assert_close(out, truth, same, f"{case} {dtype} {fmt}", factor)
     assert out.is_contiguous(memory_format=output_memory_format(inputs[0]))
     # The x_slow channels are a copy.
     assert torch.equal(out[:, : case.c_slow], inputs[0])
@@ -414,11 +414,13 @@ def test_cuda_lateral_concat_bf16(name, case, fmt):
 
 @pytest.mark.cuda
 def test_cuda_lateral_concat_tf32_like_cudnn():
-    """With TF32 allowed both the kernel and cuDNN round fp32 inputs to TF32: same error class."""
+    """With TF32 allowed both the kernel and cuDNN multiply fp32 inputs as TF32: same error class.
+    Factor 4, not 2: the tensor cores may truncate the dropped mantissa bits where cuDNN rounds them,
+    up to twice the error per product."""
     previous = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = True
     try:
-        _lateral_forward_check(GPU_CASES[0][1], torch.float32, CL, affine=True, relu=False)
+        _lateral_forward_check(GPU_CASES[0][1], torch.float32, CL, affine=True, relu=False, factor=4)
     finally:
         torch.backends.cudnn.allow_tf32 = previous
 
