@@ -129,11 +129,13 @@ def _frame_view(t: torch.Tensor, other: torch.Tensor) -> tuple[tuple[int, int, i
 
 
 def _tile(rows: int, inner: int) -> tuple[int, int]:
+    """``(BLOCK_R, BLOCK_I)``: as much of the contiguous inner extent as fits in one tile, then rows."""
     block_i = min(_TILE, triton.next_power_of_2(inner))
     return min(triton.next_power_of_2(rows), _TILE // block_i), block_i
 
 
 def _empty_frames(x: torch.Tensor, t: int, fmt: torch.memory_format) -> torch.Tensor:
+    """An uninitialised ``(N, C, t, H, W)`` tensor like ``x`` in memory format ``fmt``."""
     n, c, _, h, w = x.shape
     return torch.empty((n, c, t, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
 
