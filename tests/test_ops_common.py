@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import slowfast_fast
 from slowfast_fast import _extension, reference
+from slowfast_fast._layout import output_memory_format
 from slowfast_fast.ops import _schemas, _triton_ops, lateral_concat, pathway_split, temporal_resample
 
 KERNEL_BACKENDS = ("cpu", "triton")
@@ -304,8 +305,7 @@ def test_property_lateral_concat_matches_reference(backend):
         )  # fmt: skip
         tol = dict(rtol=1e-9, atol=1e-9) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(out.double(), truth, **tol)
-        fmt = torch.channels_last_3d if case["channels_last"] and out.numel() else torch.contiguous_format
-        assert out.is_contiguous(memory_format=fmt)
+        assert out.is_contiguous(memory_format=output_memory_format(ins["x_slow"]))
         if out.numel() == 0:
             return
         grad_out = torch.randn_like(truth)
