@@ -189,8 +189,8 @@ struct ActTileLoader {
 };
 
 // Block tile of the GEMMs: C[BM][BN] += sum over BK of A[k][m] * B[k][n], both operands k-major in
-// shared memory with leading dimension kLds; C is staged through shared memory (kLdc) for the
-// layout-aware epilogues.
+// shared memory with leading dimension kLds; C is staged through shared memory (kLdc), by row or by
+// column, so that the layout-aware epilogues read it without bank conflicts.
 constexpr int kBM = 64;
 constexpr int kBN = 64;
 constexpr int kBK = 16;
@@ -238,13 +238,18 @@ struct TileMma {
     }
   }
 
+  // kByColumn stores element (m, n) at Cs[n * kLdc + m], else at Cs[m * kLdc + n].
+  template <bool kByColumn>
   __device__ __forceinline__ void store(acc_t* Cs) const {
     const int tm = threadIdx.x % 16;
     const int tn = threadIdx.x / 16;
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
-      for (int j = 0; j < 4; ++j) Cs[(tm + 16 * i) * kLdc + tn + 16 * j] = c[i][j];
+      for (int j = 0; j < 4; ++j) {
+        const int m = tm + 16 * i, n = tn + 16 * j;
+        Cs[kByColumn ? n * kLdc + m : m * kLdc + n] = c[i][j];
+      }
   }
 };
 
@@ -311,13 +316,18 @@ struct TileMma<T, true> {
     }
   }
 
+  template <bool kByColumn>
   __device__ __forceinline__ void store(float* Cs) const {
+    using namespace nvcuda;
     const int warp = threadIdx.x / 32;
     const int m0 = (warp % 4) * 16;
     const int n0 = (warp / 4) * 32;
 #pragma unroll
-    for (int j = 0; j < 2; ++j)
-      nvcuda::wmma::store_matrix_sync(Cs + m0 * kLdc + n0 + 16 * j, c[j], kLdc, nvcuda::wmma::mem_row_major);
+    for (int j = 0; j < 2; ++j) {
+      const int n = n0 + 16 * j;
+      if constexpr (kByColumn) wmma::store_matrix_sync(Cs + n * kLdc + m0, c[j], kLdc, wmma::mem_col_major);
+      else wmma::store_matrix_sync(Cs + m0 * kLdc + n, c[j], kLdc, wmma::mem_row_major);
+    }
   }
 };
 #endif

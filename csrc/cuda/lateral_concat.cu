@@ -101,7 +101,8 @@ __device__ __forceinline__ T epilogue(const LateralGemmParams<T>& p, acc_t v, in
   return static_cast<T>(v);
 }
 
-// Writes the staged tile Cs[m = pixel][n = output channel] along the output's contiguous dimension.
+// Writes the staged tile along the output's contiguous dimension: pixels for NCDHW (Cs staged by
+// column: Cs[j][m]), output channels for NDHWC (Cs[m][j]).
 template <typename T, bool CL, typename acc_t>
 __device__ void store_tile(const LateralGemmParams<T>& p, const acc_t* Cs, int64_t n, int64_t f, int64_t p0,
                            int64_t j0) {
@@ -122,9 +123,8 @@ __device__ void store_tile(const LateralGemmParams<T>& p, const acc_t* Cs, int64
       } val;
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        const int me = CL ? m : m + e;
-        const int je = CL ? j + e : j;
-        val.e[e] = epilogue(p, Cs[me * kLdc + je], j0 + je);
+        const int cs = CL ? m * kLdc + j + e : j * kLdc + m + e;
+        val.e[e] = epilogue(p, Cs[cs], j0 + (CL ? j + e : j));
       }
       *reinterpret_cast<uint4*>(p.out + act_offset<CL>(p.ov, n, j0 + j, f, p0 + m)) = val.raw;
     }
@@ -136,7 +136,8 @@ __device__ void store_tile(const LateralGemmParams<T>& p, const acc_t* Cs, int64
       const int m = CL ? o : r;
       const int j = CL ? r : o;
       if (p0 + m >= hw || j0 + j >= p.out_ch) continue;
-      p.out[act_offset<CL>(p.ov, n, j0 + j, f, p0 + m)] = epilogue(p, Cs[m * kLdc + j], j0 + j);
+      const int cs = CL ? m * kLdc + j : j * kLdc + m;
+      p.out[act_offset<CL>(p.ov, n, j0 + j, f, p0 + m)] = epilogue(p, Cs[cs], j0 + j);
     }
   }
 }
@@ -251,7 +252,7 @@ __global__ void __launch_bounds__(kThreads, 2) lateral_gemm_kernel(const Lateral
       c0 = next_c0;
       af = next_af;
     }
-    mma.store(Cs);
+    mma.template store<!CL>(Cs);
     __syncthreads();
     store_tile<T, CL>(p, Cs, n, f, p0, j0);
     __syncthreads();

@@ -123,7 +123,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       q = next_q;
       tap = next_tap;
     }
-    mma.store(Cs);
+    mma.template store<false>(Cs);
     __syncthreads();
     for (int u = threadIdx.x; u < kBM * kBN; u += kThreads) {
       const int o = u / kBN;
