@@ -1,8 +1,9 @@
 // Helpers shared by the CPU kernels: strided matrix views, a GEMM that writes straight into strided
-// tensor slices, and fp16/bf16 <-> fp32 conversion of matrix blocks.
+// tensor slices, and a loop over such matrices.
 #pragma once
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/from_blob.h>
 #include <ATen/OpMathType.h>
 
 #include <climits>
@@ -111,26 +112,6 @@ void gemm(int64_t m, int64_t n, int64_t k, Mat<const T> a, Mat<const T> b, T bet
   // No BLAS symbol, or sizes past 32-bit BLAS: ATen's addmm on views of the same memory.
   at::Tensor cv = detail::view(c, m, n);
   cv.addmm_(detail::view(a, m, k), detail::view(b, k, n), beta, 1);
-}
-
-// Copies a (rows x cols) scalar_t matrix into dense acc_t storage `buf` of the same orientation
-// (row-major when the source rows are contiguous, else column-major) and returns the copy.
-template <typename scalar_t, typename acc_t>
-Mat<const acc_t> to_acc(Mat<const scalar_t> src, int64_t rows, int64_t cols, acc_t* buf) {
-  if (src.cs == 1 || cols == 1) {
-    for (int64_t i = 0; i < rows; ++i) {
-      const scalar_t* s = src.ptr + i * src.rs;
-      acc_t* d = buf + i * cols;
-      for (int64_t j = 0; j < cols; ++j) d[j] = static_cast<acc_t>(s[j]);
-    }
-    return {buf, cols, 1};
-  }
-  for (int64_t j = 0; j < cols; ++j) {
-    const scalar_t* s = src.ptr + j * src.cs;
-    acc_t* d = buf + j * rows;
-    for (int64_t i = 0; i < rows; ++i) d[i] = static_cast<acc_t>(s[i]);
-  }
-  return {buf, 1, rows};
 }
 
 // Runs f(i, j) over a (rows x cols) matrix with the unit-stride dimension of `m` innermost.

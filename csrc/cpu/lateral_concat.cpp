@@ -1,13 +1,16 @@
 // CPU kernels of lateral_concat and its two gradient ops.
 //
-// The lateral conv has a (k, 1, 1) kernel, so for output frame t of sample n it is a sum over the
-// k taps of GEMMs W[:, :, kt] (C_lat x C_fast) @ x_fast[n, :, t*s - p + kt] (C_fast x H*W). Frames
-// of both layouts are strided matrices (see cpu_utils.h `frame`), so BLAS reads the fast frames in
-// place and writes straight into the output's lateral channels: no im2col, no intermediate lateral
-// tensor, no separate cat, and fast frames that no tap needs are never touched. fp16/bf16 blocks
-// are widened to fp32 on the way in and the fp32 result is rounded once on the way out.
+// The lateral conv has a (k, 1, 1) kernel. For sample n and a run of consecutive output frames
+// [t0, t1) it is one GEMM: W (C_lat x k*C_fast) @ cols (k*C_fast x (t1-t0)*H*W), where `cols`
+// gathers, for each tap kt and output frame t, fast frame t*s - p + kt (zeros in the padding).
+// Consecutive frames of one sample are one strided matrix in both layouts (see cpu_utils.h
+// `frame`), so the GEMM writes straight into the output's lateral channels while the same task
+// copies x_slow's channels: no intermediate lateral tensor, no separate cat, and fast frames that
+// no tap needs (stride > k) are never read. fp16/bf16 are widened to fp32 while `cols` is
+// gathered, and the fp32 result is rounded once on the way out.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -74,8 +77,8 @@ std::vector<acc_t> channel_vector(const std::optional<Tensor>& t, int64_t channe
   return v;
 }
 
-// The weight as k row-major (C_lat x C_fast) taps (or their transposes when `transpose`), each
-// output channel multiplied by row_scale[o].
+// The weight as a row-major (C_lat x k*C_fast) matrix with columns ordered (kt, c), or its
+// (k*C_fast x C_lat) transpose, each output channel multiplied by row_scale[o].
 template <typename scalar_t, typename acc_t>
 std::vector<acc_t> pack_taps(const Tensor& weight, const std::vector<acc_t>& row_scale,
                              bool transpose) {
@@ -86,10 +89,72 @@ std::vector<acc_t> pack_taps(const Tensor& weight, const std::vector<acc_t>& row
   for (int64_t o = 0; o < c_lat; ++o)
     for (int64_t c = 0; c < c_fast; ++c)
       for (int64_t kt = 0; kt < k; ++kt) {
-        const int64_t idx = transpose ? (kt * c_fast + c) * c_lat + o : (kt * c_lat + o) * c_fast + c;
+        const int64_t idx = transpose ? (kt * c_fast + c) * c_lat + o : (o * k + kt) * c_fast + c;
         taps[idx] = static_cast<acc_t>(p[(o * c_fast + c) * k + kt]) * row_scale[o];
       }
   return taps;
+}
+
+// Output frames are processed in runs of `frames` per task: enough tasks for every thread, and a
+// `cols` buffer of at most kColsBudget elements so that it stays cache-sized.
+constexpr int64_t kColsBudget = int64_t{1} << 19;
+
+struct Runs {
+  int64_t per_sample, frames;
+  int64_t count(int64_t batch) const { return batch * per_sample; }
+};
+
+Runs frame_runs(const Conv& cv) {
+  const int64_t threads = at::get_num_threads();
+  const int64_t pieces = std::max<int64_t>(1, (threads + cv.batch - 1) / std::max<int64_t>(1, cv.batch));
+  const int64_t wanted = (cv.t_slow + pieces - 1) / pieces;
+  const int64_t fit = kColsBudget / std::max<int64_t>(1, cv.k * cv.c_fast * cv.hw);
+  const int64_t frames = std::clamp<int64_t>(fit, 1, wanted);
+  return {(cv.t_slow + frames - 1) / frames, frames};
+}
+
+template <typename acc_t, typename scalar_t>
+void copy_row(acc_t* dst, const scalar_t* src, int64_t len) {
+  if constexpr (std::is_same_v<acc_t, scalar_t>) {
+    std::memcpy(dst, src, len * sizeof(acc_t));
+  } else {
+    for (int64_t i = 0; i < len; ++i) dst[i] = static_cast<acc_t>(src[i]);
+  }
+}
+
+// Gathers `cols` for sample n and output frames [t0, t0 + nt) into buf and returns it as a
+// (k*C_fast x nt*H*W) matrix with rows ordered (kt, c): row-major when x_fast is NCDHW (rows of
+// H*W-long plane pieces), column-major when it is channels_last_3d (C_fast-long pixel pieces).
+template <typename scalar_t, typename acc_t>
+Mat<const acc_t> gather_cols(const scalar_t* xf, bool cl, const Conv& cv, int64_t n, int64_t t0,
+                             int64_t nt, acc_t* buf) {
+  const int64_t hw = cv.hw, c_fast = cv.c_fast, kc = cv.k * c_fast, m = nt * hw;
+  for (int64_t tt = 0; tt < nt; ++tt)
+    for (int64_t kt = 0; kt < cv.k; ++kt) {
+      const int64_t tf = cv.source(t0 + tt, kt);
+      const bool valid = cv.in_range(tf);
+      if (!cl) {
+        for (int64_t c = 0; c < c_fast; ++c) {
+          acc_t* dst = buf + (kt * c_fast + c) * m + tt * hw;
+          if (valid) {
+            copy_row(dst, xf + ((n * c_fast + c) * cv.t_fast + tf) * hw, hw);
+          } else {
+            std::fill(dst, dst + hw, acc_t(0));
+          }
+        }
+      } else {
+        const scalar_t* src = xf + (n * cv.t_fast + tf) * hw * c_fast;
+        for (int64_t i = 0; i < hw; ++i) {
+          acc_t* dst = buf + (tt * hw + i) * kc + kt * c_fast;
+          if (valid) {
+            copy_row(dst, src + i * c_fast, c_fast);
+          } else {
+            std::fill(dst, dst + c_fast, acc_t(0));
+          }
+        }
+      }
+    }
+  return cl ? Mat<const acc_t>{buf, 1, kc} : Mat<const acc_t>{buf, m, 1};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -102,58 +167,46 @@ void lateral_forward(const Tensor& x_slow, const Tensor& x_fast, const Tensor& w
   using acc_t = at::opmath_type<scalar_t>;
   constexpr bool direct = std::is_same_v<acc_t, scalar_t>;  // accumulate in the output itself
   const int64_t c_slow = x_slow.size(1), c_total = out.size(1), hw = cv.hw;
-  const int64_t c_lat = cv.c_lat, c_fast = cv.c_fast, t_slow = cv.t_slow;
+  const int64_t c_lat = cv.c_lat, kc = cv.k * cv.c_fast, t_slow = cv.t_slow;
   const bool cl_out = is_channels_last(out), cl_fast = is_channels_last(x_fast);
   const std::vector<acc_t> alpha = channel_vector<scalar_t, acc_t>(scale, c_lat, acc_t(1));
   const std::vector<acc_t> beta = channel_vector<scalar_t, acc_t>(shift, c_lat, acc_t(0));
-  const std::vector<acc_t> taps =
-      pack_taps<scalar_t, acc_t>(weight, std::vector<acc_t>(c_lat, acc_t(1)), false);
+  // W as (C_lat x k*C_fast) with columns ordered (kt, c), matching the rows of `cols`.
+  const std::vector<acc_t> w_rows = pack_taps<scalar_t, acc_t>(weight, std::vector<acc_t>(c_lat, acc_t(1)), false);
   const bool affine = scale.has_value() || shift.has_value();
   const scalar_t* xs = x_slow.const_data_ptr<scalar_t>();
   const scalar_t* xf = x_fast.const_data_ptr<scalar_t>();
   scalar_t* y = out.mutable_data_ptr<scalar_t>();
+  const Runs runs = frame_runs(cv);
 
-  at::parallel_for(0, cv.batch * t_slow, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc_buf(direct ? 0 : c_lat * hw), frame_buf(direct ? 0 : c_fast * hw);
+  at::parallel_for(0, runs.count(cv.batch), 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> cols_buf(kc * runs.frames * hw), acc_buf(direct ? 0 : c_lat * runs.frames * hw);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / t_slow, t = task % t_slow;
-      // x_slow's channels of this frame, in the same pass.
+      const int64_t n = task / runs.per_sample, t0 = (task % runs.per_sample) * runs.frames;
+      const int64_t nt = std::min(runs.frames, t_slow - t0), m = nt * hw;
+      // x_slow's channels of these frames, in the same pass.
       if (cl_out) {
-        const scalar_t* src = xs + (n * t_slow + t) * hw * c_slow;
-        scalar_t* dst = y + (n * t_slow + t) * hw * c_total;
-        for (int64_t i = 0; i < hw; ++i)
+        const scalar_t* src = xs + (n * t_slow + t0) * hw * c_slow;
+        scalar_t* dst = y + (n * t_slow + t0) * hw * c_total;
+        for (int64_t i = 0; i < m; ++i)
           std::memcpy(dst + i * c_total, src + i * c_slow, c_slow * sizeof(scalar_t));
       } else {
         for (int64_t c = 0; c < c_slow; ++c)
-          std::memcpy(y + ((n * c_total + c) * t_slow + t) * hw,
-                      xs + ((n * c_slow + c) * t_slow + t) * hw, hw * sizeof(scalar_t));
+          std::memcpy(y + ((n * c_total + c) * t_slow + t0) * hw,
+                      xs + ((n * c_slow + c) * t_slow + t0) * hw, m * sizeof(scalar_t));
       }
 
-      const Mat<scalar_t> dst = frame(y, c_total, t_slow, hw, cl_out, n, t, c_slow);
+      const Mat<const acc_t> cols = gather_cols<scalar_t, acc_t>(xf, cl_fast, cv, n, t0, nt, cols_buf.data());
+      const Mat<scalar_t> dst = frame(y, c_total, t_slow, hw, cl_out, n, t0, c_slow);
       Mat<acc_t> acc;
       if constexpr (direct) {
         acc = dst;
       } else {
-        acc = cl_out ? Mat<acc_t>{acc_buf.data(), 1, c_lat} : Mat<acc_t>{acc_buf.data(), hw, 1};
+        acc = cl_out ? Mat<acc_t>{acc_buf.data(), 1, c_lat} : Mat<acc_t>{acc_buf.data(), m, 1};
       }
-      acc_t keep = 0;  // 0 for the first tap, then accumulate
-      for (int64_t kt = 0; kt < cv.k; ++kt) {
-        const int64_t tf = cv.source(t, kt);
-        if (!cv.in_range(tf)) continue;
-        Mat<const acc_t> x;
-        const Mat<const scalar_t> xm = frame(xf, c_fast, cv.t_fast, hw, cl_fast, n, tf);
-        if constexpr (direct) {
-          x = xm;
-        } else {
-          x = to_acc<scalar_t, acc_t>(xm, c_fast, hw, frame_buf.data());
-        }
-        gemm<acc_t>(c_lat, hw, c_fast, Mat<const acc_t>{taps.data() + kt * c_lat * c_fast, c_fast, 1},
-                    x, keep, acc);
-        keep = 1;
-      }
-      if (keep == 0) for_each(acc, c_lat, hw, [&](int64_t o, int64_t i) { acc.ptr[o * acc.rs + i * acc.cs] = 0; });
+      gemm<acc_t>(c_lat, m, kc, Mat<const acc_t>{w_rows.data(), kc, 1}, cols, acc_t(0), acc);
       if (!direct || affine || relu) {
-        for_each(dst, c_lat, hw, [&](int64_t o, int64_t i) {
+        for_each(dst, c_lat, m, [&](int64_t o, int64_t i) {
           acc_t v = acc.ptr[o * acc.rs + i * acc.cs] * alpha[o] + beta[o];
           if (relu) v = v > acc_t(0) ? v : acc_t(0);
           dst.ptr[o * dst.rs + i * dst.cs] = static_cast<scalar_t>(v);
@@ -213,8 +266,9 @@ GradArgs check_grad(const Tensor& grad_out, const Tensor& x_fast, const Tensor& 
   return {dense(grad_out), out_dense, dense(x_fast), cv, c_slow};
 }
 
-// The lateral gradient of frame (n, t) as a (C_lat x H*W) matrix: grad_out's own memory when no
-// mask or widening is needed, else a masked acc_t copy in `buf` in grad_out's orientation.
+// The lateral gradient of output frames [t, t + nt) of sample n as a (C_lat x nt*H*W) matrix:
+// grad_out's own memory when no mask or widening is needed, else a masked acc_t copy in `buf` in
+// grad_out's orientation.
 template <typename scalar_t, typename acc_t>
 class LateralGrad {
  public:
@@ -231,22 +285,23 @@ class LateralGrad {
 
   static constexpr bool kWiden = !std::is_same_v<acc_t, scalar_t>;
   bool needs_copy() const { return kWiden || mask_ != nullptr; }
-  int64_t block_size() const { return c_lat_ * hw_; }
+  int64_t block_size(int64_t nt = 1) const { return c_lat_ * nt * hw_; }
 
-  Mat<const acc_t> get(int64_t n, int64_t t, acc_t* buf) const {
+  Mat<const acc_t> get(int64_t n, int64_t t, int64_t nt, acc_t* buf) const {
+    const int64_t m = nt * hw_;
     const Mat<const scalar_t> g = frame(go_, c_total_, t_slow_, hw_, cl_go_, n, t, c_slow_);
     if constexpr (!kWiden) {
       if (mask_ == nullptr) return g;
     }
-    const Mat<acc_t> d = cl_go_ ? Mat<acc_t>{buf, 1, c_lat_} : Mat<acc_t>{buf, hw_, 1};
+    const Mat<acc_t> d = cl_go_ ? Mat<acc_t>{buf, 1, c_lat_} : Mat<acc_t>{buf, m, 1};
     if (mask_ == nullptr) {
-      for_each(d, c_lat_, hw_, [&](int64_t o, int64_t i) {
+      for_each(d, c_lat_, m, [&](int64_t o, int64_t i) {
         d.ptr[o * d.rs + i * d.cs] = static_cast<acc_t>(g.ptr[o * g.rs + i * g.cs]);
       });
     } else {
-      const Mat<const scalar_t> m = frame(mask_, c_total_, t_slow_, hw_, cl_mask_, n, t, c_slow_);
-      for_each(d, c_lat_, hw_, [&](int64_t o, int64_t i) {
-        const bool pass = static_cast<acc_t>(m.ptr[o * m.rs + i * m.cs]) > acc_t(0);
+      const Mat<const scalar_t> mk = frame(mask_, c_total_, t_slow_, hw_, cl_mask_, n, t, c_slow_);
+      for_each(d, c_lat_, m, [&](int64_t o, int64_t i) {
+        const bool pass = static_cast<acc_t>(mk.ptr[o * mk.rs + i * mk.cs]) > acc_t(0);
         d.ptr[o * d.rs + i * d.cs] = pass ? static_cast<acc_t>(g.ptr[o * g.rs + i * g.cs]) : acc_t(0);
       });
     }
@@ -260,37 +315,41 @@ class LateralGrad {
   bool cl_go_, cl_mask_;
 };
 
-// grad_x_fast[n, :, tf] = sum over the (t, kt) with t*s - p + kt == tf of
-// (W[:, :, kt] * scale)^T @ g[n, :, t]. One task owns one fast frame, so nothing races; frames no
-// tap reads (stride > k) get zeros.
+// The transposed conv as a GEMM and a gather: for every run of output frames,
+// Y (k*C_fast x nt*H*W) = (W * scale)^T @ g; then fast frame tf of sample n is the sum of the
+// blocks Y[(kt, :), t] with t*s - p + kt == tf (at most ceil(k/s) of them), and zeros when no tap
+// reads it (stride > k). Y is laid out like grad_x (rows (kt, c) of H*W pixels in NCDHW, pixels of
+// k*C_fast values in channels_last_3d) so that the gather reads and writes contiguous pieces, and
+// its two phases need no atomics: each fast frame is owned by one task.
 template <typename scalar_t>
 void lateral_grad_input(const GradArgs& a, const Tensor& weight, const std::optional<Tensor>& scale,
                         Tensor& grad_x) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr bool direct = std::is_same_v<acc_t, scalar_t>;
   const Conv& cv = a.cv;
-  const int64_t c_lat = cv.c_lat, c_fast = cv.c_fast, hw = cv.hw;
-  const std::vector<acc_t> taps_t = pack_taps<scalar_t, acc_t>(
+  const int64_t c_lat = cv.c_lat, c_fast = cv.c_fast, hw = cv.hw, kc = cv.k * c_fast;
+  const int64_t per_sample = kc * cv.t_slow * hw;  // Y's elements per sample
+  const std::vector<acc_t> w_cols = pack_taps<scalar_t, acc_t>(
       weight, channel_vector<scalar_t, acc_t>(scale, c_lat, acc_t(1)), true);
   const LateralGrad<scalar_t, acc_t> lateral(a);
-
-  // Masked / widened gradient blocks are prepared once, since each feeds up to ceil(k/s) frames.
-  std::vector<acc_t> g_all;
-  if (lateral.needs_copy()) {
-    g_all.resize(cv.batch * cv.t_slow * lateral.block_size());
-    at::parallel_for(0, cv.batch * cv.t_slow, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task)
-        lateral.get(task / cv.t_slow, task % cv.t_slow, g_all.data() + task * lateral.block_size());
-    });
-  }
-  const bool cl_go = is_channels_last(a.grad_out);
-  auto g_block = [&](int64_t n, int64_t t) -> Mat<const acc_t> {
-    if (g_all.empty()) return lateral.get(n, t, nullptr);
-    acc_t* p = g_all.data() + (n * cv.t_slow + t) * lateral.block_size();
-    return cl_go ? Mat<const acc_t>{p, 1, c_lat} : Mat<const acc_t>{p, hw, 1};
-  };
-
   const bool cl_x = is_channels_last(grad_x);
+  // Y of sample n as a (k*C_fast x T_slow*H*W) matrix; a run starting at t0 is a column offset.
+  auto y_mat = [&](acc_t* y, int64_t n, int64_t t0) -> Mat<acc_t> {
+    acc_t* base = y + n * per_sample;
+    return cl_x ? Mat<acc_t>{base + t0 * hw * kc, 1, kc} : Mat<acc_t>{base + t0 * hw, cv.t_slow * hw, 1};
+  };
+  std::vector<acc_t> y(cv.batch * per_sample);
+  const Runs runs = frame_runs(cv);
+  at::parallel_for(0, runs.count(cv.batch), 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> g_buf(lateral.needs_copy() ? lateral.block_size(runs.frames) : 0);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / runs.per_sample, t0 = (task % runs.per_sample) * runs.frames;
+      const int64_t nt = std::min(runs.frames, cv.t_slow - t0);
+      gemm<acc_t>(kc, nt * hw, c_lat, Mat<const acc_t>{w_cols.data(), c_lat, 1},
+                  lateral.get(n, t0, nt, g_buf.data()), acc_t(0), y_mat(y.data(), n, t0));
+    }
+  });
+
   scalar_t* gx = grad_x.mutable_data_ptr<scalar_t>();
   at::parallel_for(0, cv.batch * cv.t_fast, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc_buf(direct ? 0 : c_fast * hw);
@@ -308,14 +367,18 @@ void lateral_grad_input(const GradArgs& a, const Tensor& weight, const std::opti
       const int64_t lo_num = reach - (cv.k - 1);
       const int64_t t_lo = lo_num <= 0 ? 0 : (lo_num + cv.stride - 1) / cv.stride;
       const int64_t t_hi = std::min(cv.t_slow - 1, reach / cv.stride);
-      acc_t keep = 0;
       for (int64_t t = t_lo; t <= t_hi; ++t) {
-        const int64_t kt = reach - t * cv.stride;
-        gemm<acc_t>(c_fast, hw, c_lat, Mat<const acc_t>{taps_t.data() + kt * c_fast * c_lat, c_lat, 1},
-                    g_block(n, t), keep, acc);
-        keep = 1;
+        const Mat<acc_t> yt = y_mat(y.data(), n, t);
+        const int64_t row0 = (reach - t * cv.stride) * c_fast;
+        const acc_t* src = yt.ptr + row0 * yt.rs;
+        const bool first = t == t_lo;
+        for_each(acc, c_fast, hw, [&](int64_t c, int64_t i) {
+          const acc_t v = src[c * yt.rs + i * yt.cs];
+          acc_t& d = acc.ptr[c * acc.rs + i * acc.cs];
+          d = first ? v : d + v;
+        });
       }
-      if (keep == 0) {
+      if (t_lo > t_hi) {
         for_each(dst, c_fast, hw, [&](int64_t c, int64_t i) { dst.ptr[c * dst.rs + i * dst.cs] = 0; });
       } else if constexpr (!direct) {
         for_each(dst, c_fast, hw, [&](int64_t c, int64_t i) {
@@ -338,53 +401,42 @@ Tensor lateral_concat_grad_input_cpu(const Tensor& grad_out, const Tensor& x_fas
   return grad_x;
 }
 
-// G[kt] (C_lat x C_fast) = sum over (n, t) of g[n, :, t] @ x_fast[n, :, t*s - p + kt]^T and
-// sum_g[o] = sum of g[:, o]. The (n, t) range is cut into a fixed number of chunks, each with its
-// own acc_t accumulator, summed afterwards in chunk order: a real reduction, deterministic for a
-// given thread count.
+// G (C_lat x k*C_fast) = sum over runs of output frames of g (C_lat x m) @ cols^T (m x k*C_fast),
+// and sum_g[o] = sum of g[:, o]: a long reduction dimension m per GEMM even when H*W is small.
+// Each thread accumulates its runs into its own acc_t partial sums, which are then added in
+// thread order: a real reduction, deterministic for a given thread count.
 template <typename scalar_t>
 void lateral_grad_weight(const GradArgs& a, const Tensor& weight, const std::optional<Tensor>& scale,
                          Tensor& grad_w, Tensor& grad_scale, Tensor& grad_shift) {
   using acc_t = at::opmath_type<scalar_t>;
-  constexpr bool direct = std::is_same_v<acc_t, scalar_t>;
   const Conv& cv = a.cv;
-  const int64_t c_lat = cv.c_lat, c_fast = cv.c_fast, hw = cv.hw, k = cv.k;
-  const int64_t tasks = cv.batch * cv.t_slow;
-  const int64_t per_tap = c_lat * c_fast, slot = k * per_tap + c_lat;
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), tasks));
-  std::vector<acc_t> partial(chunks * slot, acc_t(0));
+  const int64_t c_lat = cv.c_lat, c_fast = cv.c_fast, hw = cv.hw, k = cv.k, kc = k * c_fast;
+  const int64_t slot = c_lat * kc + c_lat;
+  const int64_t threads = at::get_num_threads();
+  std::vector<acc_t> partial(threads * slot, acc_t(0));
   const LateralGrad<scalar_t, acc_t> lateral(a);
   const bool cl_x = is_channels_last(a.x_fast);
   const scalar_t* xf = a.x_fast.const_data_ptr<scalar_t>();
+  const Runs runs = frame_runs(cv);
 
-  at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
-    std::vector<acc_t> g_buf(lateral.needs_copy() ? lateral.block_size() : 0);
-    std::vector<acc_t> x_buf(direct ? 0 : c_fast * hw);
-    for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
-      acc_t* G = partial.data() + chunk * slot;
-      acc_t* sum_g = G + k * per_tap;
-      for (int64_t task = chunk * tasks / chunks; task < (chunk + 1) * tasks / chunks; ++task) {
-        const int64_t n = task / cv.t_slow, t = task % cv.t_slow;
-        const Mat<const acc_t> g = lateral.get(n, t, g_buf.data());
-        for_each(g, c_lat, hw, [&](int64_t o, int64_t i) { sum_g[o] += g.ptr[o * g.rs + i * g.cs]; });
-        for (int64_t kt = 0; kt < k; ++kt) {
-          const int64_t tf = cv.source(t, kt);
-          if (!cv.in_range(tf)) continue;
-          const Mat<const scalar_t> xm = frame(xf, c_fast, cv.t_fast, hw, cl_x, n, tf);
-          Mat<const acc_t> x;
-          if constexpr (direct) {
-            x = xm;
-          } else {
-            x = to_acc<scalar_t, acc_t>(xm, c_fast, hw, x_buf.data());
-          }
-          gemm<acc_t>(c_lat, c_fast, hw, g, x.transposed(), acc_t(1),
-                      Mat<acc_t>{G + kt * per_tap, c_fast, 1});
-        }
-      }
+  at::parallel_for(0, runs.count(cv.batch), 1, [&](int64_t begin, int64_t end) {
+    const int64_t thread = at::get_thread_num();
+    TORCH_INTERNAL_ASSERT(thread < threads);
+    acc_t* G = partial.data() + thread * slot;
+    acc_t* sum_g = G + c_lat * kc;
+    std::vector<acc_t> g_buf(lateral.needs_copy() ? lateral.block_size(runs.frames) : 0);
+    std::vector<acc_t> cols_buf(kc * runs.frames * hw);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / runs.per_sample, t0 = (task % runs.per_sample) * runs.frames;
+      const int64_t nt = std::min(runs.frames, cv.t_slow - t0), m = nt * hw;
+      const Mat<const acc_t> g = lateral.get(n, t0, nt, g_buf.data());
+      for_each(g, c_lat, m, [&](int64_t o, int64_t i) { sum_g[o] += g.ptr[o * g.rs + i * g.cs]; });
+      const Mat<const acc_t> cols = gather_cols<scalar_t, acc_t>(xf, cl_x, cv, n, t0, nt, cols_buf.data());
+      gemm<acc_t>(c_lat, kc, m, g, cols.transposed(), acc_t(1), Mat<acc_t>{G, kc, 1});
     }
   });
-  for (int64_t chunk = 1; chunk < chunks; ++chunk)
-    for (int64_t i = 0; i < slot; ++i) partial[i] += partial[chunk * slot + i];
+  for (int64_t t = 1; t < threads; ++t)
+    for (int64_t i = 0; i < slot; ++i) partial[i] += partial[t * slot + i];
 
   const acc_t* G = partial.data();
   const std::vector<acc_t> s = channel_vector<scalar_t, acc_t>(scale, c_lat, acc_t(1));
@@ -397,13 +449,13 @@ void lateral_grad_weight(const GradArgs& a, const Tensor& weight, const std::opt
     acc_t dot = 0;
     for (int64_t c = 0; c < c_fast; ++c)
       for (int64_t kt = 0; kt < k; ++kt) {
-        const acc_t v = G[kt * per_tap + o * c_fast + c];
+        const acc_t v = G[o * kc + kt * c_fast + c];
         const int64_t idx = (o * c_fast + c) * k + kt;
         gw[idx] = static_cast<scalar_t>(v * s[o]);
         dot += static_cast<acc_t>(wp[idx]) * v;
       }
     gs[o] = static_cast<scalar_t>(dot);
-    gb[o] = static_cast<scalar_t>(G[k * per_tap + o]);
+    gb[o] = static_cast<scalar_t>(G[c_lat * kc + o]);
   }
 }
 

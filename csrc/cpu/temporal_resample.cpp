@@ -9,6 +9,7 @@
 // read. The backward sums each range back into its source frame.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <tuple>
