@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from slowfast_fast import backend as _backend
-from slowfast_fast.bench import cases, correctness, timing
+from slowfast_fast.bench import cases, correctness, report, timing
 from slowfast_fast.bench.kernels import _error_note
 
 BACKBONE_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -187,15 +187,12 @@ def run(
         rows, fns = {}, {}
         for name in implementations_for(case, size, compile_peers):
             backend = name.removeprefix("compiled_")
-            row = rows[name] = {
-                "suite": "backbone", "op": "backbone", "config": case.config,
-                "case": f"{case.mode}_b{case.batch}", "shape": "x " + "x".join(map(str, x.shape)),
-                "dtype": case.dtype if case.dtype == "fp32" else f"{case.dtype}-autocast",
-                "layout": case.layout, "device": str(device), "backend": name, "status": "ok",
-                "median_ms": None, "p20_ms": None, "p80_ms": None, "bytes": None, "gbps": None,
-                "roofline_ms": None, "pct_roofline": None, "speedup": None, "max_err": None, "tol": None,
-                "peak_mem_mib": None, "note": f"auto -> {auto_resolves_to}" if backend == "auto" else "",
-            }  # fmt: skip
+            row = rows[name] = report.new_row(
+                suite="backbone", op="backbone", config=case.config, case=f"{case.mode}_b{case.batch}",
+                shape="x " + "x".join(map(str, x.shape)), layout=case.layout, device=str(device),
+                backend=name, dtype=case.dtype if case.dtype == "fp32" else f"{case.dtype}-autocast",
+                note=f"auto -> {auto_resolves_to}" if backend == "auto" else "",
+            )  # fmt: skip
             try:
                 # Compiled peers run inference only, so they compile the shared eval-mode module.
                 compiled = torch.compile(model) if name.startswith("compiled_") else None
@@ -222,6 +219,7 @@ def run(
         for name, result in timings.items():
             row = rows[name]
             row["median_ms"], row["p20_ms"], row["p80_ms"] = result.median_ms, result.p20_ms, result.p80_ms
+            row["min_ms"] = result.min_ms
             row["peak_mem_mib"] = peaks[name]
             if reference_ms is not None:
                 row["speedup"] = reference_ms / result.median_ms

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from slowfast_fast.bench import cases, correctness, timing
+from slowfast_fast.bench import cases, correctness, report, timing
 from slowfast_fast.bench.implementations import Implementation
 
 KERNEL_OPS = ("lateral_concat", "lateral_concat_backward", "resample")
@@ -158,13 +158,10 @@ def _error_note(exc: BaseException) -> str:
 
 
 def _row(case: KernelCase, device: torch.device, backend: str, roofline_ms: float) -> dict:
-    return {
-        "suite": "kernels", "op": case.op, "config": case.config, "case": case.name, "shape": case.shape,
-        "dtype": case.dtype, "layout": case.layout, "device": str(device), "backend": backend,
-        "status": "ok", "median_ms": None, "p20_ms": None, "p80_ms": None, "bytes": case.bytes,
-        "gbps": None, "roofline_ms": roofline_ms, "pct_roofline": None, "speedup": None,
-        "max_err": None, "tol": None, "peak_mem_mib": None, "note": "",
-    }  # fmt: skip
+    return report.new_row(
+        suite="kernels", op=case.op, config=case.config, case=case.name, shape=case.shape, dtype=case.dtype,
+        layout=case.layout, device=str(device), backend=backend, bytes=case.bytes, roofline_ms=roofline_ms,
+    )  # fmt: skip
 
 
 def run_case(
@@ -212,6 +209,7 @@ def run_case(
     for name, result in timings.items():
         row = rows[name]
         row["median_ms"], row["p20_ms"], row["p80_ms"] = result.median_ms, result.p20_ms, result.p80_ms
+        row["min_ms"] = result.min_ms
         if case.bytes:
             row["gbps"] = case.bytes / (result.median_ms * 1e-3) / 1e9
             row["pct_roofline"] = 100 * roofline_ms / result.median_ms

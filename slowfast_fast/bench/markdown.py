@@ -22,7 +22,7 @@ def _ms(value) -> str:
 def _spread(r: dict) -> str:
     if r["median_ms"] is None:
         return r["status"]
-    return f"{r['median_ms']:.3g} ({r['p20_ms']:.3g}-{r['p80_ms']:.3g})"
+    return f"{r['median_ms']:.3g} ({r['p20_ms']:.3g}-{r['p80_ms']:.3g}), min {r['min_ms']:.3g}"
 
 
 def _speedup(value) -> str:
@@ -58,40 +58,38 @@ def describe_run(meta: dict) -> str:
     return "; ".join(parts)
 
 
+def _sum(points: list[dict], key: str) -> float | None:
+    """Sum of ``key`` over the four fusion points, or None unless all four were timed."""
+    if len(points) != 4 or any(r[key] is None for r in points):
+        return None
+    return sum(r[key] for r in points)
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if num is not None and den else None
+
+
 def lateral_sums(rows: list[dict]) -> str:
     """Per config, dtype, layout and backend: the sum over the four fusion points (as BASELINE.md
-    reports the reference), with the roofline of the sum; only where all four points were timed."""
+    reports the reference) of the medians and of the minima, with the roofline of the sum."""
     groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         groups[(r["config"], r["dtype"], r["layout"])][r["backend"]].append(r)
     lines = []
     for (config, dtype, layout), by_backend in groups.items():
         reference = by_backend.get("reference", [])
-        ref_sum = sum(r["median_ms"] for r in reference) if all(r["median_ms"] for r in reference) else None
+        ref_median, ref_min = _sum(reference, "median_ms"), _sum(reference, "min_ms")
         for backend, points in by_backend.items():
-            if len(points) != 4 or any(r["median_ms"] is None for r in points):
-                total, speedup, pct = None, None, None
-            else:
-                total = sum(r["median_ms"] for r in points)
-                roofline = sum(r["roofline_ms"] for r in points)
-                speedup = ref_sum / total if ref_sum else None
-                pct = f"{100 * roofline / total:.0f}"
-            status = ",".join(sorted({r["status"] for r in points}))
-            roof = sum(r["roofline_ms"] for r in points)
-            lines.append(
-                [config, dtype, layout, backend, status, _ms(total), _ms(roof), pct or "-", _speedup(speedup)]
-            )
-    headers = [
-        "config",
-        "dtype",
-        "layout",
-        "backend",
-        "status",
-        "sum ms",
-        "roofline ms",
-        "% roofline",
-        "speedup",
-    ]
+            median, fastest = _sum(points, "median_ms"), _sum(points, "min_ms")
+            roofline = sum(r["roofline_ms"] for r in points)
+            pct = _ratio(100 * roofline, median)
+            lines.append([
+                config, dtype, layout, backend, ",".join(sorted({r["status"] for r in points})), _ms(median),
+                _ms(fastest), _ms(roofline), "-" if pct is None else f"{pct:.0f}",
+                _speedup(_ratio(ref_median, median)), _speedup(_ratio(ref_min, fastest)),
+            ])  # fmt: skip
+    headers = ["config", "dtype", "layout", "backend", "status", "sum of medians ms", "sum of minima ms",
+               "roofline ms", "% roofline (median)", "speedup (medians)", "speedup (minima)"]  # fmt: skip
     return _table(headers, lines)
 
 
@@ -104,8 +102,8 @@ def kernel_cases(rows: list[dict]) -> str:
         ]
         for r in rows
     ]  # fmt: skip
-    headers = ["config", "case", "dtype", "layout", "backend", "median ms (p20-p80)", "GB/s", "% roofline",
-               "speedup"]  # fmt: skip
+    headers = ["config", "case", "dtype", "layout", "backend", "median ms (p20-p80), min", "GB/s",
+               "% roofline", "speedup"]  # fmt: skip
     return _table(headers, lines)
 
 
@@ -117,7 +115,7 @@ def backbone_cases(rows: list[dict]) -> str:
         ]
         for r in rows
     ]  # fmt: skip
-    headers = ["config", "case", "dtype", "layout", "backend", "median ms (p20-p80)", "speedup",
+    headers = ["config", "case", "dtype", "layout", "backend", "median ms (p20-p80), min", "speedup",
                "extra peak MiB", "note"]  # fmt: skip
     return _table(headers, lines)
 

@@ -28,6 +28,7 @@ COLUMNS = (
     "median_ms",
     "p20_ms",
     "p80_ms",
+    "min_ms",
     "bytes",
     "gbps",
     "roofline_ms",
@@ -38,6 +39,14 @@ COLUMNS = (
     "peak_mem_mib",
     "note",
 )
+
+
+def new_row(**fields) -> dict:
+    """A result row: every column of :data:`COLUMNS`, unmeasured ones None, status "ok"."""
+    row = dict.fromkeys(COLUMNS)
+    row.update(status="ok", note="")
+    row.update(fields)
+    return row
 
 
 def _cpu_model() -> str:
@@ -97,6 +106,7 @@ def table(rows: list[dict]) -> str:
         "status",
         "median ms",
         "p20-p80 ms",
+        "min ms",
         "GB/s",
         "% roofline",
         "speedup",
@@ -117,6 +127,7 @@ def table(rows: list[dict]) -> str:
                 r["status"],
                 _fmt(r["median_ms"], ".4g"),
                 spread,
+                _fmt(r["min_ms"], ".4g"),
                 _fmt(r["gbps"], ".1f"),
                 _fmt(r["pct_roofline"], ".0f"),
                 "-" if r["speedup"] is None else f"{r['speedup']:.2f}x",
