@@ -1,0 +1,295 @@
+"""SlowFast: mmaction2 1.x's ResNet3dPathway and ResNet3dSlowFast in plain PyTorch, with the
+pathway split and every "lateral conv, then concat" running as the fused ops of
+:mod:`slowfast_fast.ops`."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+
+import torch
+import torch.nn as nn
+
+from slowfast_fast import ops
+from slowfast_fast.models.checkpoint import (
+    load_checkpoint_file,
+    load_state_dict_like_mmengine,
+    unwrap_state_dict,
+)
+from slowfast_fast.models.layers import (
+    ConvModule,
+    DeConvModule,
+    folded_batch_norm,
+    kaiming_init,
+    uses_batch_stats,
+)
+from slowfast_fast.models.resnet3d import _SHAPE_WARNING, ResNet3d, _copy_inflated
+
+
+class ResNet3dPathway(ResNet3d):
+    """One pathway of SlowFast: a :class:`ResNet3d` that also owns the lateral connections feeding it.
+
+    Each lateral maps the other pathway's features after the stem (``conv1_lateral``) and after
+    stage i (``layer{i}_lateral``, none after the last stage) to extra input channels of the next
+    stage: ``Conv3d(C, C * lateral_infl // channel_ratio, (fusion_kernel, 1, 1),
+    stride=(speed_ratio, 1, 1))``, plus norm and activation if ``lateral_norm``.
+
+    Args:
+        lateral: build lateral connections into this pathway.
+        lateral_inv: laterals are transposed convs (upsampling time) instead.
+        lateral_norm: laterals are conv -> norm -> act instead of a bare conv.
+        speed_ratio: frame-rate ratio between the pathways (alpha); the laterals' temporal stride.
+        channel_ratio: channel ratio between the pathways (beta).
+        fusion_kernel: temporal kernel size of the laterals.
+        lateral_infl: channel inflation of the laterals.
+        lateral_activate: per lateral (conv1, layer1, layer2, layer3), whether it exists.
+        **kwargs: the :class:`ResNet3d` arguments.
+    """
+
+    def __init__(
+        self,
+        lateral: bool = False,
+        lateral_inv: bool = False,
+        lateral_norm: bool = False,
+        speed_ratio: int = 8,
+        channel_ratio: int = 8,
+        fusion_kernel: int = 5,
+        lateral_infl: int = 2,
+        lateral_activate: Sequence[int] = (1, 1, 1, 1),
+        **kwargs,
+    ) -> None:
+        # ResNet3d.__init__ reads lateral_inplanes to widen each stage's input.
+        self.lateral = lateral
+        self.lateral_inv = lateral_inv
+        self.lateral_norm = lateral_norm
+        self.speed_ratio = speed_ratio
+        self.channel_ratio = channel_ratio
+        self.fusion_kernel = fusion_kernel
+        self.lateral_infl = lateral_infl
+        self.lateral_activate = lateral_activate
+        self.lateral_inplanes = self._lateral_inplanes(kwargs)
+        super().__init__(**kwargs)
+
+        self.inplanes = self.base_channels
+        if lateral and lateral_activate[0] == 1:
+            self.conv1_lateral = self._make_lateral(self.inplanes)
+        self.lateral_connections = []
+        for i in range(len(self.stage_blocks)):
+            self.inplanes = self.base_channels * 2**i * self.block.expansion
+            if lateral and i != self.num_stages - 1 and lateral_activate[i + 1]:
+                name = f"layer{i + 1}_lateral"
+                setattr(self, name, self._make_lateral(self.inplanes))
+                self.lateral_connections.append(name)
+
+    def _make_lateral(self, inplanes: int) -> nn.Module:
+        kernel = (self.fusion_kernel, 1, 1)
+        stride = (self.speed_ratio, 1, 1)
+        padding = ((self.fusion_kernel - 1) // 2, 0, 0)
+        if self.lateral_inv:
+            return DeConvModule(
+                inplanes * self.channel_ratio,
+                inplanes * self.channel_ratio // self.lateral_infl,
+                kernel_size=kernel,
+                stride=stride,
+                padding=padding,
+            )
+        return ConvModule(
+            inplanes // self.channel_ratio,
+            inplanes * self.lateral_infl // self.channel_ratio,
+            kernel_size=kernel,
+            stride=stride,
+            padding=padding,
+            bias=False,
+            conv_cfg=self.conv_cfg,
+            norm_cfg=self.norm_cfg if self.lateral_norm else None,
+            act_cfg=self.act_cfg if self.lateral_norm else None,
+        )
+
+    def _lateral_inplanes(self, kwargs: Mapping) -> list[int]:
+        """Extra input channels of each stage, by mmaction2's formula (which the laterals' widths follow)."""
+        expansion = 1 if kwargs.get("depth", 50) < 50 else 4
+        base_channels = kwargs.get("base_channels", 64)
+        inplanes = []
+        for i in range(kwargs.get("num_stages", 4)):
+            if expansion % 2 == 0:
+                planes = base_channels * 2**i * (expansion // 2) ** (i > 0)
+            else:
+                planes = base_channels * 2**i // 2 ** (i > 0)
+            if not (self.lateral and self.lateral_activate[i]):
+                inplanes.append(0)
+            elif self.lateral_inv:
+                inplanes.append(planes * self.channel_ratio // self.lateral_infl)
+            else:
+                inplanes.append(planes * self.lateral_infl // self.channel_ratio)
+        return inplanes
+
+    def fuse(self, x_slow: torch.Tensor, x_fast: torch.Tensor, lateral_name: str) -> torch.Tensor:
+        """``cat([x_slow, <lateral_name>(x_fast)], dim=1)``, fused into one op where that is exact."""
+        lateral = getattr(self, lateral_name, None)
+        if lateral is None:
+            return x_slow
+        if isinstance(lateral, DeConvModule):
+            return torch.cat((x_slow, lateral(x_fast)), dim=1)
+        conv = lateral.conv
+        if not lateral.with_norm:
+            return ops.lateral_concat(x_slow, x_fast, conv.weight, conv.stride[0], conv.padding[0])
+        act = lateral.activate if lateral.with_activation else None
+        # A BN normalizing with batch statistics is not a per-channel affine: no fusion.
+        if uses_batch_stats(lateral.bn) or not (act is None or type(act) is nn.ReLU):
+            return torch.cat((x_slow, lateral(x_fast)), dim=1)
+        scale, shift = folded_batch_norm(lateral.bn)
+        return ops.lateral_concat(
+            x_slow, x_fast, conv.weight, conv.stride[0], conv.padding[0], scale, shift, relu=act is not None
+        )
+
+    def init_weights(self, pretrained: str | os.PathLike | None = None) -> None:
+        """As :meth:`ResNet3d.init_weights`, then the stage laterals are kaiming-initialized (after
+        loading too; ``conv1_lateral`` is not, exactly as in mmaction2)."""
+        if pretrained:
+            self.pretrained = pretrained
+        super().init_weights()
+        for name in self.lateral_connections:
+            for m in getattr(self, name).modules():
+                if isinstance(m, (nn.Conv3d, nn.Conv2d)):
+                    kaiming_init(m)
+
+    def _skip_inflation(self, name: str) -> bool:
+        return "lateral" in name
+
+    def _inflate_conv_params(
+        self, conv3d: nn.Conv3d, state_dict_2d: Mapping, name_2d: str, inflated: list[str]
+    ) -> None:
+        """Lateral inputs widen a stage's first convs: the 2D weight is zero-padded over those channels."""
+        weight_2d = state_dict_2d[name_2d + ".weight"]
+        in_2d, in_3d = weight_2d.shape[1], conv3d.weight.shape[1]
+        if in_3d < in_2d:
+            warnings.warn(_SHAPE_WARNING.format(name_2d), stacklevel=3)
+            return
+        if in_3d > in_2d:
+            pad = weight_2d.new_zeros((weight_2d.shape[0], in_3d - in_2d, *weight_2d.shape[2:]))
+            weight_2d = torch.cat((weight_2d, pad), dim=1)
+        _copy_inflated(conv3d, weight_2d, state_dict_2d, name_2d, inflated)
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        modules = super()._frozen_modules()
+        for i in range(1, self.frozen_stages + 1):
+            lateral = getattr(self, f"layer{i}_lateral", None)
+            if lateral is not None:
+                modules.append(lateral)
+        return modules
+
+
+PATHWAY_TYPES = {"resnet3d": ResNet3dPathway}
+
+
+def build_pathway(cfg: Mapping) -> ResNet3dPathway:
+    """A pathway from a config dict whose ``type`` is ``'resnet3d'``."""
+    if not (isinstance(cfg, Mapping) and "type" in cfg):
+        raise TypeError('cfg must be a dict containing the key "type"')
+    kwargs = dict(cfg)
+    kind = kwargs.pop("type")
+    if kind not in PATHWAY_TYPES:
+        raise KeyError(f"Unrecognized pathway type {kind}")
+    return PATHWAY_TYPES[kind](**kwargs)
+
+
+DEFAULT_SLOW_PATHWAY = MappingProxyType(
+    dict(
+        type="resnet3d",
+        depth=50,
+        pretrained=None,
+        lateral=True,
+        conv1_kernel=(1, 7, 7),
+        conv1_stride_t=1,
+        pool1_stride_t=1,
+        inflate=(0, 0, 1, 1),
+    )
+)
+DEFAULT_FAST_PATHWAY = MappingProxyType(
+    dict(
+        type="resnet3d",
+        depth=50,
+        pretrained=None,
+        lateral=False,
+        base_channels=8,
+        conv1_kernel=(5, 7, 7),
+        conv1_stride_t=1,
+        pool1_stride_t=1,
+    )
+)
+
+
+class ResNet3dSlowFast(nn.Module):
+    """SlowFast backbone (Feichtenhofer et al., https://arxiv.org/abs/1812.03982), a drop-in for
+    ``mmaction.models.ResNet3dSlowFast``: same arguments, module names, state_dict keys and outputs.
+
+    Input ``(N, C, T, H, W)``; returns ``(x_slow, x_fast)``, the last-stage features of each pathway.
+    The slow pathway sees every ``resample_rate``-th frame, the fast one every
+    ``resample_rate // speed_ratio``-th.
+
+    Args:
+        pretrained: a 3D checkpoint of this whole backbone, loaded strictly by :meth:`init_weights`.
+        resample_rate: temporal stride of the slow pathway's input (tau).
+        speed_ratio: frame-rate ratio fast/slow (alpha).
+        channel_ratio: channel ratio slow/fast (beta).
+        slow_pathway, fast_pathway: :class:`ResNet3dPathway` configs with ``type='resnet3d'``; the slow
+            one gets ``speed_ratio`` and ``channel_ratio`` when it has laterals.
+        init_cfg: accepted and stored; like mmaction2's (whose ``init_weights`` overrides mmengine's),
+            it has no effect.
+
+    Like mmaction2, the forward always applies each pathway's stem max-pool and never pool2, and
+    ignores the pathways' ``with_pool1``, ``with_pool2`` and ``out_indices``.
+    """
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        resample_rate: int = 8,
+        speed_ratio: int = 8,
+        channel_ratio: int = 8,
+        slow_pathway: Mapping = DEFAULT_SLOW_PATHWAY,
+        fast_pathway: Mapping = DEFAULT_FAST_PATHWAY,
+        init_cfg: Mapping | Sequence[Mapping] | None = None,
+    ) -> None:
+        super().__init__()
+        self.pretrained = pretrained
+        self.resample_rate = resample_rate
+        self.speed_ratio = speed_ratio
+        self.channel_ratio = channel_ratio
+        self.init_cfg = init_cfg
+        slow_pathway = dict(slow_pathway)
+        if slow_pathway.get("lateral", False):
+            slow_pathway["speed_ratio"] = speed_ratio
+            slow_pathway["channel_ratio"] = channel_ratio
+        self.slow_path = build_pathway(slow_pathway)
+        self.fast_path = build_pathway(fast_pathway)
+
+    def init_weights(self, pretrained: str | os.PathLike | None = None) -> None:
+        """Load ``pretrained`` (strict, mmengine's key rules) if set, else initialize both pathways."""
+        if pretrained:
+            self.pretrained = pretrained
+        if isinstance(self.pretrained, (str, os.PathLike)):
+            checkpoint = load_checkpoint_file(self.pretrained)
+            load_state_dict_like_mmengine(self, unwrap_state_dict(checkpoint), strict=True)
+        elif self.pretrained is None:
+            self.fast_path.init_weights()
+            self.slow_path.init_weights()
+        else:
+            raise TypeError("pretrained must be a str or None")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        slow, fast = self.slow_path, self.fast_path
+        x_slow, x_fast = ops.pathway_inputs(x, self.resample_rate, self.speed_ratio)
+        x_slow = slow.maxpool(slow.conv1(x_slow))
+        x_fast = fast.maxpool(fast.conv1(x_fast))
+        if slow.lateral:
+            x_slow = slow.fuse(x_slow, x_fast, "conv1_lateral")
+        last = len(slow.res_layers) - 1
+        for i, layer_name in enumerate(slow.res_layers):
+            x_slow = getattr(slow, layer_name)(x_slow)
+            x_fast = getattr(fast, layer_name)(x_fast)
+            if i != last and slow.lateral:
+                x_slow = slow.fuse(x_slow, x_fast, f"layer{i + 1}_lateral")
+        return x_slow, x_fast
