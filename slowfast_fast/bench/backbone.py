@@ -21,7 +21,6 @@ import torch
 
 from slowfast_fast import backend as _backend
 from slowfast_fast.bench import cases, correctness, report, timing
-from slowfast_fast.bench.kernels import _error_note
 
 BACKBONE_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -207,13 +206,13 @@ def run(
                 fn()  # compiles, autotunes cuDNN, allocates
                 fns[name] = fn
             except Exception as exc:  # report, keep benchmarking the rest
-                row["status"], row["note"] = "ERROR", _error_note(exc)
+                row["status"], row["note"] = "ERROR", report.error_note(exc)
         try:
             timings = timing.measure_all(fns, device, budget)
             peaks = {name: _peak_mib(fn, device) for name, fn in fns.items()}
         except Exception as exc:
             for name in fns:
-                rows[name]["status"], rows[name]["note"] = "ERROR", _error_note(exc)
+                rows[name]["status"], rows[name]["note"] = "ERROR", report.error_note(exc)
             timings, peaks = {}, {}
         reference_ms = timings["reference"].median_ms if "reference" in timings else None
         for name, result in timings.items():

@@ -9,9 +9,8 @@ reference timed in the same run on the same inputs.
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -38,7 +37,6 @@ class KernelCase:
     bytes: int
     make_inputs: Callable[[torch.device], list[torch.Tensor]]
     prepare: Callable[[Callable, list[torch.Tensor]], Thunk]
-    labels: dict = field(default_factory=dict)
 
 
 def _randn(shape, dtype, layout, device, requires_grad=False) -> torch.Tensor:
@@ -151,12 +149,6 @@ def _as_float64(inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     return [t.detach().to(torch.float64).requires_grad_(t.requires_grad) for t in inputs]
 
 
-def _error_note(exc: BaseException) -> str:
-    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    where = f" at {frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}" if frame else ""
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{where}"[:300]
-
-
 def _row(case: KernelCase, device: torch.device, backend: str, roofline_ms: float) -> dict:
     return report.new_row(
         suite="kernels", op=case.op, config=case.config, case=case.name, shape=case.shape, dtype=case.dtype,
@@ -190,7 +182,7 @@ def run_case(
             verdict = correctness.check(outputs, reference_out, truth, correctness.tf32_allowed(device))
             del outputs
         except Exception as exc:  # one failing backend must not end the run: report it
-            row["status"], row["note"] = "ERROR", _error_note(exc)
+            row["status"], row["note"] = "ERROR", report.error_note(exc)
             continue
         row["max_err"], row["tol"] = verdict.max_err, verdict.tol
         if verdict.ok:
@@ -203,7 +195,7 @@ def run_case(
         timings = timing.measure_all(thunks, device, budget)
     except Exception as exc:
         for name in thunks:
-            rows[name]["status"], rows[name]["note"] = "ERROR", _error_note(exc)
+            rows[name]["status"], rows[name]["note"] = "ERROR", report.error_note(exc)
         return list(rows.values())
     reference_ms = timings[impls[0].name].median_ms if impls[0].name in timings else None
     for name, result in timings.items():

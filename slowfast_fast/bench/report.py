@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import sys
+import traceback
 from pathlib import Path
 
 import torch
@@ -47,6 +48,13 @@ def new_row(**fields) -> dict:
     row.update(status="ok", note="")
     row.update(fields)
     return row
+
+
+def error_note(exc: BaseException) -> str:
+    """One line naming an exception and where it was raised, for a row's note."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" at {frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}" if frame else ""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{where}"[:300]
 
 
 def _cpu_model() -> str:
