@@ -80,7 +80,7 @@ std::vector<acc_t> channel_vector(const std::optional<Tensor>& t, int64_t channe
 // The weight as a row-major (C_lat x k*C_fast) matrix with columns ordered (kt, c), or its
 // (k*C_fast x C_lat) transpose, each output channel multiplied by row_scale[o].
 template <typename scalar_t, typename acc_t>
-std::vector<acc_t> pack_taps(const Tensor& weight, const std::vector<acc_t>& row_scale,
+std::vector<acc_t> pack_weight(const Tensor& weight, const std::vector<acc_t>& row_scale,
                              bool transpose) {
   const Tensor w = weight.contiguous();
   const int64_t c_lat = w.size(0), c_fast = w.size(1), k = w.size(2);
@@ -172,7 +172,8 @@ void lateral_forward(const Tensor& x_slow, const Tensor& x_fast, const Tensor& w
   const std::vector<acc_t> alpha = channel_vector<scalar_t, acc_t>(scale, c_lat, acc_t(1));
   const std::vector<acc_t> beta = channel_vector<scalar_t, acc_t>(shift, c_lat, acc_t(0));
   // W as (C_lat x k*C_fast) with columns ordered (kt, c), matching the rows of `cols`.
-  const std::vector<acc_t> w_rows = pack_taps<scalar_t, acc_t>(weight, std::vector<acc_t>(c_lat, acc_t(1)), false);
+  const std::vector<acc_t> w_rows =
+      pack_weight<scalar_t, acc_t>(weight, std::vector<acc_t>(c_lat, acc_t(1)), false);
   const bool affine = scale.has_value() || shift.has_value();
   const scalar_t* xs = x_slow.const_data_ptr<scalar_t>();
   const scalar_t* xf = x_fast.const_data_ptr<scalar_t>();
@@ -229,7 +230,8 @@ Tensor lateral_concat_cpu(const Tensor& x_slow_in, const Tensor& x_fast_in, cons
   const Tensor x_slow = dense(x_slow_in), x_fast = dense(x_fast_in);
   Tensor out = at::empty({batch, x_slow.size(1) + cv.c_lat, t_slow, x_slow.size(3), x_slow.size(4)},
                          x_slow.options().memory_format(output_memory_format(x_slow_in)));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_slow.scalar_type(), "lateral_concat", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x_slow.scalar_type(), "lateral_concat", [&] {
     lateral_forward<scalar_t>(x_slow, x_fast, weight, scale, shift, relu, cv, out);
   });
   return out;
@@ -329,7 +331,7 @@ void lateral_grad_input(const GradArgs& a, const Tensor& weight, const std::opti
   const Conv& cv = a.cv;
   const int64_t c_lat = cv.c_lat, c_fast = cv.c_fast, hw = cv.hw, kc = cv.k * c_fast;
   const int64_t per_sample = kc * cv.t_slow * hw;  // Y's elements per sample
-  const std::vector<acc_t> w_cols = pack_taps<scalar_t, acc_t>(
+  const std::vector<acc_t> w_cols = pack_weight<scalar_t, acc_t>(
       weight, channel_vector<scalar_t, acc_t>(scale, c_lat, acc_t(1)), true);
   const LateralGrad<scalar_t, acc_t> lateral(a);
   const bool cl_x = is_channels_last(grad_x);
@@ -395,7 +397,8 @@ Tensor lateral_concat_grad_input_cpu(const Tensor& grad_out, const Tensor& x_fas
                                      int64_t padding) {
   const GradArgs a = check_grad(grad_out, x_fast, weight, scale, out, stride, padding);
   Tensor grad_x = at::empty(x_fast.sizes(), x_fast.options().memory_format(output_memory_format(x_fast)));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_fast.scalar_type(), "lateral_concat_grad_input", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x_fast.scalar_type(), "lateral_concat_grad_input", [&] {
     lateral_grad_input<scalar_t>(a, weight, scale, grad_x);
   });
   return grad_x;
@@ -467,7 +470,8 @@ std::tuple<Tensor, Tensor, Tensor> lateral_concat_grad_weight_cpu(
   Tensor grad_w = at::empty(weight.sizes(), weight.options().memory_format(at::MemoryFormat::Contiguous));
   Tensor grad_scale = at::empty({a.cv.c_lat}, weight.options());
   Tensor grad_shift = at::empty({a.cv.c_lat}, weight.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_fast.scalar_type(), "lateral_concat_grad_weight", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x_fast.scalar_type(), "lateral_concat_grad_weight", [&] {
     lateral_grad_weight<scalar_t>(a, weight, scale, grad_w, grad_scale, grad_shift);
   });
   return {grad_w, grad_scale, grad_shift};

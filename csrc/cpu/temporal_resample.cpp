@@ -146,7 +146,8 @@ Tensor temporal_resample_backward_cpu(const Tensor& grad_out_in, int64_t t_in, d
   const Layout l = layout_of(grad_out_in);
   const Tensor grad_out = grad_out_in.contiguous(l.format);
   Tensor grad_x = empty_resampled(grad_out, t_in, l.format);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_out.scalar_type(), "temporal_resample_backward", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, grad_out.scalar_type(), "temporal_resample_backward", [&] {
     scatter_add<scalar_t>(grad_out, l, r, grad_x);
   });
   return grad_x;
