@@ -95,20 +95,23 @@ std::vector<acc_t> pack_weight(const Tensor& weight, const std::vector<acc_t>& r
   return taps;
 }
 
-// Output frames are processed in runs of `frames` per task: enough tasks for every thread, and a
-// `cols` buffer of at most kColsBudget elements so that it stays cache-sized.
-constexpr int64_t kColsBudget = int64_t{1} << 19;
+// Output frames are processed in runs of `frames` per task: enough tasks for every thread, and
+// per-task buffers of at most `budget` elements of k*C_fast x frames*H*W. The forward keeps its
+// gathered columns L2-sized (they are written and read back at once); the weight gradient prefers
+// long runs, which are the reduction dimension of its GEMM.
+constexpr int64_t kForwardBudget = int64_t{1} << 16;
+constexpr int64_t kBackwardBudget = int64_t{1} << 19;
 
 struct Runs {
   int64_t per_sample, frames;
   int64_t count(int64_t batch) const { return batch * per_sample; }
 };
 
-Runs frame_runs(const Conv& cv) {
+Runs frame_runs(const Conv& cv, int64_t budget) {
   const int64_t threads = at::get_num_threads();
   const int64_t pieces = std::max<int64_t>(1, (threads + cv.batch - 1) / std::max<int64_t>(1, cv.batch));
   const int64_t wanted = (cv.t_slow + pieces - 1) / pieces;
-  const int64_t fit = kColsBudget / std::max<int64_t>(1, cv.k * cv.c_fast * cv.hw);
+  const int64_t fit = budget / std::max<int64_t>(1, cv.k * cv.c_fast * cv.hw);
   const int64_t frames = std::clamp<int64_t>(fit, 1, wanted);
   return {(cv.t_slow + frames - 1) / frames, frames};
 }
@@ -178,7 +181,7 @@ void lateral_forward(const Tensor& x_slow, const Tensor& x_fast, const Tensor& w
   const scalar_t* xs = x_slow.const_data_ptr<scalar_t>();
   const scalar_t* xf = x_fast.const_data_ptr<scalar_t>();
   scalar_t* y = out.mutable_data_ptr<scalar_t>();
-  const Runs runs = frame_runs(cv);
+  const Runs runs = frame_runs(cv, kForwardBudget);
 
   at::parallel_for(0, runs.count(cv.batch), 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> cols_buf(kc * runs.frames * hw), acc_buf(direct ? 0 : c_lat * runs.frames * hw);
@@ -341,7 +344,7 @@ void lateral_grad_input(const GradArgs& a, const Tensor& weight, const std::opti
     return cl_x ? Mat<acc_t>{base + t0 * hw * kc, 1, kc} : Mat<acc_t>{base + t0 * hw, cv.t_slow * hw, 1};
   };
   std::vector<acc_t> y(cv.batch * per_sample);
-  const Runs runs = frame_runs(cv);
+  const Runs runs = frame_runs(cv, kBackwardBudget);
   at::parallel_for(0, runs.count(cv.batch), 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> g_buf(lateral.needs_copy() ? lateral.block_size(runs.frames) : 0);
     for (int64_t task = begin; task < end; ++task) {
@@ -420,7 +423,7 @@ void lateral_grad_weight(const GradArgs& a, const Tensor& weight, const std::opt
   const LateralGrad<scalar_t, acc_t> lateral(a);
   const bool cl_x = is_channels_last(a.x_fast);
   const scalar_t* xf = a.x_fast.const_data_ptr<scalar_t>();
-  const Runs runs = frame_runs(cv);
+  const Runs runs = frame_runs(cv, kBackwardBudget);
 
   at::parallel_for(0, runs.count(cv.batch), 1, [&](int64_t begin, int64_t end) {
     const int64_t thread = at::get_thread_num();
