@@ -65,7 +65,8 @@ def _extensions():
         and cpp_extension.CUDA_HOME is not None
         and (torch.cuda.is_available() or _flag("FORCE_CUDA"))
     )
-    cxx = ["-O3", "-fopenmp", "-DTORCH_API_INCLUDE_EXTENSION_H"]
+    # BuildExtension adds -DTORCH_API_INCLUDE_EXTENSION_H and the C++ standard torch needs.
+    cxx = ["-O3", "-fopenmp"]
     extra = {"cxx": cxx}
     include_dirs = [os.path.join(ROOT, "csrc")]
     if with_cuda:
@@ -74,7 +75,6 @@ def _extensions():
             "-O3",
             "--expt-relaxed-constexpr",
             "-lineinfo",
-            "-DTORCH_API_INCLUDE_EXTENSION_H",
         ]
         if _flag("SLOWFAST_FAST_PTXAS_VERBOSE"):
             extra["nvcc"].append("-Xptxas=-v")
