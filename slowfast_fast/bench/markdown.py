@@ -38,7 +38,7 @@ def _table(headers: list[str], lines: list[list[str]]) -> str:
 def describe_run(meta: dict) -> str:
     """One line that says what the numbers were measured on."""
     parts = [
-        f"{meta['device_name']} ({meta['device']}, {meta['cpu_threads']} threads)"
+        f"{meta['device_name']} (cpu, {meta['cpu_threads']} thread{'s' if meta['cpu_threads'] != 1 else ''})"
         if meta["device"] == "cpu"
         else meta["device_name"],
         f"{meta['date_utc']} UTC",
