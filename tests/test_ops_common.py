@@ -238,3 +238,26 @@ def test_autocast_matches_reference_under_autocast(backend):
     assert out.dtype == expected.dtype == torch.bfloat16
     # both round the conv inputs to bf16 and the result to bf16; they may differ by a bf16 ulp or two
     torch.testing.assert_close(out.float(), expected.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_package_works_without_compiled_library():
+    # sys.modules[name] = None makes `import slowfast_fast._C` raise ImportError, as an unbuilt package would.
+    code = (
+        "import sys, warnings, torch\n"
+        "sys.modules['slowfast_fast._C'] = None\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import slowfast_fast\n"
+        "from slowfast_fast import reference\n"
+        "print(sum('slowfast_fast._C is not built' in str(w.message) for w in caught))\n"
+        "print(slowfast_fast.available_backends('cpu'))\n"
+        "xs, xf, w = torch.randn(1, 2, 4, 3, 3), torch.randn(1, 3, 8, 3, 3), torch.randn(4, 3, 3, 1, 1)\n"
+        "out = slowfast_fast.ops.lateral_concat(xs, xf, w, 2, 1)\n"
+        "print(torch.equal(out, reference.lateral_concat(xs, xf, w, 2, 1)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    warned, backends, equal = out.stdout.strip().splitlines()[-3:]
+    assert warned == "1"
+    assert "cpu" not in backends and "reference" in backends
+    assert equal == "True"
