@@ -16,7 +16,7 @@ SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp
 install: $(STAMP)
 
 $(STAMP): $(SOURCES)
-	$(PIP) install -q "$(TORCH_SPEC)" ninja
+	$(PIP) install -q "$(TORCH_SPEC)" ninja "setuptools>=70.1" wheel
 	$(PIP) install -q pytest hypothesis ruff matplotlib tqdm \
 		mmaction2==1.2.0 mmcv-lite==2.1.0 mmengine importlib_metadata
 	FORCE_CUDA=$(FORCE_CUDA) $(PIP) install -v --no-build-isolation --no-deps -e . > build.log 2>&1 \
