@@ -21,50 +21,23 @@ import torch
 
 from slowfast_fast import backend as _backend
 from slowfast_fast.bench import cases, correctness, report, timing
+from slowfast_fast.models import ResNet3dSlowFast
+from slowfast_fast.models.resnet3d_slowfast import DEFAULT_FAST_PATHWAY, DEFAULT_SLOW_PATHWAY
 
 BACKBONE_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def load_model_class():
-    """The drop-in backbone class, or a string saying why it cannot be benchmarked."""
-    try:
-        from slowfast_fast.models import ResNet3dSlowFast
-    except ImportError as exc:
-        return f"slowfast_fast.models.ResNet3dSlowFast is not available yet ({exc})"
-    return ResNet3dSlowFast
-
-
-def build_model(model_class, config: cases.SlowFastConfig) -> torch.nn.Module:
+def build_model(config: cases.SlowFastConfig) -> torch.nn.Module:
     """SlowFast R50 with mmaction2's arguments for ``config`` (its 4x16 / 8x8 Kinetics configs),
     randomly initialized with a fixed seed."""
     torch.manual_seed(0)
-    return model_class(
+    return ResNet3dSlowFast(
         pretrained=None,
         resample_rate=config.resample_rate,
         speed_ratio=config.speed_ratio,
         channel_ratio=8,
-        slow_pathway=dict(
-            type="resnet3d",
-            depth=50,
-            pretrained=None,
-            lateral=True,
-            fusion_kernel=config.fusion_kernel,
-            conv1_kernel=(1, 7, 7),
-            dilations=(1, 1, 1, 1),
-            conv1_stride_t=1,
-            pool1_stride_t=1,
-            inflate=(0, 0, 1, 1),
-        ),
-        fast_pathway=dict(
-            type="resnet3d",
-            depth=50,
-            pretrained=None,
-            lateral=False,
-            base_channels=8,
-            conv1_kernel=(5, 7, 7),
-            conv1_stride_t=1,
-            pool1_stride_t=1,
-        ),
+        slow_pathway=dict(DEFAULT_SLOW_PATHWAY, fusion_kernel=config.fusion_kernel),
+        fast_pathway=DEFAULT_FAST_PATHWAY,
     )
 
 
@@ -153,7 +126,6 @@ def implementations_for(case: BackboneCase, size: cases.SizePreset, compile_peer
 
 
 def run(
-    model_class,
     backbone_cases: list[BackboneCase],
     size: cases.SizePreset,
     device: torch.device,
@@ -171,7 +143,7 @@ def run(
         config = cases.CONFIGS[case.config]
         key = (case.config, case.layout)
         if key not in models:
-            base = build_model(model_class, config)
+            base = build_model(config)
             if case.config not in truths:
                 truth_model = copy.deepcopy(base).double().to(device).eval()
                 with torch.no_grad(), _backend.use_backend("reference"):

@@ -161,9 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     kernel_ops = [op for op in args.ops if op != "backbone"]
     impls = _kernel_implementations(args, device, compile_peers) if kernel_ops else []
     kernel_cases = kernels.build_cases(kernel_ops, size, kernel_configs, dtypes, args.layouts)
-    model_class = backbone.load_model_class() if "backbone" in args.ops else None
     backbone_cases = []
-    if "backbone" in args.ops and not isinstance(model_class, str):
+    if "backbone" in args.ops:
         backbone_cases = backbone.build_cases(size, backbone_configs, dtypes, args.layouts)
 
     meta = report.metadata(
@@ -212,21 +211,14 @@ def main(argv: list[str] | None = None) -> int:
                 _write(args.out, f"{device.type}_{op}", meta, rows)
             failed |= _finish(args, device, op, meta, rows, progress)
         if "backbone" in args.ops:
-            if isinstance(model_class, str):
-                print(f"backbone benchmark skipped: {model_class}", flush=True)
-                rows = []
-            else:
-                rows = []
-                for row in backbone.run(
-                    model_class, backbone_cases, size, device, backbone_budget, compile_peers
-                ):
-                    rows.append(row)
-                    progress.step(
-                        f"backbone {row['config']} {row['case']} {row['dtype']} {row['layout']} "
-                        f"{row['backend']}"
-                    )
-                    _write(args.out, f"{device.type}_backbone", meta, rows)
-                failed |= _finish(args, device, "backbone", meta, rows, progress)
+            rows = []
+            for row in backbone.run(backbone_cases, size, device, backbone_budget, compile_peers):
+                rows.append(row)
+                progress.step(
+                    f"backbone {row['config']} {row['case']} {row['dtype']} {row['layout']} {row['backend']}"
+                )
+                _write(args.out, f"{device.type}_backbone", meta, rows)
+            failed |= _finish(args, device, "backbone", meta, rows, progress)
     finally:
         progress.close()
     return 1 if failed else 0
