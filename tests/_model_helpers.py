@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import torch
 
 from slowfast_fast.models import ResNet3dSlowFast
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run torch on one CPU thread. These models are many small ops; with several threads on a shared
-    CPU, OpenMP barriers dominate and a test takes 10x longer, with no gain when it is idle."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def slowfast_kwargs(

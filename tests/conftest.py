@@ -49,3 +49,15 @@ def mmaction_backbones():
     from mmaction.models import backbones
 
     return backbones
+
+
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """Run a module's tests on one CPU thread (the model tests use it): those models are many small
+    ops, and with several threads on a shared CPU OpenMP barriers make a test ~10x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

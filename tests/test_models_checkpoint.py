@@ -12,7 +12,6 @@ import pytest
 import torch
 from _model_helpers import (
     build_slowfast_pair,
-    one_thread,
     randomized_state,
     slowfast_kwargs,
     state_dicts_equal,
@@ -20,11 +19,7 @@ from _model_helpers import (
 
 from slowfast_fast.models import ResNet3d, ResNet3dSlowFast, load_mmaction_checkpoint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 SMALL = slowfast_kwargs(50, 4, 4, 7, lateral_norm=True, base_channels=16)

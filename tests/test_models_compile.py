@@ -15,7 +15,6 @@ import torch
 from _model_helpers import (
     assert_rel_close,
     clip,
-    one_thread,
     randomized_state,
     run_forward_backward,
     slowfast_kwargs,
@@ -23,11 +22,7 @@ from _model_helpers import (
 
 from slowfast_fast.models import ResNet3dSlowFast
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 TINY_CLIP = (1, 3, 16, 17, 17)

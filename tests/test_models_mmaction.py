@@ -14,7 +14,6 @@ import torch
 from _model_helpers import (
     assert_rel_close,
     clip,
-    one_thread,
     randomized_state,
     slowfast_kwargs,
     state_dicts_equal,
@@ -22,11 +21,7 @@ from _model_helpers import (
 
 from slowfast_fast.models import ResNet3dSlowFast, load_mmaction_checkpoint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 BACKBONE = slowfast_kwargs(18, 4, 4, 7, lateral_norm=True, base_channels=16)

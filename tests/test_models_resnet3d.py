@@ -17,7 +17,6 @@ from _model_helpers import (
     build_pair,
     clip,
     compare_with_reference,
-    one_thread,
     randomized_state,
     run_forward_backward,
     slowfast_kwargs,
@@ -26,11 +25,7 @@ from _model_helpers import (
 
 from slowfast_fast.models import ResNet3d, ResNet3dPathway, ResNet3dSlowFast
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 NON_LOCAL_50 = dict(

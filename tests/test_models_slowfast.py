@@ -27,7 +27,6 @@ from _model_helpers import (
     build_slowfast_pair,
     clip,
     compare_with_reference,
-    one_thread,
     run_forward_backward,
     slowfast_kwargs,
     state_dicts_equal,
@@ -52,10 +51,7 @@ SMALL_CLIP = (2, 3, 16, 21, 21)
 _pairs: dict = {}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 @pytest.fixture(scope="module")
