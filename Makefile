@@ -6,8 +6,10 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 TORCH_SPEC ?= torch==2.14.1
-# Build the CUDA kernels whenever a CUDA toolkit is found (CI compiles them on every run).
-FORCE_CUDA ?= 1
+TORCHVISION_SPEC ?= torchvision==0.29.*
+# setup.py builds the CUDA kernels only when a GPU is visible (a CPU machine skips minutes of nvcc);
+# FORCE_CUDA=1 builds them without one (CI does, so they compile on every run); SLOWFAST_FAST_NO_CUDA=1 never.
+FORCE_CUDA ?= 0
 STAMP := build/.installed
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh)
 
@@ -18,7 +20,10 @@ install: $(STAMP)
 $(STAMP): $(SOURCES)
 	$(PIP) install -q "$(TORCH_SPEC)" ninja "setuptools>=70.1" wheel
 	$(PIP) install -q pytest hypothesis ruff matplotlib tqdm \
-		mmaction2==1.2.0 mmcv-lite==2.1.0 mmengine importlib_metadata
+		mmaction2==1.2.0 mmcv-lite==2.1.0 mmengine importlib_metadata \
+		onnx onnxscript onnxruntime pytorchvideo
+	# torchvision must match torch exactly; --no-deps keeps pip from replacing torch.
+	$(PIP) install -q --no-deps "$(TORCHVISION_SPEC)"
 	FORCE_CUDA=$(FORCE_CUDA) $(PIP) install -v --no-build-isolation --no-deps -e . > build.log 2>&1 \
 		|| (tail -n 60 build.log; exit 1)
 	$(PYTHON) -c "import slowfast_fast, slowfast_fast._C; print('slowfast_fast', slowfast_fast.__version__, 'backends on cpu:', slowfast_fast.available_backends('cpu'))"
