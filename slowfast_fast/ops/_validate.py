@@ -1,5 +1,10 @@
 """Input checks shared by every backend, so every backend raises the same clear errors.
 
+Argument *types* are checked first, at each public op's entry (a numpy array, a list, a tuple
+stride or a float where an int belongs each raise a ``TypeError`` naming the argument, what it
+expected and what it got), before anything touches an attribute a wrong type lacks. Then shapes,
+dtypes, devices and values, each a ``RuntimeError`` saying what was expected and what was got.
+
 They are plain Python conditions (not ``torch._check`` with message closures, which dynamo cannot
 trace), so the public wrappers run them inside ``torch.compile(fullgraph=True)`` too; the fake kernels
 run them again at trace time.
@@ -8,6 +13,7 @@ run them again at trace time.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -16,6 +22,80 @@ import torch
 def _require(condition: bool, message: Callable[[], str]) -> None:
     if not condition:
         raise RuntimeError(message())
+
+
+def _describe(value: object) -> str:
+    """A value's type and, when short, the value itself: ``tuple (4, 1, 1)``, ``numpy.ndarray``."""
+    kind = type(value)
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    text = repr(value)
+    return f"{name} {text}" if len(text) <= 40 and "\n" not in text else name
+
+
+def _require_type(condition: bool, name: str, expected: str, value: object, hint: str = "") -> None:
+    if not condition:
+        raise TypeError(f"{name} must be {expected}, got {_describe(value)}{hint}")
+
+
+def _check_tensor(value: object, name: str, optional: bool = False) -> None:
+    if isinstance(value, torch.Tensor) or (optional and value is None):
+        return
+    array_like = isinstance(value, (list, tuple)) or hasattr(value, "__array__")
+    hint = "; convert it with torch.as_tensor(...)" if array_like else ""
+    _require_type(False, name, "a torch.Tensor" + (" or None" if optional else ""), value, hint)
+
+
+def _is_int(value: object) -> bool:
+    # SymInt: under torch.compile with dynamic shapes an int argument may arrive symbolic.
+    return isinstance(value, (numbers.Integral, torch.SymInt)) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (numbers.Real, torch.SymInt, torch.SymFloat)) and not isinstance(value, bool)
+
+
+def check_int(value: object, name: str, meaning: str) -> None:
+    """``value`` is a Python int (or numpy integer); a bool, float, tuple or tensor is a TypeError."""
+    hint = "; pass a Python int (tensor.item())" if isinstance(value, torch.Tensor) else ""
+    _require_type(_is_int(value), name, f"an int ({meaning})", value, hint)
+
+
+def check_backend_arg(backend: object) -> None:
+    _require_type(
+        backend is None or isinstance(backend, str), "backend", "a backend name (str) or None", backend
+    )
+
+
+def check_lateral_concat_types(
+    x_slow: object,
+    x_fast: object,
+    weight: object,
+    stride: object,
+    padding: object,
+    scale: object,
+    shift: object,
+    relu: object,
+    backend: object,
+) -> None:
+    """The argument types of :func:`slowfast_fast.lateral_concat`, checked before anything else."""
+    _check_tensor(x_slow, "x_slow")
+    _check_tensor(x_fast, "x_fast")
+    _check_tensor(weight, "weight")
+    check_int(stride, "stride", "the temporal stride")
+    check_int(padding, "padding", "the temporal zero padding on each side")
+    _check_tensor(scale, "scale", optional=True)
+    _check_tensor(shift, "shift", optional=True)
+    _require_type(isinstance(relu, bool), "relu", "a bool", relu)
+    check_backend_arg(backend)
+
+
+def check_resample_types(x: object, scales: dict[str, object], backend: object) -> None:
+    """The argument types of the resampling ops: ``scales`` maps each argument name to its value."""
+    _check_tensor(x, "x")
+    for name, value in scales.items():
+        hint = "; pass a Python number (tensor.item())" if isinstance(value, torch.Tensor) else ""
+        _require_type(_is_real(value), name, "a real number (int or float)", value, hint)
+    check_backend_arg(backend)
 
 
 def _check_5d(t: torch.Tensor, name: str, layout: str) -> None:

@@ -67,7 +67,12 @@ def lateral_concat(
     Returns:
         ``(N, C_slow + C_lat, T_slow, H, W)`` in x_slow's memory format (channels_last_3d if x_slow
         is channels_last_3d, else contiguous). Differentiable in x_slow, x_fast, weight, scale, shift.
+
+    Raises:
+        TypeError: an argument of the wrong type (e.g. a numpy array, or a tuple ``stride``).
+        RuntimeError: shapes, dtypes, devices or values that do not fit together.
     """
+    _validate.check_lateral_concat_types(x_slow, x_fast, weight, stride, padding, scale, shift, relu, backend)
     x_slow, x_fast, weight, scale, shift = _autocast_inputs(x_slow, x_fast, weight, scale, shift)
     _validate.check_lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift)
     name = _backend.resolve(x_slow.device, backend)

@@ -16,7 +16,9 @@ def temporal_resample(x: torch.Tensor, scale_factor: float, *, backend: str | No
     ``x`` is ``(N, C, T, H, W)``, NCDHW or channels_last_3d; the output has ``floor(T * scale_factor)``
     frames, frame ``d`` being source frame ``min(floor(d * float32(1 / scale_factor)), T - 1)``
     as PyTorch computes it. When the output length equals T the input itself is returned (no copy).
+    A wrong argument type raises ``TypeError``; a bad shape, dtype or value ``RuntimeError``.
     """
+    _validate.check_resample_types(x, {"scale_factor": scale_factor}, backend)
     _validate.check_resample(x, scale_factor)
     if reference.resampled_length(x.shape[2], scale_factor) == x.shape[2]:
         return x
@@ -33,6 +35,7 @@ def pathway_split(
 
     A pathway whose resampling is the identity gets ``x`` itself.
     """
+    _validate.check_resample_types(x, {"slow_scale": slow_scale, "fast_scale": fast_scale}, backend)
     _validate.check_resample(x, slow_scale, "slow_scale")
     _validate.check_resample(x, fast_scale, "fast_scale")
     t = x.shape[2]
@@ -56,6 +59,9 @@ def pathway_inputs(
 
     Slow: ``scale_factor = 1 / resample_rate``; fast: ``1 / (resample_rate // speed_ratio)``.
     """
+    _validate.check_resample_types(x, {}, backend)
+    _validate.check_int(resample_rate, "resample_rate", "the slow pathway's temporal stride over the clip")
+    _validate.check_int(speed_ratio, "speed_ratio", "fast frames per slow frame")
     if resample_rate < 1 or speed_ratio < 1 or resample_rate // speed_ratio < 1:
         raise ValueError(
             f"need resample_rate >= speed_ratio >= 1, got resample_rate={resample_rate}, "
