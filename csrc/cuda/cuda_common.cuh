@@ -3,6 +3,7 @@
 // runs on tensor cores (wmma) for fp16/bf16 and TF32, or on CUDA cores (fp32/fp64 math).
 #pragma once
 
+#include <ATen/Context.h>
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -336,8 +337,17 @@ struct TileMma<T, true> {
 template <typename T, bool kUseWmma>
 using BlockMma = TileMma<T, kUseWmma && SLOWFAST_FAST_HAS_WMMA && !std::is_same_v<T, double>>;
 
+// Whether fp32 convolutions may use TF32 now, read exactly as cuDNN's convolutions read it: the
+// operator-aware getter resolves torch.backends.cudnn.conv.fp32_precision, then the cuDNN-wide and the
+// generic settings (or the legacy allow_tf32 they mirror). The argument-less allowTF32CuDNN() throws
+// once conv and RNN settings differ, which PyTorch's documented way to turn TF32 off causes.
+// (at::Float32Op and this overload exist in every torch this package supports, >= 2.11.)
+inline bool conv_allows_tf32() {
+  return at::globalContext().allowTF32CuDNN(at::Float32Op::CONV);
+}
+
 // Whether T's lateral GEMMs run on tensor cores: always for fp16/bf16, for fp32 when cuDNN convs
-// may use TF32 (the caller passes torch.backends.cudnn.allow_tf32), never for fp64.
+// may use TF32 (the caller passes conv_allows_tf32()), never for fp64.
 template <typename T>
 inline bool use_tensor_cores(bool allow_tf32) {
   if constexpr (std::is_same_v<T, double>) return false;

@@ -13,7 +13,6 @@
 // dimension is contiguous in the output's memory format.
 #include "cuda_common.cuh"
 
-#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -311,10 +310,6 @@ const T* data_or_null(const std::optional<at::Tensor>& t) {
   return t.has_value() ? t->data_ptr<T>() : nullptr;
 }
 
-bool allow_tf32() {
-  return at::globalContext().allowTF32CuDNN();
-}
-
 at::Tensor lateral_concat_cuda(const at::Tensor& x_slow, const at::Tensor& x_fast, const at::Tensor& weight,
                                int64_t stride, int64_t padding, const std::optional<at::Tensor>& scale,
                                const std::optional<at::Tensor>& shift, bool relu) {
@@ -380,7 +375,7 @@ at::Tensor lateral_concat_cuda(const at::Tensor& x_slow, const at::Tensor& x_fas
     } else {
       p.a_vec = p.out_vec = p.slow_vec = ptrs && hw % V == 0;
     }
-    launch_lateral_gemm(p, cl, allow_tf32());
+    launch_lateral_gemm(p, cl, conv_allows_tf32());
   });
   return out;
 }
@@ -451,7 +446,7 @@ at::Tensor lateral_concat_grad_input_cuda(const at::Tensor& grad_out, const at::
                                     } else {
                                       p.a_vec = p.out_vec = ptrs && (h * w) % V == 0;
                                     }
-                                    launch_lateral_gemm(p, cl, allow_tf32());
+                                    launch_lateral_gemm(p, cl, conv_allows_tf32());
                                   });
   return grad_x;
 }

@@ -13,7 +13,6 @@
 // outputs.
 #include "cuda_common.cuh"
 
-#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -197,7 +196,7 @@ void grad_weight_impl(const at::Tensor& go, const std::optional<at::Tensor>& mas
   const int64_t n = xf.size(0), c_fast = xf.size(1), t_fast = xf.size(2), hw = xf.size(3) * xf.size(4);
   const int64_t c_lat = wc.size(0), k = wc.size(2);
   const int64_t c_tot = go.size(1), t_slow = go.size(2);
-  const bool tc = use_tensor_cores<T>(at::globalContext().allowTF32CuDNN());
+  const bool tc = use_tensor_cores<T>(conv_allows_tf32());
 
   GradWeightParams<T, acc_t> p{};
   p.g = go.data_ptr<T>();

@@ -4,8 +4,8 @@ Criterion (flash-attention's): against a truth computed in float64 from the same
 backend's error may be at most twice the reference's own error at the benchmarked precision, plus a
 floor of a few units in the last place of that precision (relative to the output's magnitude) so
 that exact ops (copies) and different-but-valid summation orders both pass. The reference itself
-uses TF32 for fp32 convolutions on CUDA when ``torch.backends.cudnn.allow_tf32`` is set, and the
-backends follow the same flag, so its error is the fair yardstick.
+uses TF32 for fp32 convolutions on CUDA when cuDNN's conv precision allows it, and the
+backends follow the same setting, so its error is the fair yardstick.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+from slowfast_fast._precision import conv_allows_tf32
 
 # Floor, relative to max|truth|: about 8-16 units of rounding of each format, far below a real bug
 # (a wrong frame, channel or tap is an O(1) relative error).
@@ -26,7 +28,7 @@ _FLOOR_TF32 = 5e-3
 
 def tf32_allowed(device: torch.device) -> bool:
     """Whether fp32 convolutions on ``device`` may run in TF32 (the backends follow cuDNN's flag)."""
-    return device.type == "cuda" and torch.backends.cudnn.allow_tf32
+    return device.type == "cuda" and conv_allows_tf32()
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,9 @@ def metadata(device: torch.device, argv: list[str], **extra) -> dict:
         "cpu_count": os.cpu_count(),
     }
     if device.type == "cuda":
-        meta["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+        from slowfast_fast._precision import conv_allows_tf32
+
+        meta["cudnn_allow_tf32"] = conv_allows_tf32()
     meta.update(extra)
     return meta
 

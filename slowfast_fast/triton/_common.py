@@ -10,6 +10,7 @@ import triton
 import triton.language as tl
 
 from slowfast_fast._layout import output_memory_format
+from slowfast_fast._precision import conv_allows_tf32
 
 # Read once: Triton itself reads the flag when a kernel is decorated, so it cannot change later.
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -44,9 +45,9 @@ def spatial_strides(t: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int,
 
 def dot_precision(dtype: torch.dtype) -> str:
     """tl.dot's input precision: fp32 uses TF32 exactly when cuDNN's convolutions would
-    (``torch.backends.cudnn.allow_tf32``), so the fused op rounds like the conv it replaces.
-    The flag is ignored for 16-bit inputs; fp64 is always exact."""
-    if dtype == torch.float32 and torch.backends.cudnn.allow_tf32:
+    (:func:`slowfast_fast._precision.conv_allows_tf32`), so the fused op rounds like the conv it
+    replaces. The setting is ignored for 16-bit inputs; fp64 is always exact."""
+    if dtype == torch.float32 and conv_allows_tf32():
         return "tf32"
     return "ieee" if dtype in (torch.float32, torch.float64) else "tf32"
 
