@@ -337,6 +337,22 @@ struct TileMma<T, true> {
 template <typename T, bool kUseWmma>
 using BlockMma = TileMma<T, kUseWmma && SLOWFAST_FAST_HAS_WMMA && !std::is_same_v<T, double>>;
 
+// The lateral conv's geometry against the slow pathway's length, checked exactly as the Python
+// validation and the CPU kernels check it: a (k, 1, 1) kernel with 0 <= padding < k, stride >= 1, and
+// an output length floor((t_fast + 2p - k) / s) + 1 equal to t_slow, with t_fast + 2p >= k first (C++
+// division truncates toward zero, so a negative numerator would otherwise count as one frame).
+inline void check_conv_geometry(int64_t t_fast, int64_t k, int64_t stride, int64_t padding, int64_t t_slow,
+                                const char* slow_name) {
+  TORCH_CHECK(k >= 1, "weight's temporal kernel size must be at least 1, got ", k);
+  TORCH_CHECK(stride >= 1, "stride must be >= 1, got ", stride);
+  TORCH_CHECK(padding >= 0 && padding < k, "padding must be in [0, k-1] = [0, ", k - 1, "], got ", padding);
+  TORCH_CHECK(t_fast + 2 * padding >= k, "empty temporal output: T_fast=", t_fast, ", k=", k, ", padding=",
+              padding);
+  const int64_t t_out = (t_fast + 2 * padding - k) / stride + 1;
+  TORCH_CHECK(t_out == t_slow, "the lateral conv gives ", t_out, " frames (T_fast=", t_fast, ", k=", k,
+              ", stride=", stride, ", padding=", padding, ") but ", slow_name, " has ", t_slow);
+}
+
 // Whether fp32 convolutions may use TF32 now, read exactly as cuDNN's convolutions read it: the
 // operator-aware getter resolves torch.backends.cudnn.conv.fp32_precision, then the cuDNN-wide and the
 // generic settings (or the legacy allow_tf32 they mirror). The argument-less allowTF32CuDNN() throws

@@ -323,8 +323,7 @@ at::Tensor lateral_concat_cuda(const at::Tensor& x_slow, const at::Tensor& x_fas
   const int64_t c_lat = weight.size(0), k = weight.size(2);
   TORCH_CHECK(x_fast.size(0) == n && x_fast.size(3) == h && x_fast.size(4) == w,
               "x_fast must match x_slow in N, H, W");
-  TORCH_CHECK(stride >= 1 && padding >= 0, "need stride >= 1 and padding >= 0");
-  TORCH_CHECK((t_fast + 2 * padding - k) / stride + 1 == t_slow, "conv output length must equal T_slow");
+  check_conv_geometry(t_fast, k, stride, padding, t_slow, "x_slow");
   TORCH_CHECK(c_slow <= (int64_t{1} << 24), "x_slow has too many channels for the copy's 32-bit indexing");
 
   c10::cuda::CUDAGuard guard(x_slow.device());
@@ -395,7 +394,7 @@ at::Tensor lateral_concat_grad_input_cuda(const at::Tensor& grad_out, const at::
   TORCH_CHECK(c_tot >= c_lat, "grad_out has fewer channels than the lateral conv produces");
   TORCH_CHECK(grad_out.size(0) == n && grad_out.size(3) == h && grad_out.size(4) == w,
               "grad_out must match x_fast in N, H, W");
-  TORCH_CHECK(stride >= 1 && padding >= 0, "need stride >= 1 and padding >= 0");
+  check_conv_geometry(t_fast, k, stride, padding, t_slow, "grad_out");
   if (out.has_value()) {
     check_cuda_tensor(*out, x_fast, "out");
     TORCH_CHECK(out->sizes() == grad_out.sizes(), "out must have grad_out's shape");

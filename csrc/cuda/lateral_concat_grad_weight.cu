@@ -272,7 +272,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lateral_concat_grad_weight_cuda(
   TORCH_CHECK(grad_out.size(0) == x_fast.size(0) && grad_out.size(3) == x_fast.size(3) &&
                   grad_out.size(4) == x_fast.size(4),
               "grad_out must match x_fast in N, H, W");
-  TORCH_CHECK(stride >= 1 && padding >= 0, "need stride >= 1 and padding >= 0");
+  check_conv_geometry(x_fast.size(2), k, stride, padding, grad_out.size(2), "grad_out");
   if (scale.has_value()) {
     TORCH_CHECK(scale->is_cuda() && scale->device() == x_fast.device() &&
                     scale->scalar_type() == x_fast.scalar_type() && scale->dim() == 1 &&

@@ -170,6 +170,15 @@ void check_input(const at::Tensor& x, const char* name) {
   TORCH_CHECK(x.dim() == 5, name, " must be 5-D (N, C, T, H, W), got ", x.sizes());
 }
 
+// As the Python validation and the CPU kernels: a finite positive scale giving at least one frame.
+void check_scale(double scale_factor, int64_t t_in, const char* name) {
+  TORCH_CHECK(std::isfinite(scale_factor) && scale_factor > 0, name, " must be finite and positive, got ",
+              scale_factor);
+  TORCH_CHECK(t_in >= 0, "t_in must be non-negative, got ", t_in);
+  TORCH_CHECK(resampled_length(t_in, scale_factor) >= 1, "empty temporal output: T=", t_in, " with ", name,
+              "=", scale_factor);
+}
+
 template <typename U>
 void launch_forward(const at::Tensor& x, at::Tensor& out0, const NearestIndex& idx0, at::Tensor* out1,
                     const NearestIndex& idx1, int64_t outer, int64_t inner_bytes) {
@@ -210,7 +219,7 @@ at::Tensor new_resampled(const at::Tensor& x, int64_t t_out, at::MemoryFormat fm
 
 at::Tensor temporal_resample_cuda(const at::Tensor& x, double scale_factor) {
   check_input(x, "x");
-  TORCH_CHECK(std::isfinite(scale_factor) && scale_factor > 0, "scale_factor must be finite and positive");
+  check_scale(scale_factor, x.size(2), "scale_factor");
   c10::cuda::CUDAGuard guard(x.device());
   const auto fmt = output_memory_format(x);
   const NearestIndex idx(x.size(2), scale_factor);
@@ -223,8 +232,8 @@ at::Tensor temporal_resample_cuda(const at::Tensor& x, double scale_factor) {
 
 std::tuple<at::Tensor, at::Tensor> pathway_split_cuda(const at::Tensor& x, double slow_scale, double fast_scale) {
   check_input(x, "x");
-  TORCH_CHECK(std::isfinite(slow_scale) && slow_scale > 0 && std::isfinite(fast_scale) && fast_scale > 0,
-              "slow_scale and fast_scale must be finite and positive");
+  check_scale(slow_scale, x.size(2), "slow_scale");
+  check_scale(fast_scale, x.size(2), "fast_scale");
   c10::cuda::CUDAGuard guard(x.device());
   const auto fmt = output_memory_format(x);
   const NearestIndex slow_idx(x.size(2), slow_scale);
@@ -239,8 +248,7 @@ std::tuple<at::Tensor, at::Tensor> pathway_split_cuda(const at::Tensor& x, doubl
 
 at::Tensor temporal_resample_backward_cuda(const at::Tensor& grad_out, int64_t t_in, double scale_factor) {
   check_input(grad_out, "grad_out");
-  TORCH_CHECK(t_in >= 0, "t_in must be non-negative");
-  TORCH_CHECK(std::isfinite(scale_factor) && scale_factor > 0, "scale_factor must be finite and positive");
+  check_scale(scale_factor, t_in, "scale_factor");
   const NearestIndex idx(t_in, scale_factor);
   TORCH_CHECK(grad_out.size(2) == idx.t_out, "grad_out has ", grad_out.size(2), " frames, expected ", idx.t_out,
               " = floor(t_in * scale_factor)");

@@ -1,0 +1,132 @@
+"""The compiled kernels reject bad shapes themselves, called through ``torch.ops`` directly.
+
+Issue 9, defect 7: the CUDA kernel checked the conv's output length with C++'s truncating division,
+``(t_fast + 2p - k) / s + 1``, so with ``t_fast + 2p < k`` (a negative numerator) a direct call
+passed the check and the kernel read outside x_fast. The Python wrappers validate first, but
+``torch.ops.slowfast_fast.*`` is public too, so every kernel must check exactly what the Python
+validation checks. The CPU kernels run here; the same cases run on the CUDA kernels on a GPU.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from slowfast_fast import _extension
+
+OPS = torch.ops.slowfast_fast
+
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda", marks=pytest.mark.cuda),
+]
+
+
+@pytest.fixture(autouse=True)
+def _needs_kernels(request):
+    device = request.node.callspec.params["device"]
+    if not _extension.has_kernels(device.upper()):
+        if device == "cuda" and torch.cuda.is_available():
+            pytest.fail("slowfast_fast._C was built without CUDA kernels on a GPU machine")
+        pytest.skip(f"slowfast_fast._C has no {device} kernels here")
+
+
+def _randn(*shape, device):
+    return torch.randn(*shape).to(device)
+
+
+def _lateral(device, t_slow, t_fast, k, stride, padding, c_lat=4):
+    """(x_slow, x_fast, weight, stride, padding) of a small lateral with the given geometry."""
+    x_slow = _randn(1, 3, t_slow, 2, 3, device=device)
+    x_fast = _randn(1, 2, t_fast, 2, 3, device=device)
+    weight = _randn(c_lat, 2, k, 1, 1, device=device)
+    return x_slow, x_fast, weight, stride, padding
+
+
+# (t_slow, t_fast, k, stride, padding, message): each is rejected by the Python validation too.
+BAD_GEOMETRY = [
+    # t_fast + 2p - k = -2: truncating division made this 1 frame, matching t_slow = 1.
+    pytest.param(1, 1, 5, 8, 1, "empty temporal output|lateral conv", id="negative-numerator"),
+    pytest.param(1, 2, 7, 4, 2, "empty temporal output|lateral conv", id="negative-numerator-k7"),
+    pytest.param(3, 16, 5, 8, 2, "lateral conv", id="wrong-t-slow"),
+    pytest.param(4, 16, 5, 4, 5, "padding", id="padding-not-below-k"),
+    pytest.param(2, 16, 5, 0, 2, "stride", id="zero-stride"),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("t_slow,t_fast,k,stride,padding,message", BAD_GEOMETRY)
+def test_lateral_concat_rejects_bad_geometry(device, t_slow, t_fast, k, stride, padding, message):
+    args = _lateral(device, t_slow, t_fast, k, stride, padding)
+    with pytest.raises(RuntimeError, match=message):
+        OPS.lateral_concat(*args, None, None, False)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("t_slow,t_fast,k,stride,padding,message", BAD_GEOMETRY)
+@pytest.mark.parametrize("op", ["lateral_concat_grad_input", "lateral_concat_grad_weight"])
+def test_lateral_gradients_reject_bad_geometry(device, t_slow, t_fast, k, stride, padding, message, op):
+    """The gradient ops take T_slow from grad_out, so the same geometry check must guard them."""
+    x_slow, x_fast, weight, stride, padding = _lateral(device, t_slow, t_fast, k, stride, padding)
+    grad_out = _randn(1, 3 + weight.shape[0], t_slow, 2, 3, device=device)
+    with pytest.raises(RuntimeError, match=message):
+        getattr(OPS, op)(grad_out, x_fast, weight, None, None, stride, padding)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_lateral_ops_accept_the_good_geometry(device):
+    """The geometry next to the bad ones above passes the same checks (the checks are not just
+    rejecting everything): k=5, stride 8, padding 2 turns 16 fast frames into 2."""
+    x_slow, x_fast, weight, stride, padding = _lateral(device, 2, 16, 5, 8, 2)
+    out = OPS.lateral_concat(x_slow, x_fast, weight, stride, padding, None, None, False)
+    expected = torch.cat(
+        (x_slow, torch.nn.functional.conv3d(x_fast, weight, stride=(8, 1, 1), padding=(2, 0, 0))), 1
+    )
+    # fp32 sums of 10 products (TF32 would be ~1e-3 on CUDA; the default fixture does not disable it).
+    torch.testing.assert_close(out, expected, rtol=2e-3, atol=2e-3)
+    grad_x = OPS.lateral_concat_grad_input(out, x_fast, weight, None, None, stride, padding)
+    assert grad_x.shape == x_fast.shape
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        pytest.param(lambda w, d: _randn(w.shape[0] + 1, device=d), "scale", id="scale-length"),
+        pytest.param(lambda w, d: _randn(w.shape[0], 1, device=d), "scale", id="scale-2d"),
+        pytest.param(lambda w, d: _randn(w.shape[0], device=d).double(), "scale", id="scale-dtype"),
+    ],
+)
+def test_lateral_concat_rejects_bad_scale(device, make, message):
+    x_slow, x_fast, weight, stride, padding = _lateral(device, 2, 16, 5, 8, 2)
+    with pytest.raises(RuntimeError, match=message):
+        OPS.lateral_concat(x_slow, x_fast, weight, stride, padding, make(weight, device), None, False)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_lateral_concat_rejects_mismatched_pixels_and_weight(device):
+    x_slow, x_fast, weight, stride, padding = _lateral(device, 2, 16, 5, 8, 2)
+    with pytest.raises(RuntimeError, match="H, W|N, H, W|must match"):
+        OPS.lateral_concat(x_slow[..., :2], x_fast, weight, stride, padding, None, None, False)
+    with pytest.raises(RuntimeError, match="weight"):
+        OPS.lateral_concat(x_slow, x_fast, weight[:, :1], stride, padding, None, None, False)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_resample_ops_reject_bad_scales_and_lengths(device):
+    x = _randn(1, 2, 4, 3, 3, device=device)
+    for bad in (0.0, -0.5, float("inf"), float("nan")):
+        with pytest.raises(RuntimeError, match="scale"):
+            OPS.temporal_resample(x, bad)
+    # 4 frames at scale 1/8 give floor(0.5) = 0 frames.
+    with pytest.raises(RuntimeError, match="empty temporal output"):
+        OPS.temporal_resample(x, 0.125)
+    with pytest.raises(RuntimeError, match="empty temporal output"):
+        OPS.pathway_split(x, 0.125, 1.0)
+    # grad_out must have floor(t_in * scale) frames: 8 * 0.5 = 4, not 3.
+    with pytest.raises(RuntimeError, match="grad_out has 3"):
+        OPS.temporal_resample_backward(_randn(1, 2, 3, 3, 3, device=device), 8, 0.5)
+    with pytest.raises(RuntimeError, match="t_in|empty temporal output"):
+        OPS.temporal_resample_backward(_randn(1, 2, 0, 3, 3, device=device), -1, 0.5)
+    with pytest.raises(RuntimeError, match="5-D"):
+        OPS.temporal_resample(x[0], 0.5)
