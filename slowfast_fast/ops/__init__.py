@@ -2,7 +2,7 @@
 (:mod:`slowfast_fast.backend`) and runs a torch.library custom op (or the pure-PyTorch reference)."""
 
 from slowfast_fast import _extension
-from slowfast_fast.ops import _registration, _triton_ops
+from slowfast_fast.ops import _onnx, _registration, _triton_ops  # noqa: F401  (_onnx registers on import)
 from slowfast_fast.ops.lateral_concat import lateral_concat
 from slowfast_fast.ops.resample import pathway_inputs, pathway_split, temporal_resample
 

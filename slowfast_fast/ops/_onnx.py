@@ -1,0 +1,206 @@
+"""ONNX translations of the public ops, registered with both ``torch.onnx.export`` exporters.
+
+Every op becomes standard ONNX: ``lateral_concat`` is Conv, Mul, Add, Relu and Concat;
+``temporal_resample`` (and each output of ``pathway_split``) is a Slice with a step when PyTorch's
+nearest rule picks evenly spaced frames, else a Gather of the frames it picks (indices computed by
+:func:`slowfast_fast.reference.source_frame_indices`, so the exported graph keeps the exact index
+rule). Only the time axis must be static; batch, height and width may be dynamic axes.
+
+* ``dynamo=False`` (TorchScript exporter): ``torch.onnx.register_custom_op_symbolic``, the public API.
+* ``dynamo=True`` (the default exporter): the exporter has no public global registry (only the per-call
+  ``custom_translation_table``), so the translations join the table its own ATen translations are
+  registered in (torchlib's ``onnx_impl``). That module is private: if it moves, the dynamo exporter
+  falls back to requiring ``custom_translation_table=slowfast_fast.ops._onnx.translation_table()``,
+  and the TorchScript path is unaffected. Nothing is registered when onnxscript is not installed
+  (the dynamo exporter needs it anyway).
+
+The backward ops have no translation: ONNX graphs here are for inference.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Optional, TypeVar, Union
+
+import torch
+from torch.onnx.symbolic_helper import parse_args
+
+from slowfast_fast import reference
+from slowfast_fast.ops import _triton_ops
+
+# Slice takes its starts/ends/axes/steps as inputs from opset 10; every op used here exists in 11.
+LEGACY_MIN_OPSET = 11
+
+_NAMESPACES = ("slowfast_fast", _triton_ops.NAMESPACE)
+
+
+def _frame_selection(t_in: int | None, scale_factor: float, what: str) -> tuple[int, int, int] | list[int]:
+    """The frames ``temporal_resample`` keeps: ``(start, end, step)`` when evenly spaced (a Slice),
+    else the list of source indices (a Gather)."""
+    if not isinstance(t_in, int):
+        raise ValueError(
+            f"ONNX export of {what} needs a static time axis (dim 2); got {t_in!r}. Mark only the "
+            "batch, height or width axes as dynamic."
+        )
+    indices = reference.source_frame_indices(t_in, scale_factor).tolist()
+    if len(indices) == 1:
+        return indices[0], indices[0] + 1, 1
+    step = indices[1] - indices[0]
+    if step > 0 and all(b - a == step for a, b in zip(indices[:-1], indices[1:], strict=True)):
+        return indices[0], indices[-1] + 1, step
+    return indices
+
+
+# --- TorchScript exporter (dynamo=False) -------------------------------------------------------------
+
+
+def _is_none(value) -> bool:
+    return value is None or value.node().mustBeNone()
+
+
+def _constant_int64(g, values: list[int]):
+    return g.op("Constant", value_t=torch.tensor(values, dtype=torch.int64))
+
+
+def _time_length(value) -> int | None:
+    sizes = value.type().varyingSizes() if isinstance(value.type(), torch._C.TensorType) else None
+    return sizes[2] if sizes and len(sizes) == 5 else None
+
+
+def _legacy_resample(g, x, scale_factor: float):
+    t_in = _time_length(x)
+    selection = _frame_selection(t_in, scale_factor, "temporal_resample")
+    if isinstance(selection, tuple) and selection == (0, t_in, 1):
+        return g.op("Identity", x)
+    if isinstance(selection, tuple):
+        start, end, step = selection
+        return g.op(
+            "Slice",
+            x,
+            _constant_int64(g, [start]),
+            _constant_int64(g, [end]),
+            _constant_int64(g, [2]),
+            _constant_int64(g, [step]),
+        )
+    return g.op("Gather", x, _constant_int64(g, selection), axis_i=2)
+
+
+@parse_args("v", "v", "v", "i", "i", "v", "v", "b")
+def _legacy_lateral_concat(g, x_slow, x_fast, weight, stride, padding, scale, shift, relu):
+    lateral = g.op("Conv", x_fast, weight, strides_i=[stride, 1, 1], pads_i=[padding, 0, 0, padding, 0, 0])
+    channel_shape = _constant_int64(g, [1, -1, 1, 1, 1])
+    if not _is_none(scale):
+        lateral = g.op("Mul", lateral, g.op("Reshape", scale, channel_shape))
+    if not _is_none(shift):
+        lateral = g.op("Add", lateral, g.op("Reshape", shift, channel_shape))
+    if relu:
+        lateral = g.op("Relu", lateral)
+    return g.op("Concat", x_slow, lateral, axis_i=1)
+
+
+@parse_args("v", "f")
+def _legacy_temporal_resample(g, x, scale_factor):
+    return _legacy_resample(g, x, scale_factor)
+
+
+@parse_args("v", "f", "f")
+def _legacy_pathway_split(g, x, slow_scale, fast_scale):
+    return _legacy_resample(g, x, slow_scale), _legacy_resample(g, x, fast_scale)
+
+
+# --- dynamo exporter (the default) ----------------------------------------------------------------
+
+
+if importlib.util.find_spec("onnxscript") is not None:
+    from onnxscript import BFLOAT16, DOUBLE, FLOAT, FLOAT16
+    from onnxscript import ir as onnx_ir
+    from onnxscript.onnx_opset import opset18 as op
+
+    # The exporter matches inputs against the annotated types: these ops take floating tensors.
+    TFloat = TypeVar("TFloat", bound=Union[FLOAT16, FLOAT, DOUBLE, BFLOAT16])  # noqa: UP007
+
+    def _ints(values: list[int]):
+        return op.Constant(value=onnx_ir.tensor(values, dtype=onnx_ir.DataType.INT64))
+
+    def _resample(x, scale_factor: float):
+        t_in = x.shape[2] if x.shape is not None and len(x.shape) == 5 else None
+        selection = _frame_selection(t_in, scale_factor, "temporal_resample")
+        if isinstance(selection, tuple) and selection == (0, t_in, 1):
+            return op.Identity(x)
+        if isinstance(selection, tuple):
+            start, end, step = selection
+            return op.Slice(x, _ints([start]), _ints([end]), _ints([2]), _ints([step]))
+        return op.Gather(x, _ints(selection), axis=2)
+
+    def _lateral_concat(
+        x_slow: TFloat,
+        x_fast: TFloat,
+        weight: TFloat,
+        stride: int,
+        padding: int,
+        scale: Optional[TFloat] = None,  # noqa: UP045
+        shift: Optional[TFloat] = None,  # noqa: UP045
+        relu: bool = False,
+    ) -> TFloat:
+        lateral = op.Conv(x_fast, weight, strides=[stride, 1, 1], pads=[padding, 0, 0, padding, 0, 0])
+        channel_shape = _ints([1, -1, 1, 1, 1])
+        if scale is not None:
+            lateral = op.Mul(lateral, op.Reshape(scale, channel_shape))
+        if shift is not None:
+            lateral = op.Add(lateral, op.Reshape(shift, channel_shape))
+        if relu:
+            lateral = op.Relu(lateral)
+        return op.Concat(x_slow, lateral, axis=1)
+
+    def _temporal_resample(x: TFloat, scale_factor: float) -> TFloat:
+        return _resample(x, scale_factor)
+
+    def _pathway_split(x: TFloat, slow_scale: float, fast_scale: float) -> tuple[TFloat, TFloat]:
+        return _resample(x, slow_scale), _resample(x, fast_scale)
+
+    _DYNAMO_FUNCTIONS = {
+        "lateral_concat": _lateral_concat,
+        "temporal_resample": _temporal_resample,
+        "pathway_split": _pathway_split,
+    }
+else:
+    _DYNAMO_FUNCTIONS = {}
+
+
+def _registered_namespaces() -> list[str]:
+    return [ns for ns in _NAMESPACES if hasattr(getattr(torch.ops, ns), "lateral_concat")]
+
+
+def translation_table() -> dict:
+    """``{op overload: onnxscript function}`` for every public op of every loaded namespace: what
+    ``torch.onnx.export(..., custom_translation_table=...)`` takes (needed only if the automatic
+    registration for the dynamo exporter is unavailable; see the module docstring)."""
+    return {
+        getattr(getattr(torch.ops, ns), name).default: fn
+        for ns in _registered_namespaces()
+        for name, fn in _DYNAMO_FUNCTIONS.items()
+    }
+
+
+def _register_dynamo() -> None:
+    try:
+        from torch.onnx._internal.exporter._torchlib._torchlib_registry import onnx_impl
+    except ImportError:
+        return
+    for target, fn in translation_table().items():
+        onnx_impl(target, trace_only=True)(fn)
+
+
+def _register_legacy() -> None:
+    symbolics = {
+        "lateral_concat": _legacy_lateral_concat,
+        "temporal_resample": _legacy_temporal_resample,
+        "pathway_split": _legacy_pathway_split,
+    }
+    for ns in _registered_namespaces():
+        for name, fn in symbolics.items():
+            torch.onnx.register_custom_op_symbolic(f"{ns}::{name}", fn, LEGACY_MIN_OPSET)
+
+
+_register_legacy()
+_register_dynamo()
