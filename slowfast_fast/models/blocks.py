@@ -25,20 +25,29 @@ class _ResidualBlock(nn.Module):
     """The shared forward: ``act(convs(x) + shortcut(x))``, then the optional non-local block."""
 
     expansion = 1
+    last_conv_name = ""  # the branch's last conv, which the shortcut is added to
+    # Set by :func:`slowfast_fast.models.optimize_for_inference` once the last conv adds the shortcut
+    # and applies the block's activation itself (one fused op instead of conv, add and activation).
+    fused_tail = False
 
-    def _residual(self, x: torch.Tensor) -> torch.Tensor:
+    def _branch_head(self, x: torch.Tensor) -> torch.Tensor:
+        """The branch up to (not including) its last conv."""
         raise NotImplementedError
 
     def _inner_forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        return self._residual(x) + identity
+        return getattr(self, self.last_conv_name)(self._branch_head(x)) + identity
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.with_cp and x.requires_grad:
-            out = cp.checkpoint(self._inner_forward, x, use_reentrant=False)
+        if self.fused_tail:
+            identity = x if self.downsample is None else self.downsample(x)
+            out = getattr(self, self.last_conv_name)(self._branch_head(x), identity)
         else:
-            out = self._inner_forward(x)
-        out = self.relu(out)
+            if self.with_cp and x.requires_grad:
+                out = cp.checkpoint(self._inner_forward, x, use_reentrant=False)
+            else:
+                out = self._inner_forward(x)
+            out = self.relu(out)
         if self.non_local:
             out = self.non_local_block(out)
         return out
@@ -67,6 +76,7 @@ class BasicBlock3d(_ResidualBlock):
     """
 
     expansion = 1
+    last_conv_name = "conv2"
 
     def __init__(
         self,
@@ -118,8 +128,8 @@ class BasicBlock3d(_ResidualBlock):
         )
         self._finish(downsample, act_cfg, non_local, non_local_cfg, planes * self.expansion)
 
-    def _residual(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.conv1(x))
+    def _branch_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(x)
 
 
 class Bottleneck3d(_ResidualBlock):
@@ -130,6 +140,7 @@ class Bottleneck3d(_ResidualBlock):
     """
 
     expansion = 4
+    last_conv_name = "conv3"
 
     def __init__(
         self,
@@ -178,5 +189,5 @@ class Bottleneck3d(_ResidualBlock):
         self.conv3 = ConvModule(planes, planes * self.expansion, 1, act_cfg=None, **common)
         self._finish(downsample, act_cfg, non_local, non_local_cfg, planes * self.expansion)
 
-    def _residual(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv3(self.conv2(self.conv1(x)))
+    def _branch_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.conv1(x))

@@ -1,0 +1,247 @@
+"""``optimize_for_inference``: the optimized copy computes what the eval-mode original computes.
+
+Every model gets random BN statistics and affine parameters (``randomized_state``), so folding a BN
+that was the identity, or a zeroed residual branch, cannot hide a mistake. Tolerances: fp32 1e-4
+relative, the issue's contract (folding reorders one multiply per weight, and oneDNN accumulates
+in another order than the reference conv; both are ~1e-6 relative per conv, a few hundred convs
+deep); fp64 1e-10 (the same reorderings at 2**-52).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+from _model_helpers import assert_rel_close, clip, randomized_state, slowfast_kwargs, state_dicts_equal
+
+from slowfast_fast.models import ResNet3d, ResNet3dSlowFast, optimize_for_inference
+from slowfast_fast.models.blocks import _ResidualBlock
+from slowfast_fast.models.layers import ConvModule
+from slowfast_fast.models.optimize import FoldedConv3d, OptimizedForInference
+
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+
+TOL = {torch.float32: 1e-4, torch.float64: 1e-10}
+CL = torch.channels_last_3d
+
+
+def _slowfast(seed: int = 0, dtype=torch.float32, train: bool = False, **kwargs) -> ResNet3dSlowFast:
+    model = ResNet3dSlowFast(**slowfast_kwargs(**kwargs))
+    model.load_state_dict(randomized_state(model.state_dict(), seed))
+    return model.to(dtype).train(train)
+
+
+def _check_matches_original(model: nn.Module, x: torch.Tensor, **options) -> OptimizedForInference:
+    """Optimize ``model`` and compare with its eval-mode self; check the original is left as it was."""
+    state, training = copy.deepcopy(model.state_dict()), model.training
+    optimized = optimize_for_inference(model, **options)
+    assert state_dicts_equal(model.state_dict(), state) and model.training == training
+    assert not any(isinstance(m, FoldedConv3d) for m in model.modules())
+    with torch.no_grad():
+        got = optimized(x)
+        want = copy.deepcopy(model).eval()(x)
+    got, want = (got, want) if isinstance(want, tuple) else ((got,), (want,))
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert_rel_close(g, w, TOL[x.dtype], f"output {i}")
+    return optimized
+
+
+def _counts(optimized: OptimizedForInference) -> tuple[int, int, int]:
+    """(folded convs, blocks with the fused add+ReLU tail, ConvModules left unfolded)."""
+    modules = list(optimized.module.modules())
+    return (
+        sum(isinstance(m, FoldedConv3d) for m in modules),
+        sum(isinstance(m, _ResidualBlock) and m.fused_tail for m in modules),
+        sum(isinstance(m, ConvModule) for m in modules),
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, shape",
+    [
+        (dict(depth=50), (1, 3, 16, 33, 35)),  # 4x16
+        (dict(depth=50, resample_rate=4, speed_ratio=4, fusion_kernel=7), (2, 3, 16, 32, 32)),  # 8x8
+        (dict(depth=18), (1, 3, 16, 31, 33)),
+        (dict(depth=101), (1, 3, 8, 32, 32)),
+        (dict(depth=18, lateral_norm=True), (2, 3, 16, 32, 32)),
+    ],
+    ids=["r50_4x16", "r50_8x8", "r18", "r101", "r18_lateral_norm"],
+)
+def test_slowfast_matches_original_fp32(kwargs, shape):
+    model = _slowfast(**kwargs)
+    optimized = _check_matches_original(model, clip(shape))
+    folded, fused_tails, left = _counts(optimized)
+    blocks = sum(isinstance(m, _ResidualBlock) for m in model.modules())
+    # Only the four laterals stay ConvModules: the fused lateral_concat op reads them itself.
+    assert fused_tails == blocks and left == 4 and folded > blocks
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("input_layout", [torch.contiguous_format, CL])
+def test_layouts(channels_last, input_layout):
+    model = _slowfast(depth=18, seed=1)
+    x = clip((1, 3, 16, 32, 32), seed=2).contiguous(memory_format=input_layout)
+    optimized = _check_matches_original(model, x, channels_last=channels_last)
+    if channels_last:
+        out = optimized(x)
+        assert all(o.is_contiguous(memory_format=CL) for o in out)
+
+
+def test_fp64_folds_exactly():
+    """fp64 runs the ``F.conv3d`` path (oneDNN has no fp64) and shows the folding itself exact."""
+    _check_matches_original(
+        _slowfast(depth=18, dtype=torch.float64), clip((1, 3, 16, 32, 32), dtype=torch.float64)
+    )
+
+
+def test_plain_conv_path_fp32():
+    """With oneDNN disabled the folded convs take the ``F.conv3d`` path (what runs on CUDA)."""
+    with torch.backends.mkldnn.flags(enabled=False):
+        _check_matches_original(_slowfast(depth=18, seed=3, lateral_norm=True), clip((2, 3, 16, 32, 32)))
+
+
+def test_train_mode_frozen_stages_and_norm_eval():
+    """A training-mode model with frozen stages and norm_eval is optimized as its eval-mode self,
+    and stays in training mode with its frozen parameters frozen."""
+    model = _slowfast(
+        depth=18,
+        train=True,
+        slow_extra=dict(frozen_stages=2, norm_eval=True),
+        fast_extra=dict(frozen_stages=1),
+    )
+    requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
+    _check_matches_original(model, clip((1, 3, 16, 32, 32)))
+    assert model.training and {n: p.requires_grad for n, p in model.named_parameters()} == requires_grad
+
+
+def test_sync_batch_norm_and_non_local_are_folded():
+    model = _slowfast(
+        depth=18,
+        seed=4,
+        slow_extra=dict(norm_cfg=dict(type="SyncBN"), non_local=(0, 1, 0, 0)),
+        fast_extra=dict(norm_cfg=dict(type="SyncBN")),
+    )
+    optimized = _check_matches_original(model, clip((1, 3, 16, 32, 32)))
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in optimized.module.modules())
+
+
+def test_resnet3d_in_a_container():
+    """Any module holding a backbone: a ResNet3d followed by a head."""
+    backbone = ResNet3d(depth=18, pretrained2d=False, out_indices=(2, 3))
+    backbone.load_state_dict(randomized_state(backbone.state_dict(), 5))
+    model = nn.Sequential(backbone)
+    _check_matches_original(model, clip((2, 3, 6, 33, 31)))
+
+
+def test_new_shapes_repack_and_weights_changes_repack():
+    model = _slowfast(depth=18, seed=6)
+    optimized = optimize_for_inference(model, clip((1, 3, 16, 32, 32)))
+    reference = copy.deepcopy(model).eval()
+    for shape in [(2, 3, 16, 36, 36), (1, 3, 24, 32, 40), (1, 3, 16, 32, 32)]:
+        x = clip(shape, seed=7)
+        with torch.no_grad():
+            for g, w in zip(optimized(x), reference(x), strict=True):
+                assert_rel_close(g, w, TOL[torch.float32], str(shape))
+    conv = optimized.module.slow_path.layer1[0].conv1
+    assert len(conv._packed) == 3, "one packed weight per input shape"
+    z = clip((1, conv.weight.shape[1], 2, 8, 8), seed=8)
+    with torch.no_grad():
+        conv.weight.mul_(2)  # a changed weight must be repacked, not served from the cache
+        got = conv(z)
+        want = nn.functional.conv3d(z, conv.weight, conv.bias, conv.stride, conv.padding).relu()
+    assert_rel_close(got, want, 1e-5, "after a weight change")
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, CL])
+@pytest.mark.parametrize("act", ["relu", "leaky", None])
+def test_folded_conv_matches_conv_module(layout, act):
+    """One conv -> BN -> act with odd shapes, stride, dilation, and the shortcut add."""
+    act_cfg = {"relu": dict(type="ReLU"), "leaky": dict(type="LeakyReLU", negative_slope=0.2), None: None}[
+        act
+    ]
+    module = ConvModule(
+        6, 10, (3, 3, 3), stride=(1, 2, 2), padding=(1, 2, 2), dilation=(1, 2, 2), bias=False,
+        conv_cfg=dict(type="Conv3d"), norm_cfg=dict(type="BN3d"), act_cfg=act_cfg,
+    )  # fmt: skip
+    module.load_state_dict(randomized_state(module.state_dict(), 9))
+    module.eval()
+    folded = FoldedConv3d.from_conv_module(module)
+    x = clip((2, 6, 5, 9, 11), seed=10).contiguous(memory_format=layout)
+    with torch.no_grad():
+        assert_rel_close(folded(x), module(x), 1e-5, "conv")
+        residual = clip((2, 10, 5, 5, 6), seed=11)
+        with_tail = FoldedConv3d.from_conv_module(module, activation=act and module.activate)
+        want = module.conv(x)
+        want = module.bn(want) + residual
+        want = module.activate(want) if act else want
+        assert_rel_close(with_tail(x, residual), want, 1e-5, "conv with residual")
+
+
+def test_conv_module_with_batch_statistics_is_not_folded():
+    module = ConvModule(4, 4, 1, conv_cfg=dict(type="Conv3d"), norm_cfg=dict(type="BN3d"))
+    assert FoldedConv3d.from_conv_module(module.train()) is None
+    module.bn.track_running_stats, module.bn.running_mean, module.bn.running_var = False, None, None
+    assert FoldedConv3d.from_conv_module(module.eval()) is None
+
+
+def test_errors():
+    model = _slowfast(depth=18)
+    optimized = optimize_for_inference(model)
+    with pytest.raises(TypeError, match="nn.Module"):
+        optimize_for_inference(lambda x: x)
+    with pytest.raises(RuntimeError, match="no gradients"):
+        optimized(clip((1, 3, 16, 32, 32)).requires_grad_())
+    with pytest.raises(ValueError, match="float64"):
+        optimized(clip((1, 3, 16, 32, 32), dtype=torch.float64))
+    with pytest.raises(ValueError, match="5-D"):
+        optimized(clip((3, 16, 32, 32)))
+    with pytest.raises(TypeError, match="tensor"):
+        optimized([clip((1, 3, 16, 32, 32))])
+    with torch.no_grad():  # gradients disabled: an input that requires grad is served
+        optimized(clip((1, 3, 16, 32, 32)).requires_grad_())
+
+
+def test_compile_fullgraph_aot_eager():
+    """torch.compile(fullgraph=True) of the optimized module traces without graph breaks (the oneDNN
+    path steps aside while compiling, leaving plain convs for the compiler) and matches eager."""
+    torch._dynamo.reset()
+    model = _slowfast(depth=18, seed=12, lateral_norm=True, stage_blocks=(1, 1, 1, 1))
+    optimized = optimize_for_inference(model)
+    x = clip((1, 3, 16, 32, 32))
+    with torch.no_grad():
+        want = optimized(x)
+        got = torch.compile(optimized, fullgraph=True, backend="aot_eager")(x)
+    for g, w in zip(got, want, strict=True):
+        assert_rel_close(g, w, 1e-5, "compiled output")
+
+
+@pytest.mark.slow
+def test_compile_option_inductor_with_freezing():
+    torch._dynamo.reset()
+    model = _slowfast(depth=18, seed=13, stage_blocks=(1, 1, 1, 1))
+    _check_matches_original(model, clip((1, 3, 16, 32, 32)), compile=True)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_cuda_graph_replay_matches_and_recaptures(channels_last):
+    """Graph replay equals the eval original (TF32 off so fp32 is comparable at 1e-4); a new shape
+    captures a new graph; returned outputs survive the next replay."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    model = _slowfast(depth=50, seed=14).cuda()
+    reference = copy.deepcopy(model).eval()
+    optimized = optimize_for_inference(model, channels_last=channels_last)
+    outs = []
+    for shape in [(2, 3, 32, 64, 64), (1, 3, 32, 56, 72), (2, 3, 32, 64, 64)]:
+        x = clip(shape, seed=len(outs)).cuda()
+        with torch.no_grad():
+            got, want = optimized(x), reference(x)
+        outs.append((got, want))
+    assert len(optimized._graphs) == 2
+    for got, want in outs:
+        for g, w in zip(got, want, strict=True):
+            assert_rel_close(g, w, 1e-4, "graph replay")
