@@ -279,9 +279,32 @@ class ResNet3dSlowFast(nn.Module):
         else:
             raise TypeError("pretrained must be a str or None")
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def pathway_inputs(self, x: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two pathways' input clips: ``x`` split as mmaction2 does (nearest temporal resampling)
+        when it is one clip, or ``x`` itself when it is already ``[x_slow, x_fast]``."""
+        if isinstance(x, torch.Tensor):
+            return ops.pathway_inputs(x, self.resample_rate, self.speed_ratio)
+        if isinstance(x, Sequence) and not isinstance(x, str) and len(x) == 2:
+            if all(isinstance(t, torch.Tensor) for t in x):
+                for name, t in zip(("x_slow", "x_fast"), x, strict=True):
+                    if t.dim() != 5:
+                        raise ValueError(f"{name} must be (N, C, T, H, W), got shape {tuple(t.shape)}")
+                return x[0], x[1]
+        got = type(x).__name__
+        if isinstance(x, Sequence) and not isinstance(x, str):
+            got += f" of {len(x)} items ({', '.join(type(t).__name__ for t in x[:4])})"
+        raise TypeError(
+            "ResNet3dSlowFast takes a clip tensor (N, C, T, H, W) or a sequence [x_slow, x_fast] of two "
+            f"such tensors (one per pathway, already sampled); got {got}"
+        )
+
+    def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x_slow, x_fast)`` features of clip ``x`` ``(N, C, T, H, W)``, or of pathway inputs
+        ``[x_slow, x_fast]`` sampled by the data pipeline (the PySlowFast / pytorchvideo convention:
+        PySlowFast picks the slow frames with linspace, not nearest resampling); a single clip is
+        processed exactly as mmaction2 does."""
         slow, fast = self.slow_path, self.fast_path
-        x_slow, x_fast = ops.pathway_inputs(x, self.resample_rate, self.speed_ratio)
+        x_slow, x_fast = self.pathway_inputs(x)
         x_slow = slow.maxpool(slow.conv1(x_slow))
         x_fast = fast.maxpool(fast.conv1(x_fast))
         if slow.lateral:
