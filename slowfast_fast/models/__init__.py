@@ -8,6 +8,7 @@ registers it as ``FastResNet3dSlowFast``; importing this package does not import
 
 from slowfast_fast.models.checkpoint import load_mmaction_checkpoint
 from slowfast_fast.models.convert import from_pyslowfast, from_pytorchvideo
+from slowfast_fast.models.optimize import optimize_for_inference
 from slowfast_fast.models.recognizer import SlowFastHead, SlowFastRecognizer
 from slowfast_fast.models.resnet3d import ResNet3d
 from slowfast_fast.models.resnet3d_slowfast import ResNet3dPathway, ResNet3dSlowFast
@@ -21,4 +22,5 @@ __all__ = [
     "from_pyslowfast",
     "from_pytorchvideo",
     "load_mmaction_checkpoint",
+    "optimize_for_inference",
 ]
