@@ -1,0 +1,155 @@
+"""from_pytorchvideo against the real pytorchvideo ``create_slowfast``, and from_pyslowfast on that model's
+weights renamed to PySlowFast's names (facebookresearch/SlowFast ``SlowFast``: ``s1.pathway0_stem``,
+``s{i}_fuse.conv_f2s``, ``s{i}.pathway{p}_res{b}.branch2.a_bn``, ``head.projection``)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torch.nn as nn
+from _model_helpers import assert_rel_close
+
+from slowfast_fast.models import SlowFastRecognizer, from_pyslowfast, from_pytorchvideo
+
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+slowfast = pytest.importorskip("pytorchvideo.models.slowfast")
+
+# Converted and original compute the same network in fp32 but not in the same order (our laterals fold
+# their BN into the fused op; our head pools before the classifier, theirs after): ~1e-6 relative.
+TOL = 1e-4
+
+
+def _randomize_batch_norms(model: nn.Module, seed: int) -> None:
+    """No BN is the identity: random affine and running statistics, so a BN mapped to the wrong place
+    changes the output."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm3d):
+            m.weight.data = torch.rand(m.weight.shape, generator=gen) + 0.5
+            m.bias.data = torch.randn(m.bias.shape, generator=gen) * 0.1
+            m.running_mean.data = torch.randn(m.running_mean.shape, generator=gen) * 0.1
+            m.running_var.data = torch.rand(m.running_var.shape, generator=gen) + 0.5
+
+
+def pathway_clips(alpha: int, t_fast: int, seed: int, n: int = 2, size: int = 32):
+    """``[x_slow, x_fast]`` sampled as PySlowFast's PackPathway does (slow frames by linspace)."""
+    frames = torch.randn(n, 3, t_fast, size, size, generator=torch.Generator().manual_seed(seed))
+    slow = torch.linspace(0, t_fast - 1, t_fast // alpha).long()
+    return [frames[:, :, slow], frames]
+
+
+# (alpha, fusion kernel, fast frames): pytorchvideo's default SlowFast R50 8x8, and another alpha/kernel.
+CONFIGS = {"r50_8x8": (4, 7, 16), "r50_alpha2_k5": (2, 5, 8)}
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def pytorchvideo_model(request):
+    alpha, kernel, t_fast = CONFIGS[request.param]
+    torch.manual_seed(0)
+    model = slowfast.create_slowfast(
+        model_num_class=11,
+        slowfast_fusion_conv_kernel_size=(kernel, 1, 1),
+        slowfast_fusion_conv_stride=(alpha, 1, 1),
+        # the head pool covers the whole final feature map, as at the size the model was trained at
+        head_pool_kernel_sizes=((t_fast // alpha, 1, 1), (t_fast, 1, 1)),
+    )
+    _randomize_batch_norms(model, seed=1)
+    return model.eval(), alpha, t_fast
+
+
+def test_from_pytorchvideo_model_matches(pytorchvideo_model):
+    model, alpha, t_fast = pytorchvideo_model
+    ours = from_pytorchvideo(model).eval()
+    assert isinstance(ours, SlowFastRecognizer)
+    assert ours.backbone.speed_ratio == alpha
+    x = pathway_clips(alpha, t_fast, seed=2)
+    with torch.no_grad():
+        want = model([t.clone() for t in x])
+        got = ours(x)
+    assert got.shape == (2, 11)
+    assert_rel_close(got, want, TOL, "class scores")
+
+
+def test_from_pytorchvideo_state_dict_needs_and_takes_alpha(pytorchvideo_model):
+    model, alpha, t_fast = pytorchvideo_model
+    with pytest.raises(ValueError, match="speed_ratio"):
+        from_pytorchvideo(model.state_dict())
+    ours = from_pytorchvideo(model.state_dict(), speed_ratio=alpha).eval()
+    x = pathway_clips(alpha, t_fast, seed=3)
+    with torch.no_grad():
+        assert_rel_close(ours(x), model([t.clone() for t in x]), TOL, "class scores")
+
+
+_PYSLOWFAST_NAMES = [
+    (r"blocks\.0\.multipathway_blocks\.(\d)\.conv\.", r"s1.pathway\1_stem.conv."),
+    (r"blocks\.0\.multipathway_blocks\.(\d)\.norm\.", r"s1.pathway\1_stem.bn."),
+    (r"blocks\.(\d)\.multipathway_fusion\.conv_fast_to_slow\.", lambda m: f"s{int(m[1]) + 1}_fuse.conv_f2s."),
+    (r"blocks\.(\d)\.multipathway_fusion\.norm\.", lambda m: f"s{int(m[1]) + 1}_fuse.bn."),
+    (
+        r"blocks\.(\d)\.multipathway_blocks\.(\d)\.res_blocks\.(\d+)\.",
+        lambda m: f"s{int(m[1]) + 1}.pathway{m[2]}_res{m[3]}.",
+    ),
+    (r"\.branch1_conv\.", ".branch1."),
+    (r"\.branch1_norm\.", ".branch1_bn."),
+    (r"\.branch2\.conv_([abc])\.", r".branch2.\1."),
+    (r"\.branch2\.norm_([abc])\.", r".branch2.\1_bn."),
+    (r"blocks\.6\.proj\.", "head.projection."),
+]
+
+
+def as_pyslowfast(state_dict: dict) -> dict:
+    """pytorchvideo's SlowFast state_dict under PySlowFast's module names."""
+    renamed = {}
+    for key, value in state_dict.items():
+        for pattern, replacement in _PYSLOWFAST_NAMES:
+            key = re.sub(pattern, replacement, key)
+        assert key.startswith(("s1", "s2", "s3", "s4", "s5", "head.")), key
+        renamed[key] = value
+    return renamed
+
+
+def test_from_pyslowfast_checkpoint_file_matches(pytorchvideo_model, tmp_path):
+    """A .pyth as PySlowFast's checkpoint saver writes it: model_state, the config as YAML, DDP names."""
+    model, alpha, t_fast = pytorchvideo_model
+    state = {f"module.{k}": v for k, v in as_pyslowfast(model.state_dict()).items()}
+    cfg = f"MODEL:\n  NUM_CLASSES: 11\nSLOWFAST:\n  BETA_INV: 8\n  ALPHA: {alpha}\n  FUSION_KERNEL_SZ: 7\n"
+    path = tmp_path / "checkpoint_epoch_00001.pyth"
+    torch.save({"epoch": 1, "model_state": state, "optimizer_state": {}, "cfg": cfg}, path)
+    ours = from_pyslowfast(path).eval()
+    assert ours.backbone.speed_ratio == alpha
+    x = pathway_clips(alpha, t_fast, seed=4)
+    with torch.no_grad():
+        assert_rel_close(ours(x), model([t.clone() for t in x]), TOL, "class scores")
+
+
+def test_from_pyslowfast_without_config_needs_alpha(pytorchvideo_model):
+    model, alpha, _ = pytorchvideo_model
+    state = as_pyslowfast(model.state_dict())
+    with pytest.raises(ValueError, match="SLOWFAST.ALPHA"):
+        from_pyslowfast(state)
+    assert from_pyslowfast(state, speed_ratio=alpha).backbone.speed_ratio == alpha
+
+
+def test_other_architecture_names_its_first_unmappable_key():
+    torchvision_video = pytest.importorskip("torchvision.models.video")
+    state = torchvision_video.r3d_18().state_dict()
+    with pytest.raises(KeyError, match=r"cannot convert pytorchvideo key 'stem\.0\.weight'"):
+        from_pytorchvideo(state, speed_ratio=4)
+
+
+def test_non_local_block_is_not_dropped_silently(pytorchvideo_model):
+    model, alpha, _ = pytorchvideo_model
+    state = as_pyslowfast(model.state_dict())
+    state["s4.pathway0_nonlocal3.conv_theta.weight"] = torch.ones(1)
+    with pytest.raises(KeyError, match=r"'s4\.pathway0_nonlocal3\.conv_theta\.weight'"):
+        from_pyslowfast(state, speed_ratio=alpha)
+
+
+def test_missing_weight_fails_the_strict_load(pytorchvideo_model):
+    model, alpha, _ = pytorchvideo_model
+    state = as_pyslowfast(model.state_dict())
+    del state["s3.pathway1_res0.branch2.b_bn.running_var"]
+    with pytest.raises(RuntimeError, match=r"fast_path\.layer2\.0\.conv2\.bn\.running_var"):
+        from_pyslowfast(state, speed_ratio=alpha)
