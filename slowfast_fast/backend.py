@@ -5,7 +5,10 @@ Backends:
     ``cpu``        compiled C++ kernels in ``slowfast_fast._C`` (CPU tensors).
     ``cuda``       compiled CUDA kernels in ``slowfast_fast._C`` (CUDA tensors).
     ``triton``     Triton kernels (CUDA tensors; CPU tensors only under ``TRITON_INTERPRET=1``).
-    ``auto``       the fastest available for the tensor's device: CPU -> cpu; CUDA -> triton, cuda.
+    ``auto``       the first available for the tensor's device: CPU -> cpu; CUDA -> cuda, then triton.
+                   On CUDA the compiled kernels come first: they cost nothing at start-up, where
+                   Triton compiles each kernel variant (seconds each) and autotunes every new shape
+                   in every new process. This order stands until GPU measurements say otherwise.
 
 Choose with the ``backend=`` argument of an op, the :func:`use_backend` context manager,
 :func:`set_backend`, or the ``SLOWFAST_FAST_BACKEND`` environment variable (read at import).
@@ -94,8 +97,12 @@ def usable(backend: str, device: torch.device) -> tuple[bool, str]:
     return _compiled_usable(backend, device)
 
 
+# The order ``auto`` tries the concrete backends in, per device type (see the module docstring).
+AUTO_ORDER = {"cuda": ("cuda", "triton"), "cpu": ("cpu",)}
+
+
 def _auto(device: torch.device) -> str:
-    order = ("triton", "cuda") if device.type == "cuda" else ("cpu",)
+    order = AUTO_ORDER.get(device.type, ())
     for candidate in order:
         if usable(candidate, device)[0]:
             return candidate

@@ -1,8 +1,12 @@
-"""Helpers shared by the Triton launchers: interpreter detection, autotune config lists, strides
-with H and W merged into one spatial index, and dot precision/accumulator choices."""
+"""Helpers shared by the Triton launchers: interpreter detection, autotuning (configs, keys, the
+on-disk cache, the fixed choice during CUDA-graph capture), the device guard, strides with H and W
+merged into one spatial index, and dot precision/accumulator choices."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import os
 
 import torch
@@ -20,6 +24,79 @@ def autotune_configs(gpu: list[triton.Config], interpreted: triton.Config) -> li
     """``gpu`` on a GPU; the single ``interpreted`` config under the interpreter, where benchmarking
     more than one config fails (no active driver) and small blocks keep the numpy emulation quick."""
     return [interpreted] if INTERPRET else gpu
+
+
+def capturing() -> bool:
+    """Whether the current CUDA stream is being captured into a CUDA graph."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def prune_while_capturing(configs: list[triton.Config], named_args, **kwargs) -> list[triton.Config]:
+    """The autotuner's ``early_config_prune``: during CUDA-graph capture only the first (default)
+    config, so a key that was never tuned runs it without benchmarking (benchmarking synchronizes,
+    which capture forbids); otherwise every config."""
+    return configs[:1] if capturing() else configs
+
+
+# Triton >= 3.2 can keep autotune results on disk, keyed by the kernel's source, the GPU and the tuning
+# key, so a new process does not re-benchmark shapes an earlier one tuned (seconds per kernel and
+# shape). The interpreter ignores it.
+_AUTOTUNE_CACHE = (
+    {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
+)
+
+
+def autotune(configs: list[triton.Config], key: list[str]):
+    """``triton.autotune`` with this package's policy: results cached on disk across processes
+    where Triton supports it, and a fixed default config for untuned keys during graph capture
+    (see :func:`launch`). ``key`` should name the batch bucket and the constexpr flags: the best
+    tiles differ between variants, which must not share one tuning result."""
+    return triton.autotune(
+        configs=configs,
+        key=key,
+        prune_configs_by={"early_config_prune": prune_while_capturing},
+        **_AUTOTUNE_CACHE,
+    )
+
+
+def launch(kernel, grid, *args, **kwargs) -> None:
+    """Launches autotuned ``kernel``. During graph capture a key first seen there runs the default
+    config (:func:`prune_while_capturing`) and is then forgotten, so that the next eager call still
+    tunes it instead of keeping the untuned default for the rest of the process."""
+    if not capturing():
+        kernel[grid](*args, **kwargs)
+        return
+    known = set(kernel.cache)
+    kernel[grid](*args, **kwargs)
+    for key in set(kernel.cache) - known:
+        del kernel.cache[key]
+
+
+def batch_bucket(n: int) -> int:
+    """A power-of-two bucket of the batch size for autotune keys: batch 1 and batch 8 fill the GPU
+    differently and may want different tiles, but nearby sizes share a tuning result."""
+    return min(triton.next_power_of_2(max(n, 1)), 64)
+
+
+def device_guard(device: torch.device):
+    """A context making ``device`` the current CUDA device (a no-op off CUDA).
+
+    Triton launches on the current device and its current stream; tensors on another GPU would be
+    read through peer addresses, unordered with the work PyTorch queued for them, or fault."""
+    if device.type == "cuda":
+        return torch.cuda.device(device)
+    return contextlib.nullcontext()
+
+
+def on_device_of_first_tensor(launcher):
+    """Decorates a launcher so that it runs under :func:`device_guard` of its first argument's device."""
+
+    @functools.wraps(launcher)
+    def guarded(first: torch.Tensor, *args, **kwargs):
+        with device_guard(first.device):
+            return launcher(first, *args, **kwargs)
+
+    return guarded
 
 
 def max_block(configs: list[triton.Config], name: str) -> int:
@@ -65,6 +142,12 @@ def upcast_dot(dtype: torch.dtype) -> bool:
     bf16 operands. Kernels inline the check rather than call a helper: each nested jit call costs
     milliseconds under the interpreter."""
     return INTERPRET and dtype == torch.bfloat16
+
+
+# The SM count work splits are sized for under torch.use_deterministic_algorithms(True), whatever
+# the GPU: an H100/H200's, so the split count (and with it the summation order) depends on the
+# shapes only, never on the machine.
+DETERMINISTIC_SMS = 132
 
 
 def num_sms(device: torch.device) -> int:

@@ -17,13 +17,18 @@ import triton.language as tl
 from slowfast_fast._layout import output_memory_format
 from slowfast_fast.triton._common import (
     accumulator,
+    autotune,
     autotune_configs,
+    batch_bucket,
     dot_precision,
+    launch,
+    on_device_of_first_tensor,
     spatial_strides,
     upcast_dot,
 )
 
 # Few configs: every one is compiled per dtype/epilogue variant before the first call can run.
+# The first is also the fixed default during CUDA-graph capture and must be a safe all-rounder.
 # The last suits the thin stem lateral (8 input, 16 output channels).
 _CONFIGS = autotune_configs(
     [
@@ -36,8 +41,12 @@ _CONFIGS = autotune_configs(
 )
 
 
-@triton.autotune(configs=_CONFIGS, key=["C_SLOW", "C_FAST", "C_LAT", "KT", "HW", "CHANNELS_LAST"])
-@triton.jit
+@autotune(
+    _CONFIGS,
+    key=["C_SLOW", "C_FAST", "C_LAT", "KT", "HW", "CHANNELS_LAST", "BATCH_BUCKET"]
+    + ["HAS_SCALE", "HAS_SHIFT", "RELU", "PRECISION", "UPCAST"],
+)
+@triton.jit(do_not_specialize=["CHANNELS_LAST", "BATCH_BUCKET"])
 def _lateral_concat_kernel(
     xs_ptr, xf_ptr, w_ptr, scale_ptr, shift_ptr, out_ptr,
     C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD,
@@ -46,6 +55,7 @@ def _lateral_concat_kernel(
     w_so, w_sc, w_sk,
     o_sn, o_sc, o_st, o_shw,
     CHANNELS_LAST,  # only an autotune key: the best tiles differ between the two layouts
+    BATCH_BUCKET,  # only an autotune key
     HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr, RELU: tl.constexpr,
     PRECISION: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -111,6 +121,7 @@ def _lateral_concat_kernel(
         tl.store(out_frame + hw[:, None] * o_shw + c[None, :] * o_sc, v, mask=mask)
 
 
+@on_device_of_first_tensor
 def lateral_concat(
     x_slow: torch.Tensor,
     x_fast: torch.Tensor,
@@ -149,14 +160,15 @@ def lateral_concat(
         channel_tiles = triton.cdiv(c_lat, meta["BLOCK_N"]) + triton.cdiv(c_slow, meta["BLOCK_N"])
         return (n * t_slow * triton.cdiv(hw, meta["BLOCK_M"]) * channel_tiles,)
 
-    _lateral_concat_kernel[grid](
+    launch(
+        _lateral_concat_kernel, grid,
         x_slow, x_fast, weight,
         weight if scale is None else scale,
         weight if shift is None else shift,
         out,
         c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding,
         *xs_strides, *xf_strides, weight.stride(0), weight.stride(1), weight.stride(2), *o_strides,
-        int(xf_strides[1] == 1 and c_fast > 1),
+        int(xf_strides[1] == 1 and c_fast > 1), batch_bucket(n),
         HAS_SCALE=scale is not None, HAS_SHIFT=shift is not None, RELU=relu,
         PRECISION=dot_precision(x_fast.dtype), ACC=accumulator(x_fast.dtype), UPCAST=upcast_dot(x_fast.dtype),
     )  # fmt: skip

@@ -20,16 +20,23 @@ import triton.language as tl
 
 from slowfast_fast._layout import output_memory_format
 from slowfast_fast.triton._common import (
+    DETERMINISTIC_SMS,
     accumulator,
+    autotune,
     autotune_configs,
+    batch_bucket,
     dot_precision,
+    launch,
     max_block,
     num_sms,
+    on_device_of_first_tensor,
     spatial_strides,
     upcast_dot,
 )
 
-# Few configs: every one is compiled per dtype/epilogue variant before the first call can run.
+# Few configs: every one is compiled per dtype/epilogue variant before the first call can run. The
+# first of each list is also the fixed default during CUDA-graph capture; the first weight config is
+# the one pinned under torch.use_deterministic_algorithms(True).
 _INPUT_CONFIGS = autotune_configs(
     [
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
@@ -53,10 +60,29 @@ _WEIGHT_CONFIGS = autotune_configs(
 _CHUNK_HW = max_block(_WEIGHT_CONFIGS, "BLOCK_M")
 # Output tile used only to estimate how many programs one split launches.
 _TILE_ESTIMATE = 64
+# The config of the partial kernel under torch.use_deterministic_algorithms(True).
+DETERMINISTIC_WEIGHT_CONFIG = _WEIGHT_CONFIGS[0]
 
 
-@triton.autotune(configs=_INPUT_CONFIGS, key=["C_FAST", "C_LAT", "KT", "STRIDE", "HW", "CHANNELS_LAST"])
-@triton.jit
+def weight_splits(
+    n: int, t_slow: int, hw: int, c_lat: int, kt: int, c_fast: int, sms: int
+) -> tuple[int, int, int]:
+    """``(chunks, chunks_per_split, splits)`` of the grad_weight reduction: enough splits to fill
+    ``sms`` multiprocessors a few times over with the output tiles, never an empty split. The split
+    count fixes the order partial sums are added in, so it depends on ``sms`` only through here."""
+    chunks = n * t_slow * triton.cdiv(hw, _CHUNK_HW)
+    tiles = triton.cdiv(c_lat, _TILE_ESTIMATE) * kt * triton.cdiv(c_fast, _TILE_ESTIMATE)
+    wanted = max(1, min(chunks, triton.cdiv(4 * sms, tiles)))
+    chunks_per_split = max(1, triton.cdiv(chunks, wanted))
+    return chunks, chunks_per_split, max(1, triton.cdiv(chunks, chunks_per_split))
+
+
+@autotune(
+    _INPUT_CONFIGS,
+    key=["C_FAST", "C_LAT", "KT", "STRIDE", "HW", "CHANNELS_LAST", "BATCH_BUCKET"]
+    + ["HAS_SCALE", "RELU", "PRECISION", "UPCAST"],
+)
+@triton.jit(do_not_specialize=["CHANNELS_LAST", "BATCH_BUCKET"])
 def _grad_input_kernel(
     g_ptr, out_ptr, w_ptr, scale_ptr, dx_ptr,
     C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD,
@@ -64,7 +90,7 @@ def _grad_input_kernel(
     out_sn, out_sc, out_st, out_shw,
     w_so, w_sc, w_sk,
     dx_sn, dx_sc, dx_st, dx_shw,
-    CHANNELS_LAST,  # only an autotune key
+    CHANNELS_LAST, BATCH_BUCKET,  # only autotune keys
     HAS_SCALE: tl.constexpr, RELU: tl.constexpr,
     PRECISION: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -121,15 +147,18 @@ def _grad_input_kernel(
     )
 
 
-@triton.autotune(configs=_WEIGHT_CONFIGS, key=["C_FAST", "C_LAT", "KT", "HW", "CHANNELS_LAST"])
-@triton.jit
+@autotune(
+    _WEIGHT_CONFIGS,
+    key=["C_FAST", "C_LAT", "KT", "HW", "CHANNELS_LAST", "BATCH_BUCKET", "RELU", "PRECISION", "UPCAST"],
+)
+@triton.jit(do_not_specialize=["CHANNELS_LAST", "BATCH_BUCKET"])
 def _grad_weight_partial_kernel(
     g_ptr, out_ptr, xf_ptr, part_ptr, shift_part_ptr,
     C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD, CHUNKS, CHUNKS_PER_SPLIT,
     g_sn, g_sc, g_st, g_shw,
     out_sn, out_sc, out_st, out_shw,
     xf_sn, xf_sc, xf_st, xf_shw,
-    CHANNELS_LAST,  # only an autotune key
+    CHANNELS_LAST, BATCH_BUCKET,  # only autotune keys
     RELU: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
     CHUNK_HW: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_M: tl.constexpr,
 ):  # fmt: skip
@@ -229,6 +258,7 @@ def _grad_weight_reduce_kernel(
     tl.store(gshift_ptr + o, tl.sum(shift_acc, axis=0).to(gshift_ptr.dtype.element_ty))
 
 
+@on_device_of_first_tensor
 def lateral_concat_grad_input(
     grad_out: torch.Tensor,
     x_fast: torch.Tensor,
@@ -263,17 +293,19 @@ def lateral_concat_grad_input(
     def grid(meta):
         return (n * t_fast * triton.cdiv(hw, meta["BLOCK_M"]) * triton.cdiv(c_fast, meta["BLOCK_N"]),)
 
-    _grad_input_kernel[grid](
+    launch(
+        _grad_input_kernel, grid,
         grad_out, grad_out if out is None else out, weight, weight if scale is None else scale, dx,
         c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding,
         *g_strides, *out_strides, weight.stride(0), weight.stride(1), weight.stride(2), *dx_strides,
-        int(dx_strides[1] == 1 and c_fast > 1),
+        int(dx_strides[1] == 1 and c_fast > 1), batch_bucket(n),
         HAS_SCALE=scale is not None, RELU=out is not None,
         PRECISION=dot_precision(x_fast.dtype), ACC=accumulator(x_fast.dtype), UPCAST=upcast_dot(x_fast.dtype),
     )  # fmt: skip
     return dx
 
 
+@on_device_of_first_tensor
 def lateral_concat_grad_weight(
     grad_out: torch.Tensor,
     x_fast: torch.Tensor,
@@ -293,12 +325,10 @@ def lateral_concat_grad_weight(
     acc = accumulator(weight.dtype)
     part_dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
 
-    # Enough splits to fill the GPU a few times over with the output tiles, never an empty split.
-    chunks = n * t_slow * triton.cdiv(hw, _CHUNK_HW)
-    tiles = triton.cdiv(c_lat, _TILE_ESTIMATE) * kt * triton.cdiv(c_fast, _TILE_ESTIMATE)
-    wanted = max(1, min(chunks, triton.cdiv(4 * num_sms(x_fast.device), tiles)))
-    chunks_per_split = max(1, triton.cdiv(chunks, wanted))
-    splits = max(1, triton.cdiv(chunks, chunks_per_split))
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    chunks, chunks_per_split, splits = weight_splits(
+        n, t_slow, hw, c_lat, kt, c_fast, DETERMINISTIC_SMS if deterministic else num_sms(x_fast.device)
+    )
 
     k_total = c_fast * kt
     # The partial kernel writes every partial; without pixels it does not run and the sums are zero.
@@ -315,14 +345,21 @@ def lateral_concat_grad_weight(
         def grid(meta):
             return (splits * kt * triton.cdiv(c_lat, meta["BLOCK_O"]) * triton.cdiv(c_fast, meta["BLOCK_C"]),)
 
-        _grad_weight_partial_kernel[grid](
+        args = (
             grad_out, grad_out if out is None else out, x_fast, partials, shift_partials,
             c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding, chunks, chunks_per_split,
             *g_strides, *out_strides, *xf_strides,
-            int(xf_strides[1] == 1 and c_fast > 1),
+            int(xf_strides[1] == 1 and c_fast > 1), batch_bucket(n),
+        )  # fmt: skip
+        flags = dict(
             RELU=out is not None, PRECISION=dot_precision(x_fast.dtype), ACC=acc,
             UPCAST=upcast_dot(x_fast.dtype), CHUNK_HW=_CHUNK_HW,
         )  # fmt: skip
+        if deterministic:
+            # The tile along the reduced pixels sets the summation order: pin it, never autotune.
+            _grad_weight_partial_kernel.fn[grid](*args, **flags, **DETERMINISTIC_WEIGHT_CONFIG.all_kwargs())
+        else:
+            launch(_grad_weight_partial_kernel, grid, *args, **flags)
 
     scale = None if scale is None else scale.contiguous()  # indexed densely; tiny
     grad_weight = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)

@@ -10,11 +10,19 @@ order instead of a scatter-add with atomics, and frames no output used get zeros
 
 Within a frame, a tile covers ``(rows, inner)`` pixels: ``(C, H*W)`` in NCDHW, and one row of
 ``H*W*C`` contiguous values in channels_last_3d, so both layouts load whole contiguous vectors.
+The grid is one axis of (frame, tile) programs: a second axis would cap a frame at 65,535 tiles.
+
+The run table is built on the device by tensor ops (no host-to-device copy, no synchronization), so
+every launch is legal inside CUDA-graph capture.
+
+Index rule, on every device: source frame ``min(floor(d * float32(1 / scale)), T_in - 1)`` with the
+product in float32, and no special case when the lengths agree. That is what ``F.interpolate``
+computes for 5-D inputs on CUDA, and on the CPU too (torch 2.14: its 3-D nearest kernel applies no
+identity shortcut when a scale factor is given), so for a scale in (1, 1 + 1/T) the output has T
+frames but repeats frame 0 and drops the last one, as the reference does on either device.
 """
 
 from __future__ import annotations
-
-import functools
 
 import torch
 import triton
@@ -22,7 +30,7 @@ import triton.language as tl
 
 from slowfast_fast import reference
 from slowfast_fast._layout import output_memory_format
-from slowfast_fast.triton._common import accumulator, spatial_strides
+from slowfast_fast.triton._common import accumulator, capturing, on_device_of_first_tensor, spatial_strides
 
 # Elements one program moves per frame: 4 KiB of fp32 for 4 warps, plenty of bytes in flight.
 _TILE = 1024
@@ -31,19 +39,21 @@ _TILE = 1024
 @triton.jit
 def _gather_frames_kernel(
     x_ptr, y1_ptr, y2_ptr, runs_ptr,
-    T_IN, ROWS, INNER,
+    T_IN, ROWS, INNER, FRAME_TILES,
     x_sn, x_st, x_sr, x_si,
     y1_sn, y1_st, y1_sr, y1_si,
     y2_sn, y2_st, y2_sr, y2_si,
     TWO: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
 ):  # fmt: skip
-    # Axis 0 (up to 2^31 programs) takes the many (n, t) frames; axis 1 the tiles of one frame.
-    frame = tl.program_id(0)
+    # One axis (up to 2^31 - 1 programs): FRAME_TILES tiles of each (n, t) frame, tiles fastest.
+    pid = tl.program_id(0)
+    frame = pid // FRAME_TILES
+    tile = pid % FRAME_TILES
     n = (frame // T_IN).to(tl.int64)
     t = frame % T_IN
     inner_tiles = tl.cdiv(INNER, BLOCK_I)
-    r = (tl.program_id(1) // inner_tiles) * BLOCK_R + tl.arange(0, BLOCK_R)
-    i = (tl.program_id(1) % inner_tiles) * BLOCK_I + tl.arange(0, BLOCK_I)
+    r = (tile // inner_tiles) * BLOCK_R + tl.arange(0, BLOCK_R)
+    i = (tile % inner_tiles) * BLOCK_I + tl.arange(0, BLOCK_I)
     mask = (r < ROWS)[:, None] & (i < INNER)[None, :]
     r = r.to(tl.int64)[:, None]
     i = i.to(tl.int64)[None, :]
@@ -69,17 +79,19 @@ def _gather_frames_kernel(
 @triton.jit
 def _sum_runs_kernel(
     gy_ptr, gx_ptr, runs_ptr,
-    T_IN, ROWS, INNER,
+    T_IN, ROWS, INNER, FRAME_TILES,
     gy_sn, gy_st, gy_sr, gy_si,
     gx_sn, gx_st, gx_sr, gx_si,
     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
 ):  # fmt: skip
-    frame = tl.program_id(0)
+    pid = tl.program_id(0)
+    frame = pid // FRAME_TILES
+    tile = pid % FRAME_TILES
     n = (frame // T_IN).to(tl.int64)
     t = frame % T_IN
     inner_tiles = tl.cdiv(INNER, BLOCK_I)
-    r = (tl.program_id(1) // inner_tiles) * BLOCK_R + tl.arange(0, BLOCK_R)
-    i = (tl.program_id(1) % inner_tiles) * BLOCK_I + tl.arange(0, BLOCK_I)
+    r = (tile // inner_tiles) * BLOCK_R + tl.arange(0, BLOCK_R)
+    i = (tile % inner_tiles) * BLOCK_I + tl.arange(0, BLOCK_I)
     mask = (r < ROWS)[:, None] & (i < INNER)[None, :]
     r = r.to(tl.int64)[:, None]
     i = i.to(tl.int64)[None, :]
@@ -98,19 +110,54 @@ def _sum_runs_kernel(
     )
 
 
-def _runs(t_in: int, scale_factor: float) -> torch.Tensor:
-    """``(first, count)`` of the output frames taken from each of ``t_in`` source frames, ``(t_in, 2)``."""
-    src = reference.source_frame_indices(t_in, scale_factor)
-    count = torch.bincount(src, minlength=t_in)
-    return torch.stack((torch.cumsum(count, 0) - count, count), dim=1)
+def source_frames(t_in: int, scale_factor: float, device: torch.device) -> torch.Tensor:
+    """Source frame of every output frame on ``device`` (int64), by the index rule of the module
+    docstring: the float32 product of PyTorch's nearest kernels, computed by float32 tensor ops."""
+    dst = torch.arange(reference.resampled_length(t_in, scale_factor), dtype=torch.float32, device=device)
+    # A Python scalar multiplies a float32 tensor as float32(1 / scale): PyTorch's own rounding of it.
+    return torch.floor(dst * (1.0 / scale_factor)).to(torch.int64).clamp_(max=t_in - 1)
 
 
-@functools.lru_cache(maxsize=256)
+def _runs(t_in: int, scale_factor: float, device: torch.device) -> torch.Tensor:
+    """``(first, count)`` of the output frames taken from each of ``t_in`` source frames, ``(t_in, 2)``.
+    The source frames ascend, so both ends of each run are binary searches: no bincount (which reads
+    its result size back to the host) and nothing copied from the host."""
+    src = source_frames(t_in, scale_factor, device)
+    t = torch.arange(t_in, device=device)
+    first = torch.searchsorted(src, t)
+    return torch.stack((first, torch.searchsorted(src, t, right=True) - first), dim=1)
+
+
+_TABLES: dict[tuple, torch.Tensor] = {}
+_MAX_TABLES = 256
+
+
 def _run_table(t_in: int, scale1: float, scale2: float | None, device: torch.device) -> torch.Tensor:
-    """int32 ``(t_in, 4)`` table ``(first1, count1, first2, count2)`` on ``device``, built once per shape
-    so repeated calls (and CUDA graph replays) copy nothing to the device."""
-    second = _runs(t_in, scale2) if scale2 is not None else torch.zeros((t_in, 2), dtype=torch.int64)
-    return torch.cat((_runs(t_in, scale1), second), dim=1).to(torch.int32).to(device)
+    """int32 ``(t_in, 4)`` table ``(first1, count1, first2, count2)`` on ``device``.
+
+    Built by device ops and kept per shape, so repeated calls launch nothing extra. A table first
+    needed during CUDA-graph capture is built inside the graph (its ops replay with it) and not kept:
+    its memory belongs to the graph and holds values only once the graph has run."""
+    key = (t_in, scale1, scale2, device)
+    table = _TABLES.get(key)
+    if table is not None:
+        return table
+    first = _runs(t_in, scale1, device)
+    second = _runs(t_in, scale2, device) if scale2 is not None else torch.zeros_like(first)
+    table = torch.cat((first, second), dim=1).to(torch.int32)
+    if not capturing():
+        if len(_TABLES) >= _MAX_TABLES:
+            _TABLES.clear()
+        _TABLES[key] = table
+    return table
+
+
+def frame_grid(
+    batch: int, t_in: int, rows: int, inner: int, block_r: int, block_i: int
+) -> tuple[tuple[int], int]:
+    """``((programs,), tiles_per_frame)``: one program per tile of each (n, t) frame, on one axis."""
+    tiles = triton.cdiv(rows, block_r) * triton.cdiv(inner, block_i)
+    return (batch * t_in * tiles,), tiles
 
 
 def _frame_view(t: torch.Tensor, other: torch.Tensor) -> tuple[tuple[int, int, int, int], int, int]:
@@ -151,25 +198,28 @@ def _gather(x: torch.Tensor, scales: tuple[float, ...]) -> tuple[torch.Tensor, .
     y_strides = [_frame_view(y, x)[0] for y in ys]
     block_r, block_i = _tile(rows, inner)
     runs = _run_table(t_in, scales[0], scales[1] if len(scales) == 2 else None, x.device)
-    grid = (x.shape[0] * t_in, triton.cdiv(rows, block_r) * triton.cdiv(inner, block_i))
+    grid, tiles = frame_grid(x.shape[0], t_in, rows, inner, block_r, block_i)
     _gather_frames_kernel[grid](
-        x, ys[0], ys[-1], runs, t_in, rows, inner, *x_strides, *y_strides[0], *y_strides[-1],
+        x, ys[0], ys[-1], runs, t_in, rows, inner, tiles, *x_strides, *y_strides[0], *y_strides[-1],
         TWO=len(ys) == 2, BLOCK_R=block_r, BLOCK_I=block_i,
     )  # fmt: skip
     return ys
 
 
+@on_device_of_first_tensor
 def temporal_resample(x: torch.Tensor, scale_factor: float) -> torch.Tensor:
     """Nearest temporal resampling of ``(N, C, T, H, W)``, exactly ``F.interpolate``; always a new tensor."""
     return _gather(x, (scale_factor,))[0]
 
 
+@on_device_of_first_tensor
 def pathway_split(x: torch.Tensor, slow_scale: float, fast_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(temporal_resample(x, slow_scale), temporal_resample(x, fast_scale))`` from one read of x."""
     slow, fast = _gather(x, (slow_scale, fast_scale))
     return slow, fast
 
 
+@on_device_of_first_tensor
 def temporal_resample_backward(grad_out: torch.Tensor, t_in: int, scale_factor: float) -> torch.Tensor:
     """Gradient of :func:`temporal_resample`: ``(N, C, t_in, H, W)`` whose frame ``t`` is the sum of the
     gradient frames copied from ``t`` (zeros where none was), in grad_out's memory format."""
@@ -181,9 +231,9 @@ def temporal_resample_backward(grad_out: torch.Tensor, t_in: int, scale_factor: 
     gx_strides = _frame_view(grad_x, grad_out)[0]
     block_r, block_i = _tile(rows, inner)
     runs = _run_table(t_in, scale_factor, None, grad_out.device)
-    grid = (grad_out.shape[0] * t_in, triton.cdiv(rows, block_r) * triton.cdiv(inner, block_i))
+    grid, tiles = frame_grid(grad_out.shape[0], t_in, rows, inner, block_r, block_i)
     _sum_runs_kernel[grid](
-        grad_out, grad_x, runs, t_in, rows, inner, *gy_strides, *gx_strides,
+        grad_out, grad_x, runs, t_in, rows, inner, tiles, *gy_strides, *gx_strides,
         ACC=accumulator(grad_out.dtype), BLOCK_R=block_r, BLOCK_I=block_i,
     )  # fmt: skip
     return grad_x
