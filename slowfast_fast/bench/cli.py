@@ -1,12 +1,5 @@
-"""Command line of ``python -m slowfast_fast.bench``.
-
-With no flags: every op, every usable backend, both layouts, at the GPU sizes of BASELINE.md on a
-GPU (fp32 and bf16) or at small CPU sizes otherwise (fp32, a few minutes on 2 cores). ``--quick``
-trims to the 4x16 config and short timing; ``--full`` adds the 8x8 backbone, bf16 on CPU and the
-torch.compile peers. Results go to ``<out>/<device>_<op>.{json,csv}`` (rewritten after every case,
-so an interrupted run keeps what it measured) and ``<out>/<device>_<op>_{speedup,roofline}.png``.
-The exit status is 1 when any backend was WRONG or raised, else 0.
-"""
+"""Command line of ``python -m slowfast_fast.bench``: ``parse_args`` holds the whole ``--help``
+text (what runs, where files go, exit status, backends, every flag); ``main`` runs the suites."""
 
 from __future__ import annotations
 
@@ -17,7 +10,7 @@ from pathlib import Path
 import torch
 
 from slowfast_fast import backend as _backend
-from slowfast_fast.bench import backbone, cases, implementations, kernels, report, timing
+from slowfast_fast.bench import backbone, cases, implementations, kernels, load, plots, report, timing
 
 ALL_OPS = (*kernels.KERNEL_OPS, "backbone")
 
@@ -38,49 +31,165 @@ def _list(text: str) -> list[str]:
     return [item for item in text.replace(",", " ").split() if item]
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m slowfast_fast.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--ops", type=_list, default=list(ALL_OPS), help=f"comma list of {', '.join(ALL_OPS)}")
+DESCRIPTION = """\
+Benchmark slowfast_fast against the pure-PyTorch reference (mmaction2's computation), both measured
+in the same run on the same inputs.
+
+What runs: lateral_concat forward and backward at the four fusion points of SlowFast R50 (4x16 and
+8x8 configs), nearest temporal resampling of the input clip, and the whole ResNet3dSlowFast backbone
+(inference at each batch of the size preset, and one training step), for every backend usable on the
+device. Each backend's output is first checked against a float64 run of the reference: one that
+disagrees is reported WRONG and not timed. With no flags: on a GPU the full sizes of BASELINE.md in
+fp32 and bf16; on a CPU small sizes in fp32 (about a minute on 2 idle cores).
+
+Output (<dev> is cpu or cuda, <op> each of --ops):
+  stdout                      a table per op: median, p20-p80 and min time per call (in µs, ms or
+                              s), GB/s, % of the copy-bandwidth roofline, speedup over the
+                              reference, and the 1-minute load average when each row was measured
+  OUT/<dev>_<op>.json         metadata (device, versions, date, command, load average at start and
+                              end) and every row; rewritten after every case, so an interrupted run
+                              keeps what it measured
+  OUT/<dev>_<op>.csv          the same rows, one per (case, backend)
+  OUT/<dev>_<op>_time.png     median time per case and backend (plus _speedup.png and, for kernels,
+                              _roofline.png); skipped with --no-plots or without matplotlib
+  stderr                      progress, skipped backends, and a warning when the machine is busy
+Files of the same device and op are overwritten. For RESULTS.md tables run
+`python -m slowfast_fast.bench.markdown OUT`; it refuses a run taken on a loaded machine.
+"""
+
+EPILOG = """\
+backends (--backends; names are case-sensitive):
+  reference           eager PyTorch: the base of every speedup, always timed
+  cpu                 the compiled C++ kernels (slowfast_fast._C), CPU tensors
+  cuda                the compiled CUDA kernels, CUDA tensors
+  triton              the Triton kernels, CUDA tensors (on CPU only Triton's interpreter: never timed)
+  compiled_reference  torch.compile of the reference (default with --compile or --full)
+  usable here: cpu tensors: {cpu}; cuda tensors: {cuda}
+--backends applies to the kernel benchmarks. The backbone benchmark has its own contenders: the
+eager base of its speedups, slowfast_fast's module on `auto` (the backend it picks for the device),
+and more (listed in slowfast_fast/bench/backbone.py's docstring and in each row's backend column).
+
+load: every output records the 1-minute load average (processes running or waiting for a core).
+A run is loaded when at its start the load exceeds the cores it leaves idle by more than 0.5 (on a
+2-core machine running 2 threads: above 0.5), or at its end exceeds the core count by more than 0.5.
+Loaded timings can be several times off; rerun on a quiet machine.
+
+exit status: 0 every backend matched the reference (timings were taken); 1 some backend was WRONG
+or raised an error (see its row's note); 2 a bad command line, or --device cuda without a GPU.
+
+examples:
+  python -m slowfast_fast.bench --quick                    # about 20 s on a CPU
+  python -m slowfast_fast.bench --ops backbone --threads 1 --out /tmp/bb
+  python -m slowfast_fast.bench --backends cpu --dtypes fp32,bf16 --layouts ncdhw --no-plots
+"""
+
+
+def _help_epilog() -> str:
+    cuda = ", ".join(_backend.available_backends("cuda")) if torch.cuda.is_available() else "none (no GPU)"
+    return EPILOG.format(cpu=", ".join(_backend.available_backends("cpu")), cuda=cuda)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser; its ``--help`` is the tool's manual."""
+    p = argparse.ArgumentParser(
+        prog="python -m slowfast_fast.bench",
+        description=DESCRIPTION,
+        epilog=_help_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--ops",
+        type=_list,
+        default=list(ALL_OPS),
+        metavar="LIST",
+        help="which benchmarks, comma-separated: lateral_concat (forward), lateral_concat_backward "
+        "(gradients of x_slow, x_fast and weight), resample (temporal resampling), backbone (the whole "
+        "ResNet3dSlowFast). Default: all",
+    )
     p.add_argument(
         "--backends",
         type=_list,
         default=None,
-        help="comma list (default: reference, every usable backend, compiled_reference with "
-        "--compile); the reference is always measured, as every speedup's base",
+        metavar="LIST",
+        help="kernel backends to time, comma-separated (see below). Default: every backend usable on "
+        "the device, plus compiled_reference with --compile. The reference is always timed",
     )
     p.add_argument(
         "--dtypes",
         type=_list,
         default=None,
-        help="fp32, bf16, fp16 (default: fp32,bf16 on CUDA; fp32 on CPU, plus bf16 with --full)",
+        metavar="LIST",
+        help="fp32, bf16, fp16 (the backbone runs low precision as autocast). Default: fp32,bf16 on "
+        "CUDA; fp32 on CPU, plus bf16 with --full",
     )
-    p.add_argument("--layouts", type=_list, default=list(cases.LAYOUTS), help="ncdhw, channels_last_3d")
+    p.add_argument(
+        "--layouts",
+        type=_list,
+        default=list(cases.LAYOUTS),
+        metavar="LIST",
+        help="memory formats of the inputs: ncdhw (contiguous), channels_last_3d. Default: both",
+    )
     p.add_argument(
         "--configs",
         type=_list,
         default=None,
-        help="4x16, 8x8 (default: both for kernels, 4x16 for the backbone; --full: both; --quick: 4x16)",
+        metavar="LIST",
+        help="SlowFast sampling configs: 4x16, 8x8. Default: both for the kernels, 4x16 for the "
+        "backbone; --full: both everywhere; --quick: 4x16",
     )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where to run: auto is cuda when a GPU is visible, else cpu (default: auto)",
+    )
     p.add_argument(
         "--size",
         choices=("auto", *cases.SIZES),
         default="auto",
-        help="problem sizes (default: gpu on CUDA, cpu on CPU; tiny is for tests)",
+        help="problem sizes: gpu = BASELINE.md's (batch 8 x 32 frames x 224x224 kernel clips, "
+        "32x224x224 backbone clips); cpu = small (batch 2 x 32 x 56x56, backbone 16x40x40); tiny = "
+        "seconds, for tests. Default (auto): gpu on CUDA, cpu on CPU",
     )
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--quick", action="store_true", help="4x16 only, short timing")
-    length.add_argument("--full", action="store_true", help="all configs and dtypes, torch.compile peers")
+    length.add_argument(
+        "--quick", action="store_true", help="4x16 only and shorter timing (fewer calls per case)"
+    )
+    length.add_argument(
+        "--full",
+        action="store_true",
+        help="both configs everywhere, bf16 on CPU too, the torch.compile peers, longer timing",
+    )
     p.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="time torch.compile of the reference (default: only with --full)",
+        help="also time torch.compile of the reference (and of the backbone); compiling costs tens "
+        "of seconds per shape. Default: only with --full",
     )
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (default: PyTorch's default, all cores)")  # fmt: skip
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    p.add_argument("--no-plots", action="store_true")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads for PyTorch (torch.set_num_threads). Default: PyTorch's, one per core",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/results"),
+        metavar="DIR",
+        help="directory for the JSON, CSV and PNG files, created if missing (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-plots", action="store_true", help="write no PNG plots (faster; matplotlib not needed)"
+    )
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The parsed command line; a bad value exits with status 2 and a message naming the choices."""
+    p = build_parser()
     args = p.parse_args(argv)
     for name, allowed in (
         ("ops", ALL_OPS),
@@ -91,6 +200,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         bad = [v for v in getattr(args, name) or [] if v not in allowed]
         if bad:
             p.error(f"--{name}: unknown {bad}; choose from {list(allowed)}")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be at least 1, got {args.threads}")
     return args
 
 
@@ -135,6 +246,7 @@ def _kernel_implementations(args, device, compile_peers: bool) -> list[implement
 
 
 def _write(out: Path, stem: str, meta: dict, rows: list[dict]) -> None:
+    meta["load_1min_end"] = load.load_average()
     report.write_json(out / f"{stem}.json", meta, rows)
     report.write_csv(out / f"{stem}.csv", rows)
 
@@ -175,12 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         timed_kernel_backends=[i.name for i in impls],
         auto_backend=_backend.resolve(device, "auto"),
     )
-    if meta["load_average_1min"] is not None and meta["load_average_1min"] > (meta["cpu_count"] or 1):
-        print(
-            f"warning: load average {meta['load_average_1min']:.1f} on {meta['cpu_count']} CPUs: other "
-            "processes are running; CPU timings will be noisy",
-            file=sys.stderr,
-        )
+    _warn_if_loaded(meta, "the machine is busy")
     if kernel_cases:
         copy_budget = timing.Budget(kernel_budget.warmup_ms, max(kernel_budget.rep_ms, 300), 3)
         bandwidth = timing.copy_bandwidth(device, size.copy_bytes, copy_budget)
@@ -204,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                 for row in kernels.run_case(
                     case, impls, device, meta["copy_bandwidth_gbps"] * 1e9, kernel_budget
                 ):
+                    row["load_1min"] = load.load_average()
                     rows.append(row)
                     progress.step(
                         f"{op} {case.config} {case.name} {case.dtype} {case.layout} {row['backend']}"
@@ -213,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         if "backbone" in args.ops:
             rows = []
             for row in backbone.run(backbone_cases, size, device, backbone_budget, compile_peers):
+                row["load_1min"] = load.load_average()
                 rows.append(row)
                 progress.step(
                     f"backbone {row['config']} {row['case']} {row['dtype']} {row['layout']} {row['backend']}"
@@ -221,16 +330,33 @@ def main(argv: list[str] | None = None) -> int:
             failed |= _finish(args, device, "backbone", meta, rows, progress)
     finally:
         progress.close()
+    meta["load_1min_end"] = load.load_average()
+    _warn_if_loaded(meta, "this run counts as loaded")
     return 1 if failed else 0
+
+
+def _warn_if_loaded(meta: dict, what: str) -> None:
+    """One stderr line when :func:`load.load_problem` finds the run loaded (at the start, and again
+    at the end where it is the last thing a reader sees)."""
+    problem = load.load_problem(meta)
+    if problem is not None:
+        print(
+            f"warning: {what}: {problem}. Timings can be several times off; "
+            "bench.markdown will refuse these results unless given --allow-loaded",
+            file=sys.stderr,
+        )
 
 
 def _finish(args, device, op: str, meta: dict, rows: list[dict], progress: Progress) -> bool:
     """Print and plot one op's rows; True if any backend was WRONG or raised."""
     if progress.bar is not None:
         progress.bar.clear()
-    print(f"\n== {op} on {meta['device_name']} ({device.type}), torch {meta['torch']} ==")
+    print(
+        f"\n== {op} on {meta['device_name']} ({device.type}, {meta['cpu_threads']} CPU threads), "
+        f"torch {meta['torch']}, {load.describe_load(meta)} =="
+    )
     print(report.table(rows), flush=True)
     if not args.no_plots:
-        for path in report.plot(args.out / f"{device.type}_{op}", rows, f"{op}, {meta['device_name']}"):
+        for path in plots.plot(args.out / f"{device.type}_{op}", rows, plots.title(op, meta, rows)):
             print(f"wrote {path}")
     return any(r["status"] in ("WRONG", "ERROR") for r in rows)

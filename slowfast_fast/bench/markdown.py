@@ -3,26 +3,39 @@ that benchmarks/gpu_check.sh prints last).
 
     python -m slowfast_fast.bench.markdown benchmarks/results --device cpu            # all tables
     python -m slowfast_fast.bench.markdown benchmarks/results --device cuda --summary # headline only
+
+It refuses a run taken on a loaded machine (the rule is in :mod:`slowfast_fast.bench.load`): such
+numbers can be several times off, and a summary outlives the warning the benchmark printed.
+``--allow-loaded`` renders them anyway, each table then saying it came from a loaded machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
+
+from slowfast_fast.bench import load
+from slowfast_fast.bench.report import format_time, format_time_range
 
 OPS = ("lateral_concat", "lateral_concat_backward", "resample", "backbone")
 
 
-def _ms(value) -> str:
-    return "-" if value is None else f"{value:.3g}"
+# Exit status of main when a result file comes from a loaded run and --allow-loaded was not given.
+EXIT_LOADED = 3
+
+
+class LoadedRunError(RuntimeError):
+    """A result file was measured on a loaded machine and rendering it was not asked for."""
 
 
 def _spread(r: dict) -> str:
     if r["median_ms"] is None:
         return r["status"]
-    return f"{r['median_ms']:.3g} ({r['p20_ms']:.3g}-{r['p80_ms']:.3g}), min {r['min_ms']:.3g}"
+    spread = format_time_range(r["p20_ms"], r["p80_ms"])
+    return f"{format_time(r['median_ms'])} ({spread}), min {format_time(r['min_ms'])}"
 
 
 def _speedup(value) -> str:
@@ -51,10 +64,10 @@ def describe_run(meta: dict) -> str:
         parts.append(f"`auto` resolves to `{meta['auto_backend']}`")
     if meta.get("copy_bandwidth_gbps"):
         parts.append(f"copy bandwidth {meta['copy_bandwidth_gbps']:.1f} GB/s")
-    if meta.get("load_average_1min") is not None:
-        parts.append(
-            f"1-min load average at start {meta['load_average_1min']:.1f} on {meta['cpu_count']} CPUs"
-        )
+    parts.append(load.describe_load(meta))
+    problem = load.load_problem(meta)
+    if problem is not None:
+        parts.append(f"**LOADED machine, timings unreliable**: {problem}")
     return "; ".join(parts)
 
 
@@ -84,12 +97,13 @@ def lateral_sums(rows: list[dict]) -> str:
             roofline = sum(r["roofline_ms"] for r in points)
             pct = _ratio(100 * roofline, median)
             lines.append([
-                config, dtype, layout, backend, ",".join(sorted({r["status"] for r in points})), _ms(median),
-                _ms(fastest), _ms(roofline), "-" if pct is None else f"{pct:.0f}",
+                config, dtype, layout, backend, ",".join(sorted({r["status"] for r in points})),
+                format_time(median), format_time(fastest), format_time(roofline),
+                "-" if pct is None else f"{pct:.0f}",
                 _speedup(_ratio(ref_median, median)), _speedup(_ratio(ref_min, fastest)),
             ])  # fmt: skip
-    headers = ["config", "dtype", "layout", "backend", "status", "sum of medians ms", "sum of minima ms",
-               "roofline ms", "% roofline (median)", "speedup (medians)", "speedup (minima)"]  # fmt: skip
+    headers = ["config", "dtype", "layout", "backend", "status", "sum of medians", "sum of minima",
+               "roofline", "% roofline (median)", "speedup (medians)", "speedup (minima)"]  # fmt: skip
     return _table(headers, lines)
 
 
@@ -102,7 +116,7 @@ def kernel_cases(rows: list[dict]) -> str:
         ]
         for r in rows
     ]  # fmt: skip
-    headers = ["config", "case", "dtype", "layout", "backend", "median ms (p20-p80), min", "GB/s",
+    headers = ["config", "case", "dtype", "layout", "backend", "median (p20-p80), min", "GB/s",
                "% roofline", "speedup"]  # fmt: skip
     return _table(headers, lines)
 
@@ -115,20 +129,38 @@ def backbone_cases(rows: list[dict]) -> str:
         ]
         for r in rows
     ]  # fmt: skip
-    headers = ["config", "case", "dtype", "layout", "backend", "median ms (p20-p80), min", "speedup",
+    headers = ["config", "case", "dtype", "layout", "backend", "median (p20-p80), min", "speedup",
                "extra peak MiB", "note"]  # fmt: skip
     return _table(headers, lines)
 
 
-def render(directory: Path, device: str, summary: bool) -> str:
+def render(directory: Path, device: str, summary: bool, allow_loaded: bool = False) -> str:
     """Markdown for every op file of ``device`` in ``directory``; ``summary`` keeps the headline
-    tables (fusion-point sums, resampling, backbone) and drops the per-point ones."""
-    sections = []
+    tables (fusion-point sums, resampling, backbone) and drops the per-point ones.
+
+    Raises :class:`LoadedRunError` if a file comes from a loaded run, unless ``allow_loaded``, and
+    ``FileNotFoundError`` if ``directory`` holds no result file of ``device``."""
+    loaded_files = {}
+    results = {}
     for op in OPS:
         path = directory / f"{device}_{op}.json"
-        if not path.exists():
-            continue
-        data = json.loads(path.read_text())
+        if path.exists():
+            results[op] = json.loads(path.read_text())
+            problem = load.load_problem(results[op]["meta"])
+            if problem is not None:
+                loaded_files[path] = problem
+    if not results:
+        names = ", ".join(f"{device}_{op}.json" for op in OPS)
+        raise FileNotFoundError(f"no benchmark results in {directory}: expected any of {names}")
+    if loaded_files and not allow_loaded:
+        lines = "\n".join(f"  {path}: {problem}" for path, problem in loaded_files.items())
+        raise LoadedRunError(
+            f"refusing to summarize results measured on a loaded machine (timings can be several times "
+            f"off):\n{lines}\nRerun the benchmark on a quiet machine, or pass --allow-loaded to render "
+            "them marked as loaded."
+        )
+    sections = []
+    for op, data in results.items():
         meta, rows = data["meta"], data["rows"]
         body = [f"### {op}", "", describe_run(meta), ""]
         if not rows:
@@ -146,12 +178,31 @@ def render(directory: Path, device: str, summary: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("directory", type=Path)
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--summary", action="store_true")
+    p = argparse.ArgumentParser(
+        prog="python -m slowfast_fast.bench.markdown",
+        description="Print Markdown tables (for benchmarks/RESULTS.md) of the JSON files that "
+        "python -m slowfast_fast.bench wrote to DIRECTORY. Refuses results measured on a loaded "
+        "machine. Exit status: 0 printed; 2 bad command line or no result files; "
+        f"{EXIT_LOADED} refused (a loaded run, without --allow-loaded).",
+    )
+    p.add_argument("directory", type=Path, help="the benchmark's --out directory")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="whose files (default: cpu)")
+    p.add_argument("--summary", action="store_true", help="headline tables only (no per-fusion-point tables)")
+    p.add_argument(
+        "--allow-loaded",
+        action="store_true",
+        help="render results from a loaded machine too (they are marked as such)",
+    )
     args = p.parse_args(argv)
-    print(render(args.directory, args.device, args.summary), end="")
+    try:
+        text = render(args.directory, args.device, args.summary, args.allow_loaded)
+    except LoadedRunError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_LOADED
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(text, end="")
     return 0
 
 

@@ -1,6 +1,5 @@
-"""Output of a benchmark run: a plain table on stdout, JSON and CSV files, and PNG plots
-(speedup over the reference, and percent of roofline, per case). Plots need matplotlib and are
-skipped with a message without it."""
+"""Output of a benchmark run: result rows, the metadata every file carries, a plain table on stdout
+with times in a unit that fits (µs, ms, s), and JSON and CSV files. Plots are in :mod:`plots`."""
 
 from __future__ import annotations
 
@@ -9,11 +8,12 @@ import datetime
 import json
 import os
 import platform
-import sys
 import traceback
 from pathlib import Path
 
 import torch
+
+from slowfast_fast.bench import load
 
 COLUMNS = (
     "suite",
@@ -38,6 +38,7 @@ COLUMNS = (
     "max_err",
     "tol",
     "peak_mem_mib",
+    "load_1min",  # the 1-minute load average when the row's case finished
     "note",
 )
 
@@ -87,9 +88,10 @@ def metadata(device: torch.device, argv: list[str], **extra) -> dict:
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
         "argv": argv,
-        # Other processes on the machine slow CPU timings down (and multi-threaded ops most):
-        # the load when the run started says how much to trust them.
-        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        # Other processes on the machine distort timings (see bench/load.py); the end value is
+        # filled in as the run goes.
+        "load_1min_start": load.load_average(),
+        "load_1min_end": None,
         "cpu_count": os.cpu_count(),
     }
     if device.type == "cuda":
@@ -104,8 +106,45 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+# Time units from the largest down, with their size in milliseconds.
+_UNITS = (("s", 1e3), ("ms", 1.0), ("µs", 1e-3))
+
+
+def _sig3(value: float) -> str:
+    """Three significant digits, trailing zeros kept (``1.20``, ``14.4``, ``143``)."""
+    return format(value, "#.3g").rstrip(".")
+
+
+def time_unit(ms: float) -> tuple[str, float]:
+    """The largest unit in which ``ms`` reads as at least 1 after rounding to 3 digits, and its size
+    in ms (µs for anything shorter)."""
+    for name, size in _UNITS[:-1]:
+        if float(format(ms / size, ".3g")) >= 1:
+            return name, size
+    return _UNITS[-1]
+
+
+def format_time(ms: float | None, trim: bool = False) -> str:
+    """``ms`` milliseconds in a unit that fits, with 3 significant digits: ``143 µs``,
+    ``1.44 ms``, ``14.4 s``; ``-`` for None. ``trim`` drops trailing zeros (``50 µs``, for ticks)."""
+    if ms is None:
+        return "-"
+    unit, size = time_unit(ms)
+    value = format(ms / size, ".3g") if trim else _sig3(ms / size)
+    return f"{value} {unit}"
+
+
+def format_time_range(low_ms: float | None, high_ms: float | None) -> str:
+    """A spread in the unit of its upper end: ``128-145 µs``, ``0.950-1.02 ms``; ``-`` if unmeasured."""
+    if low_ms is None or high_ms is None:
+        return "-"
+    unit, size = time_unit(high_ms)
+    return f"{_sig3(low_ms / size)}-{_sig3(high_ms / size)} {unit}"
+
+
 def table(rows: list[dict]) -> str:
-    """A fixed-width text table of ``rows``."""
+    """A fixed-width text table of ``rows``: times with their unit, the p20-p80 spread of the
+    timed calls, and the load average when each row was measured."""
     headers = (
         "op",
         "config",
@@ -114,18 +153,18 @@ def table(rows: list[dict]) -> str:
         "layout",
         "backend",
         "status",
-        "median ms",
-        "p20-p80 ms",
-        "min ms",
+        "median",
+        "p20-p80",
+        "min",
         "GB/s",
         "% roofline",
         "speedup",
         "peak MiB",
+        "load",
         "note",
     )
     lines = []
     for r in rows:
-        spread = "-" if r["p20_ms"] is None else f"{r['p20_ms']:.4g}-{r['p80_ms']:.4g}"
         lines.append(
             (
                 r["op"],
@@ -135,13 +174,14 @@ def table(rows: list[dict]) -> str:
                 r["layout"],
                 r["backend"],
                 r["status"],
-                _fmt(r["median_ms"], ".4g"),
-                spread,
-                _fmt(r["min_ms"], ".4g"),
+                format_time(r["median_ms"]),
+                format_time_range(r["p20_ms"], r["p80_ms"]),
+                format_time(r["min_ms"]),
                 _fmt(r["gbps"], ".1f"),
                 _fmt(r["pct_roofline"], ".0f"),
                 "-" if r["speedup"] is None else f"{r['speedup']:.2f}x",
                 _fmt(r["peak_mem_mib"], ".0f"),
+                _fmt(r.get("load_1min"), ".2f"),
                 r["note"][:70],
             )
         )
@@ -167,52 +207,3 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)
-
-
-def _case_label(r: dict) -> str:
-    parts = [r["config"], r["case"], r["dtype"], "cl3d" if r["layout"] == "channels_last_3d" else "ncdhw"]
-    return " ".join(p for p in parts if p)
-
-
-def plot(prefix: Path, rows: list[dict], title: str) -> list[Path]:
-    """``<prefix>_speedup.png`` (each backend's speedup over the eager reference, per case) and, where
-    the op has a byte count, ``<prefix>_roofline.png`` (percent of the copy-bandwidth roofline)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plots", file=sys.stderr)
-        return []
-    timed = [r for r in rows if r["median_ms"] is not None]
-    labels = list(dict.fromkeys(_case_label(r) for r in timed))
-    backends = list(dict.fromkeys(r["backend"] for r in timed))
-    written = []
-    for metric, suffix, ylabel, skip_reference in (
-        ("speedup", "speedup", "speedup over eager reference (x)", True),
-        ("pct_roofline", "roofline", "% of copy-bandwidth roofline", False),
-    ):
-        series = [b for b in backends if not (skip_reference and b == "reference")]
-        values = {(_case_label(r), r["backend"]): r[metric] for r in timed if r[metric] is not None}
-        if not labels or not series or not values:
-            continue
-        fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(labels) * max(1, len(series))), 4.5))
-        width = 0.8 / len(series)
-        for i, b in enumerate(series):
-            xs = [j + i * width for j in range(len(labels))]
-            ax.bar(xs, [values.get((lab, b), float("nan")) for lab in labels], width, label=b)
-        if metric == "speedup":
-            ax.set_yscale("log")  # ratios: 2x faster and 2x slower sit equally far from 1
-            ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))])
-        ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
-        ax.set_ylabel(ylabel)
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = prefix.with_name(f"{prefix.name}_{suffix}.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-    return written
