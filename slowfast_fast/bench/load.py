@@ -1,8 +1,8 @@
 """How busy the machine was while a benchmark ran, and whether that makes its numbers untrustworthy.
 
 Other processes distort timings, multi-threaded CPU ops most: a thread of an op that is descheduled
-holds up all the others, and a run on a busy 2-core machine measured laterals 4-6x faster and a
-backbone 60x slower than a quiet run did. So every output records the 1-minute load average (the
+holds up all the others: a run on a busy 2-core machine reported lateral speedups of 4-6x instead of
+1-1.8x, and 3.3 s instead of 56 ms per backbone call. So every output records the 1-minute load average (the
 number of processes running or waiting for a core, averaged over the last minute) at the start and
 the end of the run, and RESULTS-style summaries refuse a run this module calls loaded.
 
