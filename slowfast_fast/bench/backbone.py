@@ -1,19 +1,29 @@
-"""Whole-backbone benchmark: slowfast_fast's ResNet3dSlowFast on the ``auto`` backend against the
-same module (same weights, same input) on the ``reference`` backend, which is mmaction2's
-computation.
+"""Whole-backbone benchmark: SlowFast R50 as users run it, every contender on the same weights and
+the same input, measured in one run. Speedups are over the base row: mmaction2's own
+ResNet3dSlowFast in eager mode when mmaction2 is installed (``mmaction2``), else our module on the
+``reference`` backend, which computes what mmaction2 computes (``reference``).
 
-Cases per config, dtype (fp32, or bf16 autocast) and layout: inference at each batch of the size
-preset and one training step (forward + backward, no optimizer) at the training batch. Before
-timing, the inference output of each backend is checked against a float64 reference run.
-Peak memory is ``torch.cuda.max_memory_allocated`` over one call minus what was allocated before
-it (so: activations, gradients, workspaces); on CPU there is no allocator statistic to read, so it
-is reported as n/a.
+Contenders (see :func:`implementations_for`): the base; ours eager on the ``auto`` backend;
+``optimized`` (:func:`slowfast_fast.models.optimize_for_inference`: BN folded, fused conv epilogues,
+channels_last_3d, the input converted inside the timed call); on CUDA ``optimized_graph`` (plus
+CUDA-graph replay); with ``--compile``, torch.compile of the base (and its ``reduce-overhead`` mode on
+CUDA) and of the optimized module.
+
+Cases per config, dtype (fp32, or bf16 autocast) and layout (of the input, and of the models'
+weights): inference at each batch of the size preset and one training step (forward + backward, no
+optimizer) at the training batch. Before timing, each contender's inference output is checked
+against a float64 run of the reference. Peak memory is ``torch.cuda.max_memory_allocated`` over one
+call minus what was allocated before it (so: activations, gradients, workspaces); on CPU there is
+no allocator statistic to read, so it is reported as n/a.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import sys
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -21,24 +31,28 @@ import torch
 
 from slowfast_fast import backend as _backend
 from slowfast_fast.bench import cases, correctness, report, timing
-from slowfast_fast.models import ResNet3dSlowFast
+from slowfast_fast.models import ResNet3dSlowFast, optimize_for_inference
 from slowfast_fast.models.resnet3d_slowfast import DEFAULT_FAST_PATHWAY, DEFAULT_SLOW_PATHWAY
 
 BACKBONE_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def build_model(config: cases.SlowFastConfig) -> torch.nn.Module:
-    """SlowFast R50 with mmaction2's arguments for ``config`` (its 4x16 / 8x8 Kinetics configs),
-    randomly initialized with a fixed seed."""
-    torch.manual_seed(0)
-    return ResNet3dSlowFast(
+def model_kwargs(config: cases.SlowFastConfig) -> dict:
+    """mmaction2's ResNet3dSlowFast arguments for ``config`` (its 4x16 / 8x8 Kinetics configs, R50)."""
+    return dict(
         pretrained=None,
         resample_rate=config.resample_rate,
         speed_ratio=config.speed_ratio,
         channel_ratio=8,
         slow_pathway=dict(DEFAULT_SLOW_PATHWAY, fusion_kernel=config.fusion_kernel),
-        fast_pathway=DEFAULT_FAST_PATHWAY,
+        fast_pathway=dict(DEFAULT_FAST_PATHWAY),
     )
+
+
+def build_model(config: cases.SlowFastConfig) -> torch.nn.Module:
+    """Our SlowFast R50 for ``config``, randomly initialized with a fixed seed."""
+    torch.manual_seed(0)
+    return ResNet3dSlowFast(**model_kwargs(config))
 
 
 @dataclass(frozen=True)
@@ -74,9 +88,8 @@ def _clip(size: cases.SizePreset, batch: int, device, layout: str, dtype=torch.f
     return x.contiguous(memory_format=cases.LAYOUTS[layout])
 
 
-def _step(model, x, device, case: BackboneCase, backend: str, compiled=None) -> Callable[[], tuple]:
-    """The timed call: one inference forward, or forward + backward (the gradients then freed)."""
-    forward = compiled if compiled is not None else model
+def _step(module, forward, x, device, case: BackboneCase, backend: str) -> Callable[[], tuple]:
+    """The timed call: one inference forward, or forward + backward (``module``'s gradients then freed)."""
 
     if case.mode == "inference":
 
@@ -92,7 +105,7 @@ def _step(model, x, device, case: BackboneCase, backend: str, compiled=None) -> 
             loss = x_slow.float().mean() + x_fast.float().mean()
         loss.backward()
         # Free the gradients inside the call, so no call starts with the last one's allocated.
-        model.zero_grad(set_to_none=True)
+        module.zero_grad(set_to_none=True)
         return ()
 
     return train
@@ -111,18 +124,96 @@ def _peak_mib(fn, device: torch.device) -> float | None:
     return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
-def implementations_for(case: BackboneCase, size: cases.SizePreset, compile_peers: bool) -> list[str]:
-    """Eager reference and auto always; torch.compile of both only for fp32 inference at the largest
-    batch, since each compilation costs tens of seconds."""
-    names = ["reference", "auto"]
-    if (
-        compile_peers
-        and case.mode == "inference"
-        and case.dtype == "fp32"
-        and case.batch == max(size.inference_batches)
-    ):
-        names += ["compiled_reference", "compiled_auto"]
+def implementations_for(
+    case: BackboneCase, size: cases.SizePreset, compile_peers: bool, device: torch.device | None = None
+) -> list[str]:
+    """The contenders of a case. Always the base (mmaction2 eager, or the reference backend without
+    mmaction2) and ours eager (``auto``); for fp32 inference also ``optimized``
+    (:func:`~slowfast_fast.models.optimize_for_inference`; low precision is autocast, which its
+    oneDNN convs do not follow) and, on CUDA, ``optimized_graph`` (with CUDA-graph replay). With
+    ``compile_peers``, for fp32 inference at the largest batch (each compilation costs tens of
+    seconds to minutes): torch.compile of the base and of the optimized module, and on CUDA
+    ``mode="reduce-overhead"`` of the base."""
+    cuda = (device.type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda"
+    base = base_name()
+    names = [base, "auto"]
+    if case.mode == "inference" and case.dtype == "fp32":
+        names.append("optimized")
+        if cuda:
+            names.append("optimized_graph")
+        if compile_peers and case.batch == max(size.inference_batches):
+            names += [f"compiled_{base}", "compiled_optimized"]
+            if cuda:
+                names.append(f"compiled_reduce_overhead_{base}")
     return names
+
+
+@functools.cache
+def mmaction2_slowfast() -> type | None:
+    """mmaction2's ResNet3dSlowFast class, or None when mmaction2 (or mmcv/mmengine) is missing.
+
+    mmaction2 1.2.0's wheel omits ``mmaction/models/localizers/drn/``, which its package imports; a
+    placeholder module lets the rest import (the same stand-in as tests/conftest.py's)."""
+    try:
+        import mmaction  # noqa: F401
+    except ImportError:
+        return None
+    name = "mmaction.models.localizers.drn"
+    if name not in sys.modules:
+        pkg, mod = types.ModuleType(name), types.ModuleType(name + ".drn")
+        pkg.__path__ = []
+        mod.DRN = type("DRN", (torch.nn.Module,), {"__doc__": "placeholder: not in mmaction2's wheel"})
+        pkg.drn = mod
+        sys.modules[name], sys.modules[name + ".drn"] = pkg, mod
+    try:
+        from mmaction.models.backbones import ResNet3dSlowFast as MMResNet3dSlowFast
+    except ImportError:
+        return None
+    return MMResNet3dSlowFast
+
+
+def base_name() -> str:
+    """The row every speedup is over: real mmaction2 when installed, else our reference backend."""
+    return "mmaction2" if mmaction2_slowfast() is not None else "reference"
+
+
+class _Models:
+    """The modules of one (config, layout), built once: ours (eval, shared by inference rows), the
+    mmaction2 peer with the same weights, and the optimized copies, each on ``device`` in the layout."""
+
+    def __init__(self, config: cases.SlowFastConfig, layout: str, device: torch.device) -> None:
+        self.fmt = cases.LAYOUTS[layout]
+        self.ours = build_model(config).to(device=device, memory_format=self.fmt).eval()
+        self.peer = None
+        peer_cls = mmaction2_slowfast()
+        if peer_cls is not None:
+            self.peer = peer_cls(**model_kwargs(config))
+            self.peer.load_state_dict(self.ours.state_dict())
+            self.peer = self.peer.to(device=device, memory_format=self.fmt).eval()
+        self._optimized: dict[bool, torch.nn.Module] = {}
+
+    def optimized(self, cuda_graph: bool) -> torch.nn.Module:
+        if cuda_graph not in self._optimized:
+            self._optimized[cuda_graph] = optimize_for_inference(self.ours, cuda_graph=cuda_graph)
+        return self._optimized[cuda_graph]
+
+    def forward_for(self, name: str, mode: str) -> tuple[torch.nn.Module, Callable, str]:
+        """(the module whose gradients a training step frees, the callable timed, its ops backend)."""
+        compiled = name.startswith("compiled_")
+        mode_kw = {"mode": "reduce-overhead"} if name.startswith("compiled_reduce_overhead_") else {}
+        plain = name.removeprefix("compiled_reduce_overhead_").removeprefix("compiled_")
+        if plain == "mmaction2":
+            module, backend = self.peer, "reference"
+        elif plain in ("optimized", "optimized_graph"):
+            module, backend = self.optimized(plain == "optimized_graph"), "auto"
+        else:
+            module, backend = self.ours, plain
+        if mode == "train":
+            # A training step updates BatchNorm's running statistics: it gets its own copy, so the
+            # shared modules keep the weights and statistics the float64 truth was computed with.
+            module = copy.deepcopy(module).train()
+        forward = torch.compile(module, **mode_kw) if compiled else module
+        return module, forward, backend
 
 
 def run(
@@ -132,50 +223,60 @@ def run(
     budget: timing.Budget,
     compile_peers: bool,
 ) -> Iterator[dict]:
-    """Yield one row per (case, implementation), a case's rows once all its contenders are timed."""
+    """Yield one row per (case, contender), a case's rows once all its contenders are timed."""
     auto_resolves_to = _backend.resolve(device, "auto")
     truths: dict[str, tuple[torch.Tensor, ...]] = {}
-    models: dict[tuple[str, str], torch.nn.Module] = {}
+    models: dict[tuple[str, str], _Models] = {}
     verdicts: dict[tuple[str, str, str, str], correctness.Verdict] = {}
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as BASELINE.md measured the reference backbone
     for case in backbone_cases:
         config = cases.CONFIGS[case.config]
         key = (case.config, case.layout)
+        if case.config not in truths:
+            truth_model = build_model(config).double().to(device).eval()
+            with torch.no_grad(), _backend.use_backend("reference"):
+                x64 = _clip(size, min(size.inference_batches), device, "ncdhw", torch.float64)
+                truths[case.config] = tuple(truth_model(x64))
+            del truth_model
         if key not in models:
-            base = build_model(config)
-            if case.config not in truths:
-                truth_model = copy.deepcopy(base).double().to(device).eval()
-                with torch.no_grad(), _backend.use_backend("reference"):
-                    x64 = _clip(size, min(size.inference_batches), device, "ncdhw", torch.float64)
-                    truths[case.config] = tuple(truth_model(x64))
-                del truth_model
-            models[key] = base.to(device=device, memory_format=cases.LAYOUTS[case.layout])
-        # A training step updates BatchNorm's running statistics; it gets its own copy so that the
-        # shared module keeps the weights and statistics its float64 truth was computed with.
-        model = copy.deepcopy(models[key]).train() if case.mode == "train" else models[key].eval()
+            models[key] = _Models(config, case.layout, device)
         x = _clip(size, case.batch, device, case.layout)
         rows, fns = {}, {}
-        for name in implementations_for(case, size, compile_peers):
-            backend = name.removeprefix("compiled_")
+        names = implementations_for(case, size, compile_peers, device)
+        for name in names:
             row = rows[name] = report.new_row(
                 suite="backbone", op="backbone", config=case.config, case=f"{case.mode}_b{case.batch}",
                 shape="x " + "x".join(map(str, x.shape)), layout=case.layout, device=str(device),
                 backend=name, dtype=case.dtype if case.dtype == "fp32" else f"{case.dtype}-autocast",
-                note=f"auto -> {auto_resolves_to}" if backend == "auto" else "",
+                note=_note(name, auto_resolves_to),
             )  # fmt: skip
             try:
-                # Compiled peers run inference only, so they compile the shared eval-mode module.
-                compiled = torch.compile(model) if name.startswith("compiled_") else None
-                forward = compiled if compiled is not None else models[key]
-                verdict = _verdict(verdicts, name, forward, truths[case.config], size, device, case)
+                # The correctness gate runs each contender's inference form (its eval-mode module).
+                _, check_forward, backend = models[key].forward_for(name, "inference")
+                verdict = _verdict(
+                    verdicts,
+                    name,
+                    check_forward,
+                    backend,
+                    models[key].ours,
+                    truths[case.config],
+                    size,
+                    device,
+                    case,
+                )
                 row["max_err"], row["tol"] = verdict.max_err, verdict.tol
                 if not verdict.ok:
                     row["status"] = "WRONG"
                     row["note"] = f"max error {verdict.max_err:.3g} > tolerance {verdict.tol:.3g}; not timed"
                     continue
-                fn = _step(model, x, device, case, backend, compiled)
-                fn()  # compiles, autotunes cuDNN, allocates
+                module, forward = (
+                    models[key].forward_for(name, case.mode)[:2]
+                    if case.mode == "train"
+                    else (None, check_forward)
+                )
+                fn = _step(module, forward, x, device, case, backend)
+                fn()  # compiles, autotunes cuDNN, packs weights, captures graphs, allocates
                 fns[name] = fn
             except Exception as exc:  # report, keep benchmarking the rest
                 row["status"], row["note"] = "ERROR", report.error_note(exc)
@@ -186,27 +287,40 @@ def run(
             for name in fns:
                 rows[name]["status"], rows[name]["note"] = "ERROR", report.error_note(exc)
             timings, peaks = {}, {}
-        reference_ms = timings["reference"].median_ms if "reference" in timings else None
+        base_ms = timings[names[0]].median_ms if names[0] in timings else None
         for name, result in timings.items():
             row = rows[name]
             row["median_ms"], row["p20_ms"], row["p80_ms"] = result.median_ms, result.p20_ms, result.p80_ms
             row["min_ms"] = result.min_ms
             row["peak_mem_mib"] = peaks[name]
-            if reference_ms is not None:
-                row["speedup"] = reference_ms / result.median_ms
+            if base_ms is not None:
+                row["speedup"] = base_ms / result.median_ms
         yield from rows.values()
 
 
-def _verdict(verdicts, name: str, forward, truth, size, device, case: BackboneCase) -> correctness.Verdict:
-    """Inference output of implementation ``name`` (running ``forward``, in eval mode) vs the
-    float64 truth, allowing 2x the reference's error; once per (config, dtype, layout, name)."""
+def _note(name: str, auto_resolves_to: str) -> str:
+    if name.endswith("mmaction2"):
+        import mmaction
+
+        return f"mmaction2 {mmaction.__version__}"
+    if name.endswith("reference"):
+        return "mmaction2 not installed: our module on the reference backend"
+    return f"auto -> {auto_resolves_to}"
+
+
+def _verdict(
+    verdicts, name: str, forward, backend: str, ours, truth, size, device, case: BackboneCase
+) -> correctness.Verdict:
+    """Inference output of contender ``name`` (``forward`` on ``backend``) vs the float64 truth,
+    allowing 2x the error of ``ours`` (our eval-mode module) on the reference backend; once per
+    (config, dtype, layout, name)."""
     key = (case.config, case.dtype, case.layout, name)
     if key not in verdicts:
         x = _clip(size, min(size.inference_batches), device, case.layout)
         with torch.no_grad(), _autocast(device, case.dtype):
             with _backend.use_backend("reference"):
-                ref = tuple(forward(x))
-            with _backend.use_backend(name.removeprefix("compiled_")):
+                ref = tuple(ours(x))
+            with _backend.use_backend(backend):
                 out = tuple(forward(x))
         verdicts[key] = correctness.check(out, ref, truth, correctness.tf32_allowed(device))
     return verdicts[key]
