@@ -78,7 +78,8 @@ exit status: 0 every backend matched the reference (timings were taken); 1 some 
 or raised an error (see its row's note); 2 a bad command line, or --device cuda without a GPU.
 
 examples:
-  python -m slowfast_fast.bench --quick                    # about 20 s on a CPU
+  python -m slowfast_fast.bench --quick                    # 4x16 only, short timing
+  python -m slowfast_fast.bench --size tiny --quick        # seconds: a smoke test, numbers meaningless
   python -m slowfast_fast.bench --ops backbone --threads 1 --out /tmp/bb
   python -m slowfast_fast.bench --backends cpu --dtypes fp32,bf16 --layouts ncdhw --no-plots
 """
