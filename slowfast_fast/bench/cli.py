@@ -79,7 +79,7 @@ or raised an error (see its row's note); 2 a bad command line, or --device cuda 
 
 examples:
   python -m slowfast_fast.bench --quick                    # 4x16 only, short timing
-  python -m slowfast_fast.bench --size tiny --quick        # seconds: a smoke test, numbers meaningless
+  python -m slowfast_fast.bench --size tiny --quick        # a smoke test: tiny shapes, numbers meaningless
   python -m slowfast_fast.bench --ops backbone --threads 1 --out /tmp/bb
   python -m slowfast_fast.bench --backends cpu --dtypes fp32,bf16 --layouts ncdhw --no-plots
 """
