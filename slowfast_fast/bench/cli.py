@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="problem sizes: gpu = BASELINE.md's (batch 8 x 32 frames x 224x224 kernel clips, "
         "32x224x224 backbone clips); cpu = small (batch 2 x 32 x 56x56, backbone 16x40x40); tiny = "
-        "seconds, for tests. Default (auto): gpu on CUDA, cpu on CPU",
+        "for tests. Default (auto): gpu on CUDA, cpu on CPU",
     )
     length = p.add_mutually_exclusive_group()
     length.add_argument(
