@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     total = len(kernel_cases) * len(impls) + sum(
-        len(backbone.implementations_for(c, size, compile_peers)) for c in backbone_cases
+        len(backbone.implementations_for(c, size, compile_peers, device)) for c in backbone_cases
     )
     progress = Progress(total)
     failed = False
