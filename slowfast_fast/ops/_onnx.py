@@ -9,17 +9,19 @@ rule). Only the time axis must be static; batch, height and width may be dynamic
 * ``dynamo=False`` (TorchScript exporter): ``torch.onnx.register_custom_op_symbolic``, the public API.
 * ``dynamo=True`` (the default exporter): the exporter has no public global registry (only the per-call
   ``custom_translation_table``), so the translations join the table its own ATen translations are
-  registered in (torchlib's ``onnx_impl``). That module is private: if it moves, the dynamo exporter
-  falls back to requiring ``custom_translation_table=slowfast_fast.ops._onnx.translation_table()``,
-  and the TorchScript path is unaffected. Nothing is registered when onnxscript is not installed
-  (the dynamo exporter needs it anyway).
+  registered in (torchlib's ``onnx_impl``), when the exporter first imports that table (importing
+  onnxscript for every ``import slowfast_fast`` would cost over a second). That module is private:
+  if it moves, pass ``custom_translation_table=slowfast_fast.ops._onnx.translation_table()``; the
+  TorchScript path is unaffected. Nothing is registered when onnxscript is not installed (the
+  dynamo exporter needs it anyway).
 
 The backward ops have no translation: ONNX graphs here are for inference.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the onnxscript functions' annotations must be real objects.
+import importlib.abc
 import importlib.util
+import sys
 from typing import Optional, TypeVar, Union
 
 import torch
@@ -111,28 +113,31 @@ def _legacy_pathway_split(g, x, slow_scale, fast_scale):
 # --- dynamo exporter (the default) ----------------------------------------------------------------
 
 
-if importlib.util.find_spec("onnxscript") is not None:
+def _dynamo_functions() -> dict:
+    """The trace-only onnxscript translations, by op name (onnxscript is imported only here: it takes
+    over a second to import, too much to pay on every ``import slowfast_fast``)."""
     from onnxscript import BFLOAT16, DOUBLE, FLOAT, FLOAT16
     from onnxscript import ir as onnx_ir
     from onnxscript.onnx_opset import opset18 as op
 
-    # The exporter matches inputs against the annotated types: these ops take floating tensors.
+    # The exporter matches inputs against the annotated types (evaluated here, not postponed: this
+    # module has no `from __future__ import annotations`), so these ops take floating tensors.
     TFloat = TypeVar("TFloat", bound=Union[FLOAT16, FLOAT, DOUBLE, BFLOAT16])  # noqa: UP007
 
-    def _ints(values: list[int]):
+    def ints(values: list[int]):
         return op.Constant(value=onnx_ir.tensor(values, dtype=onnx_ir.DataType.INT64))
 
-    def _resample(x, scale_factor: float):
+    def resample(x, scale_factor: float):
         t_in = x.shape[2] if x.shape is not None and len(x.shape) == 5 else None
         selection = _frame_selection(t_in, scale_factor, "temporal_resample")
         if isinstance(selection, tuple) and selection == (0, t_in, 1):
             return op.Identity(x)
         if isinstance(selection, tuple):
             start, end, step = selection
-            return op.Slice(x, _ints([start]), _ints([end]), _ints([2]), _ints([step]))
-        return op.Gather(x, _ints(selection), axis=2)
+            return op.Slice(x, ints([start]), ints([end]), ints([2]), ints([step]))
+        return op.Gather(x, ints(selection), axis=2)
 
-    def _lateral_concat(
+    def lateral_concat(
         x_slow: TFloat,
         x_fast: TFloat,
         weight: TFloat,
@@ -143,7 +148,7 @@ if importlib.util.find_spec("onnxscript") is not None:
         relu: bool = False,
     ) -> TFloat:
         lateral = op.Conv(x_fast, weight, strides=[stride, 1, 1], pads=[padding, 0, 0, padding, 0, 0])
-        channel_shape = _ints([1, -1, 1, 1, 1])
+        channel_shape = ints([1, -1, 1, 1, 1])
         if scale is not None:
             lateral = op.Mul(lateral, op.Reshape(scale, channel_shape))
         if shift is not None:
@@ -152,19 +157,17 @@ if importlib.util.find_spec("onnxscript") is not None:
             lateral = op.Relu(lateral)
         return op.Concat(x_slow, lateral, axis=1)
 
-    def _temporal_resample(x: TFloat, scale_factor: float) -> TFloat:
-        return _resample(x, scale_factor)
+    def temporal_resample(x: TFloat, scale_factor: float) -> TFloat:
+        return resample(x, scale_factor)
 
-    def _pathway_split(x: TFloat, slow_scale: float, fast_scale: float) -> tuple[TFloat, TFloat]:
-        return _resample(x, slow_scale), _resample(x, fast_scale)
+    def pathway_split(x: TFloat, slow_scale: float, fast_scale: float) -> tuple[TFloat, TFloat]:
+        return resample(x, slow_scale), resample(x, fast_scale)
 
-    _DYNAMO_FUNCTIONS = {
-        "lateral_concat": _lateral_concat,
-        "temporal_resample": _temporal_resample,
-        "pathway_split": _pathway_split,
+    return {
+        "lateral_concat": lateral_concat,
+        "temporal_resample": temporal_resample,
+        "pathway_split": pathway_split,
     }
-else:
-    _DYNAMO_FUNCTIONS = {}
 
 
 def _registered_namespaces() -> list[str]:
@@ -175,20 +178,52 @@ def translation_table() -> dict:
     """``{op overload: onnxscript function}`` for every public op of every loaded namespace: what
     ``torch.onnx.export(..., custom_translation_table=...)`` takes (needed only if the automatic
     registration for the dynamo exporter is unavailable; see the module docstring)."""
+    functions = _dynamo_functions()
     return {
         getattr(getattr(torch.ops, ns), name).default: fn
         for ns in _registered_namespaces()
-        for name, fn in _DYNAMO_FUNCTIONS.items()
+        for name, fn in functions.items()
     }
 
 
+# The exporter imports its ATen translations (this package) when it first builds its registry, at
+# export time; the registration function lives next to it.
+_TORCHLIB_OPS = "torch.onnx._internal.exporter._torchlib.ops"
+_TORCHLIB_REGISTRY = "torch.onnx._internal.exporter._torchlib._torchlib_registry"
+
+
 def _register_dynamo() -> None:
-    try:
-        from torch.onnx._internal.exporter._torchlib._torchlib_registry import onnx_impl
-    except ImportError:
-        return
+    onnx_impl = sys.modules[_TORCHLIB_REGISTRY].onnx_impl
     for target, fn in translation_table().items():
         onnx_impl(target, trace_only=True)(fn)
+
+
+class _RegisterWhenTorchlibLoads(importlib.abc.MetaPathFinder):
+    """Registers the dynamo translations right after the exporter imports its own ATen translations,
+    so that ``import slowfast_fast`` does not import the exporter and onnxscript (over a second)."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != _TORCHLIB_OPS:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_register(module):
+            exec_module(module)
+            _register_dynamo()
+
+        spec.loader.exec_module = exec_then_register
+        return spec
+
+
+def _install_dynamo_registration() -> None:
+    if _TORCHLIB_OPS in sys.modules:
+        _register_dynamo()
+    elif importlib.util.find_spec("onnxscript") is not None:
+        sys.meta_path.insert(0, _RegisterWhenTorchlibLoads())
 
 
 def _register_legacy() -> None:
@@ -203,4 +238,4 @@ def _register_legacy() -> None:
 
 
 _register_legacy()
-_register_dynamo()
+_install_dynamo_registration()
