@@ -23,8 +23,10 @@ inline int64_t resampled_length(int64_t t_in, double scale_factor) {
   return static_cast<int64_t>(std::floor(static_cast<double>(t_in) * scale_factor));
 }
 
-// PyTorch's nearest rule: identity when lengths agree, else min(floor(dst * float(1/scale)), t_in-1)
-// with the product in float, so odd rates agree with F.interpolate bit for bit.
+// PyTorch's nearest rule for 5-D inputs given a scale factor, on CPU and CUDA alike:
+// min(floor(dst * float(1/scale)), t_in-1) with the product in float, so odd rates agree with
+// F.interpolate bit for bit. No identity special case: for a scale in (1, 1 + 1/T) the lengths agree
+// but frame 0 repeats and the last frame is dropped, as F.interpolate does.
 struct NearestIndex {
   int64_t t_in;
   int64_t t_out;
@@ -36,7 +38,6 @@ struct NearestIndex {
   __host__ __device__
 #endif
   inline int64_t operator()(int64_t dst) const {
-    if (t_out == t_in) return dst;
     int64_t src = static_cast<int64_t>(floorf(static_cast<float>(dst) * scale));
     return src < t_in - 1 ? src : t_in - 1;
   }

@@ -65,10 +65,10 @@ def source_frame_indices(t_in: int, scale_factor: float, device=None) -> torch.T
 
     PyTorch computes ``min(floor(dst * scale), t_in - 1)`` with ``scale = float32(1 / scale_factor)``
     and the product in float32; doing the same here keeps odd rates (1/3, 1/7, ...) in agreement.
+    For 5-D inputs it has no identity special case on either device: a scale in (1, 1 + 1/T) keeps
+    T frames but repeats frame 0 and drops the last.
     """
     t_out = resampled_length(t_in, scale_factor)
-    if t_out == t_in:
-        return torch.arange(t_in, device=device)
     scale = torch.tensor(1.0 / scale_factor, dtype=torch.float32)
     dst = torch.arange(t_out, dtype=torch.float32)
     src = torch.floor(dst * scale).to(torch.int64).clamp_(max=t_in - 1)
