@@ -12,6 +12,7 @@ from slowfast_fast.models.optimize import optimize_for_inference
 from slowfast_fast.models.recognizer import SlowFastHead, SlowFastRecognizer
 from slowfast_fast.models.resnet3d import ResNet3d
 from slowfast_fast.models.resnet3d_slowfast import ResNet3dPathway, ResNet3dSlowFast
+from slowfast_fast.models.training import to_channels_last_3d
 
 __all__ = [
     "ResNet3d",
@@ -23,4 +24,5 @@ __all__ = [
     "from_pytorchvideo",
     "load_mmaction_checkpoint",
     "optimize_for_inference",
+    "to_channels_last_3d",
 ]

@@ -1,0 +1,77 @@
+"""``to_channels_last_3d``: a training step in channels_last_3d computes what the NCDHW model
+computes: outputs, running statistics, input gradient and every parameter gradient, with
+``with_cp``, frozen stages and lateral BNs.
+
+fp32 uses flash-attention's criterion: against a float64 run of the same step, the channels-last
+model's relative error may be at most a small multiple of the NCDHW model's own, plus 1e-6 (a few
+fp32 units). The layouts reduce in different orders (BN's backward, the convs' weight gradients),
+and BN's weight gradient, a long sum of products that mostly cancel, carries relative errors of
+4e-5 to 1e-4 in either layout, measured up to 2.1x the NCDHW one: so 4x, an error of the same
+order, while a layout bug (a wrong channel or frame) is an O(1) error. fp64 is compared directly
+at 1e-10.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from _model_helpers import (
+    clip,
+    compare_with_reference,
+    randomized_state,
+    rel_err,
+    run_forward_backward,
+    slowfast_kwargs,
+)
+
+from slowfast_fast.models import ResNet3dSlowFast
+from slowfast_fast.models.training import to_channels_last_3d
+
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+
+CL = torch.channels_last_3d
+
+
+def _model(dtype, **extra) -> ResNet3dSlowFast:
+    model = ResNet3dSlowFast(**slowfast_kwargs(18, lateral_norm=True, slow_extra=extra, fast_extra=extra))
+    model.load_state_dict(randomized_state(model.state_dict(), seed=0))
+    return model.to(dtype).train()
+
+
+def _step(model, x) -> dict[str, torch.Tensor]:
+    """Everything a training step produces: outputs, input gradient, parameter gradients, buffers."""
+    outs, grad = run_forward_backward(model, x)
+    result = {f"output {i}": o for i, o in enumerate(outs)} | {"input grad": grad}
+    result |= {f"grad of {n}": p.grad for n, p in model.named_parameters() if p.grad is not None}
+    return result | {n: b for n, b in model.named_buffers() if b.is_floating_point()}
+
+
+@pytest.mark.parametrize("extra", [{}, dict(with_cp=True, frozen_stages=1)], ids=["plain", "with_cp_frozen"])
+def test_fp32_training_step_as_accurate_as_ncdhw(extra):
+    ncdhw = _model(torch.float32, **extra)
+    truth_model = copy.deepcopy(ncdhw).double()
+    ours = to_channels_last_3d(copy.deepcopy(ncdhw))
+    x = clip((2, 3, 16, 32, 32))
+    truth, want, got = _step(truth_model, x.double()), _step(ncdhw, x), _step(ours, x)
+    assert got.keys() == want.keys() == truth.keys()
+    for name, value in got.items():
+        assert value.dtype == torch.float32
+        bound = 4 * rel_err(want[name], truth[name]) + 1e-6
+        assert rel_err(value, truth[name]) <= bound, name
+    # Frozen parameters get no gradient; trained weights get theirs in channels_last_3d.
+    assert ("grad of slow_path.layer1.0.conv1.conv.weight" in got) != ("frozen_stages" in extra)
+    assert ours.slow_path.layer2[0].conv1.conv.weight.grad.is_contiguous(memory_format=CL)
+
+
+def test_fp64_training_step_matches_ncdhw():
+    ref = _model(torch.float64, with_cp=True)
+    ours = to_channels_last_3d(copy.deepcopy(ref))
+    assert to_channels_last_3d(ours) is ours and len(ours._forward_pre_hooks) == 1
+    compare_with_reference(ref, ours, clip((2, 3, 16, 32, 32), dtype=torch.float64), 1e-10)
+
+
+def test_rejects_non_module():
+    with pytest.raises(TypeError, match="nn.Module"):
+        to_channels_last_3d(torch.zeros(1))
