@@ -22,10 +22,10 @@ from torch.nn.parallel import DistributedDataParallel
 from slowfast_fast import backend
 from slowfast_fast.models import ResNet3dSlowFast
 
-# DDP's default (find_unused_parameters=False, static_graph=False) is what the first variant adds
-# unused-parameter search to, the setting mmaction2 users switch on for partly frozen models; the
-# second is DDP's fastest setting, which replays the first iteration's autograd graph.
+# DDP's default; with unused-parameter search, which mmaction2 users switch on for partly frozen
+# models; and DDP's fastest setting, which replays the first iteration's autograd graph.
 VARIANTS = {
+    "default": dict(),
     "find_unused": dict(find_unused_parameters=True),
     "static_graph": dict(find_unused_parameters=False, static_graph=True),
 }

@@ -166,6 +166,8 @@ def main(out_dir: Path, load_from: str) -> None:
     for model in MODELS:
         runner, losses[model] = train(model, out_dir, load_from, world_size, launcher="pytorch", save=True)
         assert runner.distributed and type(runner.model).__name__ == "MMDistributedDataParallel"
+        backbone_module = type(runner.model.module.backbone).__module__
+        assert backbone_module.startswith("slowfast_fast" if model == "ours" else "mmaction"), backbone_module
         del runner
     (out_dir / f"losses_{rank}.json").write_text(json.dumps(losses))
     print(f"rank {rank} of {world_size}: trained {', '.join(MODELS)}", flush=True)
