@@ -148,3 +148,30 @@ def test_torch_export_save_load_matches(backbone, what, tmp_path):
     for w, g in zip(want, got, strict=True):
         # The same kernels run in the same order: equal up to oneDNN's batch-dependent blocking.
         assert_rel_close(g, w, 1e-6, what)
+
+
+@pytest.mark.slow  # compiles C++: ~30 s on a loaded 2-core CPU
+def test_aot_inductor_package_runs_the_ops(tmp_path):
+    """AOTInductor on CPU with every op: the package calls them through the dispatcher (this process
+    imported slowfast_fast), with a dynamic batch; the resampling is exact, the laterals are the same
+    kernels as eager."""
+    import torch._inductor.config as inductor_config
+
+    model = OpsModule().eval()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(model, (clip((2, 5, 20, 3, 5)),), dynamic_shapes=({0: batch},))
+    # The wrapper's optimization level only changes how long g++ takes on the generated host code.
+    options = {}
+    if hasattr(inductor_config.aot_inductor, "compile_wrapper_opt_level"):
+        options["aot_inductor.compile_wrapper_opt_level"] = "O0"
+    path = torch._inductor.aoti_compile_and_package(
+        program, package_path=str(tmp_path / "ops_aoti.pt2"), inductor_configs=options
+    )
+    runner = torch._inductor.aoti_load_package(path)
+    x = clip((3, 5, 20, 3, 5), seed=5)
+    with torch.no_grad():
+        want, got = model(x), runner(x)
+    for name, g, w in zip(
+        ("lateral_concat + BN + ReLU", "lateral_concat", "resample"), got, want, strict=True
+    ):
+        assert_rel_close(g, w, 1e-6, name)
