@@ -59,10 +59,10 @@ def replayed_grads():
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_ddp_gradients_match_one_process(ddp_grads, replayed_grads, variant):
     # Both sides run the same fp32 kernels on the same data in one thread; they differ only in how
-    # the two ranks' gradients are summed (all-reduce of g/2 terms vs (g0 + g1) / 2), which is exact
-    # for two terms, so the gradients agree to rounding. 1e-6 relative leaves room for that rounding,
-    # accumulated over 3 SGD steps, and is far below any real difference (a missed or doubled rank
-    # gradient is O(1); a wrong lateral gradient is > 1e-2).
+    # the two ranks' gradients are summed (all-reduce of g/2 terms vs (g0 + g1) / 2), exact for two
+    # terms (measured here: bitwise equal). 1e-6 relative leaves room for a reduction order that
+    # rounds differently, accumulated over 3 SGD steps; a missed or doubled rank's gradient, or
+    # ranks starting from different weights, is an O(1) difference.
     got = ddp_grads[variant]
     assert len(got) == len(replayed_grads) == STEPS
     for step, (grads, want) in enumerate(zip(got, replayed_grads, strict=True)):
