@@ -3,8 +3,8 @@ computes: outputs, running statistics, input gradient and every parameter gradie
 ``with_cp``, frozen stages and lateral BNs.
 
 fp32 uses flash-attention's criterion: against a float64 run of the same step, the channels-last
-model's relative error may be at most a small multiple of the NCDHW model's own, plus 1e-6 (a few
-fp32 units). The layouts reduce in different orders (BN's backward, the convs' weight gradients),
+model's relative error may be at most a small multiple of the NCDHW model's own, plus 1e-5 (~80
+fp32 units, for tensors the NCDHW model happens to get almost exact). The layouts reduce in different orders (BN's backward, the convs' weight gradients),
 and BN's weight gradient, a long sum of products that mostly cancel, carries relative errors of
 4e-5 to 1e-4 in either layout, measured up to 2.1x the NCDHW one: so 4x, an error of the same
 order, while a layout bug (a wrong channel or frame) is an O(1) error. fp64 is compared directly
@@ -58,7 +58,7 @@ def test_fp32_training_step_as_accurate_as_ncdhw(extra):
     assert got.keys() == want.keys() == truth.keys()
     for name, value in got.items():
         assert value.dtype == torch.float32
-        bound = 4 * rel_err(want[name], truth[name]) + 1e-6
+        bound = 4 * rel_err(want[name], truth[name]) + 1e-5
         assert rel_err(value, truth[name]) <= bound, name
     # Frozen parameters get no gradient; trained weights get theirs in channels_last_3d.
     assert ("grad of slow_path.layer1.0.conv1.conv.weight" in got) != ("frozen_stages" in extra)
