@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from _model_helpers import assert_rel_close, clip, randomized_state, slowfast_kwargs, state_dicts_equal
 
-from slowfast_fast.models import ResNet3d, ResNet3dSlowFast, optimize_for_inference
+from slowfast_fast.models import ResNet3d, ResNet3dSlowFast, SlowFastRecognizer, optimize_for_inference
 from slowfast_fast.models.blocks import _ResidualBlock
 from slowfast_fast.models.layers import ConvModule
 from slowfast_fast.models.optimize import FoldedConv3d, OptimizedForInference
@@ -45,7 +45,7 @@ def _check_matches_original(model: nn.Module, x: torch.Tensor, **options) -> Opt
     got, want = (got, want) if isinstance(want, tuple) else ((got,), (want,))
     assert len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
-        assert_rel_close(g, w, TOL[x.dtype], f"output {i}")
+        assert_rel_close(g, w, TOL[w.dtype], f"output {i}")
     return optimized
 
 
@@ -136,6 +136,17 @@ def test_resnet3d_in_a_container():
     _check_matches_original(model, clip((2, 3, 6, 33, 31)))
 
 
+@pytest.mark.parametrize("two_pathway_input", [False, True])
+def test_recognizer(two_pathway_input):
+    """The whole recognizer (backbone + head), fed a clip or the two pathways' inputs."""
+    backbone = _slowfast(depth=18, seed=15)
+    model = SlowFastRecognizer(7, backbone=backbone, dropout_ratio=0.5)
+    x = clip((2, 3, 16, 32, 32), seed=16)
+    if two_pathway_input:
+        x = [x[:, :, ::8].contiguous(), x]
+    _check_matches_original(model, x)
+
+
 def test_new_shapes_repack_and_weights_changes_repack():
     model = _slowfast(depth=18, seed=6)
     optimized = optimize_for_inference(model, clip((1, 3, 16, 32, 32)))
@@ -199,7 +210,9 @@ def test_errors():
     with pytest.raises(ValueError, match="5-D"):
         optimized(clip((3, 16, 32, 32)))
     with pytest.raises(TypeError, match="tensor"):
-        optimized([clip((1, 3, 16, 32, 32))])
+        optimized({"clip": clip((1, 3, 16, 32, 32))})
+    with pytest.raises(ValueError, match="5-D"):
+        optimized([clip((1, 3, 2, 32, 32)), clip((1, 3, 16, 32))])
     with torch.no_grad():  # gradients disabled: an input that requires grad is served
         optimized(clip((1, 3, 16, 32, 32)).requires_grad_())
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_flatten, tree_map
 
 from slowfast_fast.models.blocks import _ResidualBlock
 from slowfast_fast.models.layers import ConvModule, uses_batch_stats
@@ -76,6 +76,8 @@ class FoldedConv3d(nn.Module):
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        # oneDNN's argument order, built once: a forward runs ~100 of these convs.
+        self._onednn_args = (list(padding), list(stride), list(dilation), groups)
         self.relu = type(activation) is nn.ReLU
         self.activation = None if self.relu else activation
         # oneDNN weights packed for one input shape: {input shape: packed weight}, dropped whenever
@@ -143,24 +145,22 @@ class FoldedConv3d(nn.Module):
         packed = self._packed.get(shape)
         if packed is None:
             packed = torch.ops.mkldnn._reorder_convolution_weight(
-                self.weight.detach(), list(self.padding), list(self.stride), list(self.dilation),
-                self.groups, list(shape),
-            )  # fmt: skip
+                self.weight.detach(), *self._onednn_args, list(shape)
+            )
             self._packed[shape] = packed
         return packed
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         if self._uses_onednn(x):
-            args = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
             weight = self._packed_weight(x)
             unary = "relu" if self.relu else None
             if residual is None:
                 y = torch.ops.mkldnn._convolution_pointwise(
-                    x, weight, self.bias, *args, unary or "none", [], ""
+                    x, weight, self.bias, *self._onednn_args, unary or "none", [], ""
                 )
             else:
                 y = torch.ops.mkldnn._convolution_pointwise.binary(
-                    x, residual, weight, self.bias, *args, "add", None, unary, [], None
+                    x, residual, weight, self.bias, *self._onednn_args, "add", None, unary, [], None
                 )
         else:
             y = F.conv3d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
@@ -212,7 +212,8 @@ def fold_conv_modules(model: nn.Module) -> int:
 class OptimizedForInference(nn.Module):
     """The module :func:`optimize_for_inference` returns: ``module`` (the transformed copy) behind
     input checks, the one layout conversion of the input, no-grad execution and, on CUDA, CUDA-graph
-    replay. Called like the original with the clip as the first argument.
+    replay. Called like the original: the first argument is the clip ``(N, C, T, H, W)`` or a
+    list/tuple of 5-D tensors (the two pathways' inputs ``[x_slow, x_fast]``).
 
     Outputs of a CUDA-graph replay are copies, so they stay valid after the next call.
     """
@@ -222,59 +223,69 @@ class OptimizedForInference(nn.Module):
         self.module = module
         self.channels_last = channels_last
         self.cuda_graph = cuda_graph
-        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, object]] = {}
+        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, object, object]] = {}
         self._compiled: Callable | None = None
 
-    def _check_input(self, x) -> None:
+    def _check_input(self, x) -> list[torch.Tensor]:
+        """The input's tensors, each checked to be one this copy serves."""
+        if isinstance(x, torch.Tensor):
+            tensors = [x]
+        elif isinstance(x, (list, tuple)) and x and all(isinstance(t, torch.Tensor) for t in x):
+            tensors = list(x)
+        else:
+            raise TypeError(
+                f"expected the input clip as a tensor (or a list of tensors), got {type(x).__name__}"
+            )
         param = next(self.module.parameters(), None)
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"expected the input clip as a tensor, got {type(x).__name__}")
-        if x.dim() != 5:
-            raise ValueError(f"expected a 5-D clip (N, C, T, H, W), got shape {tuple(x.shape)}")
-        if param is not None and (x.dtype != param.dtype or x.device != param.device):
-            raise ValueError(
-                f"this optimized model serves {param.dtype} inputs on {param.device}, got {x.dtype} on "
-                f"{x.device}; convert the input, or optimize a model converted with .to() first"
-            )
-        if torch.is_grad_enabled() and x.requires_grad:
-            raise RuntimeError(
-                "optimize_for_inference models compute no gradients (BN is folded into frozen weights); "
-                "use the original model to train or to differentiate"
-            )
+        for t in tensors:
+            if t.dim() != 5:
+                raise ValueError(f"expected a 5-D clip (N, C, T, H, W), got shape {tuple(t.shape)}")
+            if param is not None and (t.dtype != param.dtype or t.device != param.device):
+                raise ValueError(
+                    f"this optimized model serves {param.dtype} inputs on {param.device}, got {t.dtype} "
+                    f"on {t.device}; convert the input, or optimize a model converted with .to() first"
+                )
+            if torch.is_grad_enabled() and t.requires_grad:
+                raise RuntimeError(
+                    "optimize_for_inference models compute no gradients (BN is folded into frozen "
+                    "weights); use the original model to train or to differentiate"
+                )
+        return tensors
 
-    def forward(self, x: torch.Tensor, *args, **kwargs):
-        self._check_input(x)
+    def forward(self, x, *args, **kwargs):
+        tensors = self._check_input(x)
         if self.channels_last:
-            x = x.contiguous(memory_format=_CL)
+            x = tree_map(lambda t: t.contiguous(memory_format=_CL), x)
         with torch.no_grad():
             if self._compiled is not None:
                 return self._compiled(x, *args, **kwargs)
-            if self._graph_enabled(x) and not args and not kwargs and not torch.compiler.is_compiling():
+            graphed = tensors[0].is_cuda and self.cuda_graph is not False and not args and not kwargs
+            if graphed and not torch.compiler.is_compiling():
                 return self._replay(x)
             return self.module(x, *args, **kwargs)
 
-    def _graph_enabled(self, x: torch.Tensor) -> bool:
-        return x.is_cuda and self.cuda_graph is not False
-
-    def _replay(self, x: torch.Tensor):
-        key = (tuple(x.shape), x.stride(), x.dtype, x.device)
+    def _replay(self, x):
+        leaves, _ = tree_flatten(x)
+        key = (type(x), *((tuple(t.shape), t.stride(), t.dtype, t.device) for t in leaves))
         if key not in self._graphs:
             self._graphs[key] = self._capture(x)
         graph, static_x, static_out = self._graphs[key]
-        static_x.copy_(x)
+        for static, t in zip(tree_flatten(static_x)[0], leaves, strict=True):
+            static.copy_(t)
         graph.replay()
         return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, static_out)
 
-    def _capture(self, x: torch.Tensor):
+    def _capture(self, x):
         """Capture ``module(x)``; the warm-up runs first on a side stream, outside the capture, so
         cuDNN's benchmark and Triton's autotuner never run inside it."""
-        static_x = x.clone(memory_format=torch.preserve_format)
-        stream = torch.cuda.Stream(x.device)
-        stream.wait_stream(torch.cuda.current_stream(x.device))
+        static_x = tree_map(lambda t: t.clone(memory_format=torch.preserve_format), x)
+        device = tree_flatten(x)[0][0].device
+        stream = torch.cuda.Stream(device)
+        stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):
             for _ in range(3):
                 self.module(static_x)
-        torch.cuda.current_stream(x.device).wait_stream(stream)
+        torch.cuda.current_stream(device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             static_out = self.module(static_x)
@@ -283,7 +294,7 @@ class OptimizedForInference(nn.Module):
 
 def optimize_for_inference(
     model: nn.Module,
-    example_input: torch.Tensor | None = None,
+    example_input: torch.Tensor | list[torch.Tensor] | None = None,
     *,
     channels_last: bool = True,
     cuda_graph: bool | None = None,
