@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 
 import pytest
 import torch
@@ -49,7 +50,8 @@ def init_checkpoint(registry, tmp_path_factory):
     model.init_weights()
     path = tmp / "init.pth"
     torch.save({"state_dict": model.state_dict()}, path)
-    return path
+    yield path
+    shutil.rmtree(tmp)  # R50 weights: do not leave them in pytest's kept temp folders
 
 
 def assert_losses_match(losses: dict, what: str) -> None:
@@ -78,12 +80,13 @@ def test_runner_one_process(registry, init_checkpoint, tmp_path):
 @pytest.fixture(scope="module")
 def distributed_run(init_checkpoint, tmp_path_factory):
     """Both models trained with launcher='pytorch' by 2 gloo workers under torchrun: the folder with
-    each model's work_dir and each rank's losses."""
+    each model's work_dir and each rank's losses (removed afterwards: the checkpoints are large)."""
     out = tmp_path_factory.mktemp("mmengine_dist")
     output = run_torchrun("_mmengine_run.py", [str(out), str(init_checkpoint)], nproc=WORLD_SIZE, timeout=400)
     for rank in range(WORLD_SIZE):
         assert f"rank {rank} of {WORLD_SIZE}: trained" in output, output[-2000:]
-    return out
+    yield out
+    shutil.rmtree(out)
 
 
 def test_runner_two_gloo_processes(distributed_run):
