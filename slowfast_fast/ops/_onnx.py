@@ -36,12 +36,12 @@ LEGACY_MIN_OPSET = 11
 _NAMESPACES = ("slowfast_fast", _triton_ops.NAMESPACE)
 
 
-def _frame_selection(t_in: int | None, scale_factor: float, what: str) -> tuple[int, int, int] | list[int]:
+def _frame_selection(t_in: int | None, scale_factor: float) -> tuple[int, int, int] | list[int]:
     """The frames ``temporal_resample`` keeps: ``(start, end, step)`` when evenly spaced (a Slice),
     else the list of source indices (a Gather)."""
     if not isinstance(t_in, int):
         raise ValueError(
-            f"ONNX export of {what} needs a static time axis (dim 2); got {t_in!r}. Mark only the "
+            f"ONNX export of temporal_resample needs a static time axis (dim 2); got {t_in!r}. Mark only the "
             "batch, height or width axes as dynamic."
         )
     indices = reference.source_frame_indices(t_in, scale_factor).tolist()
@@ -71,9 +71,7 @@ def _time_length(value) -> int | None:
 
 def _legacy_resample(g, x, scale_factor: float):
     t_in = _time_length(x)
-    selection = _frame_selection(t_in, scale_factor, "temporal_resample")
-    if isinstance(selection, tuple) and selection == (0, t_in, 1):
-        return g.op("Identity", x)
+    selection = _frame_selection(t_in, scale_factor)
     if isinstance(selection, tuple):
         start, end, step = selection
         return g.op(
@@ -129,9 +127,7 @@ def _dynamo_functions() -> dict:
 
     def resample(x, scale_factor: float):
         t_in = x.shape[2] if x.shape is not None and len(x.shape) == 5 else None
-        selection = _frame_selection(t_in, scale_factor, "temporal_resample")
-        if isinstance(selection, tuple) and selection == (0, t_in, 1):
-            return op.Identity(x)
+        selection = _frame_selection(t_in, scale_factor)
         if isinstance(selection, tuple):
             start, end, step = selection
             return op.Slice(x, ints([start]), ints([end]), ints([2]), ints([step]))
