@@ -28,7 +28,7 @@ MODELS = ("mmaction", "ours")
 BATCH = 2  # clips per GPU (the shipped config has 8)
 ITERS = 3
 CLIP_LEN = 16  # frames per clip (the shipped config samples 32); the slow pathway sees 2
-# The shipped train pipeline with the video decoding replaced by in-memory frames (of 48x40) and
+# The shipped train pipeline with the video decoding replaced by in-memory frames (HxW 40x48) and
 # the sizes shrunk (256 -> 40 short side, 224 -> 32 crops); the random crop and flip stay.
 TRAIN_PIPELINE = [
     dict(type="Resize", scale=(-1, 40)),
@@ -56,7 +56,7 @@ def register_synthetic_dataset() -> None:
 
     @DATASETS.register_module()
     class SyntheticVideoDataset(BaseDataset):
-        """``num_videos`` random uint8 RGB videos of ``clip_len`` frames of 40x48, held in memory,
+        """``num_videos`` random uint8 RGB videos of ``clip_len`` frames of HxW 40x48, held in memory,
         with labels ``i % num_classes``: what decoding a sampled clip of a video file yields."""
 
         def __init__(self, num_videos: int, num_classes: int, clip_len: int, **kwargs) -> None:
