@@ -5,6 +5,9 @@ recognizer. Nothing here selects a backend: the point is that the default one ex
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -128,6 +131,25 @@ def test_onnx_export_needs_a_static_time_axis(tmp_path):
             input_names=["clip"],
             dynamic_axes={"clip": {0: "batch", 2: "time"}},
         )
+
+
+def test_dynamo_translations_register_lazily():
+    """``import slowfast_fast`` does not import onnxscript (over a second); the translations join the
+    exporter's table when the exporter loads it (a fresh interpreter, so nothing loaded it before)."""
+    code = (
+        "import sys, slowfast_fast\n"
+        "assert 'onnxscript' not in sys.modules, 'slowfast_fast imported onnxscript'\n"
+        "from torch.onnx._internal.exporter._torchlib._torchlib_registry import get_torchlib_ops\n"
+        "print(sorted(str(m.fx_target) for m in get_torchlib_ops() if 'slowfast_fast' in str(m.fx_target)))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    registered = result.stdout.strip().splitlines()[-1]
+    for name in ("lateral_concat", "temporal_resample", "pathway_split"):
+        assert f"slowfast_fast.{name}.default" in registered, registered
 
 
 @pytest.mark.parametrize("what", ["backbone", "recognizer"])
