@@ -207,7 +207,15 @@ def _check_lateral(inputs, relu, grad_out, dtype, tf32):
 @pytest.mark.parametrize("geom", GEOMETRIES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("fmt", [NC, CL], ids=["ncdhw", "ndhwc"])
-@pytest.mark.parametrize("affine,relu", [(False, False), (True, True), (True, False)])
+@pytest.mark.parametrize(
+    "affine,relu",
+    # The GPU smoke run keeps the full epilogue; the other two only in `pytest -m cuda`.
+    [
+        pytest.param(False, False, marks=pytest.mark.slow),
+        (True, True),
+        pytest.param(True, False, marks=pytest.mark.slow),
+    ],
+)
 def test_lateral_concat_forward_backward(geom, dtype, fmt, affine, relu):
     inputs = _lateral_inputs(geom, dtype, fmt, affine)
     n, c_s, _, c_l, _, h, w = geom[:7]
@@ -310,6 +318,7 @@ def test_lateral_concat_opcheck(dtype, fmt):
 
 
 @cuda
+@pytest.mark.slow  # inductor compiles for tens of seconds: not in the GPU smoke run
 def test_lateral_concat_torch_compile_fullgraph():
     x_slow, x_fast, weight, s, p, scale, shift = _lateral_inputs(
         GEOMETRIES[9], torch.float32, CL, affine=True
@@ -330,7 +339,12 @@ RESAMPLE_SHAPES = [(2, 3, 32, 7, 9), (1, 5, 23, 4, 4), (3, 8, 17, 8, 8), (1, 1, 
 @cuda
 @pytest.mark.parametrize("scale_factor", SCALES)
 @pytest.mark.parametrize("shape", RESAMPLE_SHAPES)
-@pytest.mark.parametrize("dtype", DTYPES + (torch.float64,))
+@pytest.mark.parametrize(
+    "dtype",
+    # fp16 and fp64 move the same bytes as bf16 and fp32 pairs: not in the GPU smoke run.
+    [torch.float32, torch.bfloat16]
+    + [pytest.param(t, marks=pytest.mark.slow) for t in (torch.float16, torch.float64)],
+)
 @pytest.mark.parametrize("fmt", [NC, CL], ids=["ncdhw", "ndhwc"])
 def test_temporal_resample_bit_exact(scale_factor, shape, dtype, fmt):
     if reference.resampled_length(shape[2], scale_factor) < 1:
@@ -402,6 +416,7 @@ def test_resample_opcheck(fmt):
 
 
 @cuda
+@pytest.mark.slow  # inductor compiles for tens of seconds: not in the GPU smoke run
 def test_resample_torch_compile_fullgraph():
     x = _rand(2, 3, 16, 6, 6, fmt=CL)
 

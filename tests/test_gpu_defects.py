@@ -26,6 +26,11 @@ from slowfast_fast import _extension, backend, reference
 cuda = pytest.mark.cuda
 slow = pytest.mark.slow
 
+# GPU tests run both backends. Triton's cases compile kernels (seconds each), so only a few run in the
+# GPU smoke selection (benchmarks/gpu_check.sh: -m "cuda and not slow"); the rest are `slow`.
+BACKENDS = ["cuda", pytest.param("triton", marks=slow)]
+BOTH_IN_SMOKE = ["cuda", "triton"]
+
 
 def _triton():
     """The Triton launcher modules (skips without Triton)."""
@@ -213,7 +218,7 @@ print("capture ok")
 
 
 @cuda
-@pytest.mark.parametrize("name", ["cuda", "triton"])
+@pytest.mark.parametrize("name", BOTH_IN_SMOKE)
 def test_cold_cuda_graph_capture_of_every_op_and_the_backbone(name):
     """In a fresh process (nothing compiled, tuned or cached yet), capture each op and then the whole
     backbone forward, replay, and compare with eager. Tolerances: a captured launch may use another
@@ -385,7 +390,6 @@ def test_resample_index_rule_matches_interpolate_on_cuda(t_in, scale_factor):
 
 # --- GPU test gaps ------------------------------------------------------------------------------
 
-BACKENDS = ["cuda", "triton"]
 NC = torch.contiguous_format
 CL = torch.channels_last_3d
 
@@ -489,7 +493,7 @@ def test_gpu_ncdhw_16bit_scalar_fallbacks(name, dtype, hw):
 
 
 @cuda
-@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("name", BOTH_IN_SMOKE)
 @pytest.mark.parametrize("fmt", [NC, CL], ids=["ncdhw", "ndhwc"])
 def test_gpu_bf16_backward(name, fmt):
     _check_lateral_gpu(name, *_inputs(torch.bfloat16, fmt, hw=(8, 8)), relu=False)
@@ -572,3 +576,62 @@ def test_gpu_grad_weight_bits_equal_across_processes_when_deterministic():
     for run in runs:
         assert run.returncode == 0, run.stderr[-4000:]
     assert runs[0].stdout == runs[1].stdout
+
+
+def test_autotuning_can_be_turned_off_for_quick_start():
+    """SLOWFAST_FAST_TRITON_AUTOTUNE=0 leaves each GPU kernel its default config alone (one JIT
+    compile per variant, no benchmarking); the GPU smoke run uses it. Checked in a process without
+    the interpreter, where the GPU config lists apply (decorating kernels needs no GPU)."""
+    _triton()
+    script = (
+        "import importlib; m = importlib.import_module('slowfast_fast.triton.lateral_concat'); "
+        "print(len(m._CONFIGS), m._CONFIGS[0].kwargs)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["SLOWFAST_FAST_TRITON_AUTOTUNE"] = "0"
+    command = [sys.executable, "-c", script]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    count, first = done.stdout.split(" ", 1)
+    assert int(count) == 1 and "'BLOCK_M': 128, 'BLOCK_N': 64" in first
+
+
+# --- benchmarks/gpu_check.sh --------------------------------------------------------------------
+
+GPU_CHECK = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "gpu_check.sh"
+)
+
+
+def test_gpu_check_caps_fit_the_six_minute_slot():
+    done = subprocess.run(["bash", GPU_CHECK, "--plan"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    caps = dict(line.rsplit(None, 2)[:2] for line in done.stdout.splitlines())
+    steps = {name: int(seconds) for name, seconds in caps.items() if name != "sum"}
+    assert {
+        "build",
+        "pytest_cuda",
+        "sanitizer_memcheck",
+        "sanitizer_racecheck",
+        "sanitizer_initcheck",
+        "bench_kernels",
+        "bench_backbone",
+    } <= set(steps)
+    assert sum(steps.values()) == int(caps["sum"]) <= 360
+
+
+@slow
+def test_gpu_check_runs_end_to_end_without_a_gpu(tmp_path):
+    """The plumbing: without a GPU the GPU steps are skipped, the CPU benchmarks run at tiny sizes,
+    and the table, the step summary and the tarball are written. About a minute on 2 cores."""
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU machine this would build and run the whole GPU check")
+    out = tmp_path / "out"
+    out.mkdir()
+    env = dict(os.environ, BENCH_OUT=str(tmp_path / "results"), OUT=str(out))
+    done = subprocess.run(["bash", GPU_CHECK], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    summary = (tmp_path / "results" / "logs" / "summary.txt").read_text()
+    assert "skipped: no GPU" in summary and "bench_backbone         ok" in summary, summary
+    assert (out / "gpu_check.tar.gz").stat().st_size > 0
+    assert (tmp_path / "results" / "cpu_lateral_concat.json").exists()

@@ -111,3 +111,37 @@ def test_triton_fp32_lateral_runs_in_ieee_after_new_api_turns_tf32_off(level, re
     )
     # IEEE fp32 products summed over 6 terms of magnitude ~1: a few fp32 ulps.
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.cuda
+@needs_precision_api
+@pytest.mark.parametrize("name", ["cuda", pytest.param("triton", marks=pytest.mark.slow)])
+def test_gpu_fp32_ops_follow_the_conv_precision_setting(name, restore_precision):
+    """On the GPU both backends run after the new API turned TF32 off (and back on), and their
+    error shows which it was: IEEE fp32 sums of 320 products stay within 1e-5 of fp64; TF32
+    (10-bit mantissas) is far coarser, so its error must be at least ten times larger."""
+    from slowfast_fast import _extension
+
+    if name == "cuda" and not _extension.has_kernels("CUDA"):
+        pytest.fail("slowfast_fast._C was built without CUDA kernels on a GPU machine")
+    ns = torch.ops.slowfast_fast if name == "cuda" else torch.ops.slowfast_fast_triton
+    gen = torch.Generator().manual_seed(2)
+    x_slow = torch.randn(2, 8, 4, 14, 14, generator=gen).cuda()
+    x_fast = torch.randn(2, 64, 32, 14, 14, generator=gen).cuda()
+    weight = torch.randn(16, 64, 5, 1, 1, generator=gen).cuda()
+    truth = torch.cat(
+        (
+            x_slow.double(),
+            torch.nn.functional.conv3d(x_fast.double(), weight.double(), stride=(8, 1, 1), padding=(2, 0, 0)),
+        ),
+        1,
+    )
+    errors = {}
+    for setting in ("ieee", "tf32"):
+        torch.backends.cudnn.conv.fp32_precision = setting
+        out = ns.lateral_concat(x_slow, x_fast, weight, 8, 2, None, None, False)
+        grad_x = ns.lateral_concat_grad_input(out, x_fast, weight, None, None, 8, 2)
+        ns.lateral_concat_grad_weight(out, x_fast, weight, None, None, 8, 2)
+        assert grad_x.shape == x_fast.shape
+        errors[setting] = ((out.double() - truth).abs().max() / truth.abs().max()).item()
+    assert errors["ieee"] <= 1e-5 and errors["tf32"] >= 10 * errors["ieee"], errors

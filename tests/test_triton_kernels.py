@@ -396,7 +396,16 @@ def no_tf32():
     torch.backends.cudnn.allow_tf32 = previous
 
 
+# The GPU smoke run (benchmarks/gpu_check.sh: -m "cuda and not slow") keeps one realistic case per
+# test: each new shape and variant costs Triton JIT compiles (seconds each) the 6-minute slot lacks.
+SMOKE_CASES = [
+    pytest.param(name, case, id=name, marks=() if i == 0 else pytest.mark.slow)
+    for i, (name, case) in enumerate(GPU_CASES)
+]
+
+
 @pytest.mark.cuda
+@pytest.mark.slow
 @pytest.mark.parametrize("name,case", GPU_CASES, ids=[n for n, _ in GPU_CASES])
 @pytest.mark.parametrize("fmt", [CONTIG, CL], ids=["ncdhw", "ndhwc"])
 def test_cuda_lateral_concat_fp32(name, case, fmt, no_tf32):
@@ -405,7 +414,7 @@ def test_cuda_lateral_concat_fp32(name, case, fmt, no_tf32):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("name,case", GPU_CASES, ids=[n for n, _ in GPU_CASES])
+@pytest.mark.parametrize("name,case", SMOKE_CASES)
 @pytest.mark.parametrize("fmt", [CONTIG, CL], ids=["ncdhw", "ndhwc"])
 def test_cuda_lateral_concat_bf16(name, case, fmt):
     _lateral_forward_check(case, torch.bfloat16, fmt, affine=True, relu=True)
@@ -413,6 +422,7 @@ def test_cuda_lateral_concat_bf16(name, case, fmt):
 
 
 @pytest.mark.cuda
+@pytest.mark.slow
 def test_cuda_lateral_concat_tf32_like_cudnn():
     """With TF32 allowed both the kernel and cuDNN multiply fp32 inputs as TF32: same error class.
     Factor 4, not 2: the tensor cores may truncate the dropped mantissa bits where cuDNN rounds them,

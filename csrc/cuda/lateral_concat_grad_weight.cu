@@ -24,6 +24,9 @@ namespace slowfast_fast {
 namespace cuda {
 namespace {
 
+// The SM count splits are sized for under deterministic algorithms (as the Triton backend's).
+constexpr int kDeterministicSms = 132;
+
 template <typename T, typename acc_t>
 struct GradWeightParams {
   const T* g;     // grad_out
@@ -221,12 +224,17 @@ void grad_weight_impl(const at::Tensor& go, const std::optional<at::Tensor>& mas
     p.g_vec = p.x_vec = ptrs && hw % V == 0;
   }
 
-  // Enough splits for about four blocks per SM, each still reducing at least 8 pixel tiles.
+  // Enough splits for about four blocks per SM, each still reducing at least 8 pixel tiles. The
+  // split count fixes the order the partials are added in; under torch.use_deterministic_algorithms
+  // it is sized for a fixed SM count (an H100/H200's), so the bits depend on the shapes only.
   const int64_t pixel_tiles = n * t_slow * p.num_ptk;
   const int64_t base_tiles = k * p.num_ot * p.num_ct;
-  int device = 0, sms = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  int sms = kDeterministicSms;
+  if (!at::globalContext().deterministicAlgorithms()) {
+    int device = 0;
+    C10_CUDA_CHECK(cudaGetDevice(&device));
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  }
   int64_t splits = ceil_div(4 * static_cast<int64_t>(sms), base_tiles);
   splits = std::max<int64_t>(1, std::min<int64_t>(splits, ceil_div(pixel_tiles, 8)));
   p.splits = splits;

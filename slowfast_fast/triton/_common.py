@@ -20,10 +20,19 @@ from slowfast_fast._precision import conv_allows_tf32
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
+# SLOWFAST_FAST_TRITON_AUTOTUNE=0 (read at import): every kernel runs its first (default) config and
+# nothing is benchmarked: one JIT compile per kernel variant instead of one per config, and no tuning
+# pause per new shape. For quick start-up and short GPU test runs; tuned configs are usually faster.
+AUTOTUNE = os.environ.get("SLOWFAST_FAST_TRITON_AUTOTUNE", "1").strip() != "0"
+
+
 def autotune_configs(gpu: list[triton.Config], interpreted: triton.Config) -> list[triton.Config]:
-    """``gpu`` on a GPU; the single ``interpreted`` config under the interpreter, where benchmarking
-    more than one config fails (no active driver) and small blocks keep the numpy emulation quick."""
-    return [interpreted] if INTERPRET else gpu
+    """``gpu`` on a GPU (only its first, the default, when autotuning is off); the single
+    ``interpreted`` config under the interpreter, where benchmarking more than one config fails (no
+    active driver) and small blocks keep the numpy emulation quick."""
+    if INTERPRET:
+        return [interpreted]
+    return gpu if AUTOTUNE else gpu[:1]
 
 
 def capturing() -> bool:
