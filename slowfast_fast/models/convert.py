@@ -6,7 +6,9 @@ then fast where mmaction2's concatenates fast then slow, so the classifier's inp
 permuted. The architecture is read from the weights' shapes: depth (blocks per stage), channel
 ratio (beta), fusion kernel and channel inflation, stem kernels, and which blocks have temporal
 kernels. The speed ratio (alpha, the fuse conv's stride) is not in the weights: it is read from the
-pytorchvideo model or the PySlowFast checkpoint's config when they have it, or passed.
+pytorchvideo model or the PySlowFast checkpoint's config when they have it, or passed. The converted
+model takes ``[x_slow, x_fast]`` as theirs do; given one clip, its fast pathway sees every frame and
+its slow pathway every alpha-th (``resample_rate = speed_ratio``, nearest resampling as in mmaction2).
 
 Assumed, as in both projects' SlowFast configs: spatial strides (1, 2, 2, 2), 7x7 stems with a 3x3
 max-pool, no non-local blocks, and a head that averages each pathway's whole final feature map
@@ -112,7 +114,9 @@ def _stage_blocks(state: Mapping, path: str) -> list[int]:
 def _inflate(state: Mapping, path: str, blocks: list[int]) -> tuple[tuple[int, ...], ...]:
     """Per block, whether its first conv has a temporal kernel (mmaction2's ``inflate`` with '3x1x1')."""
     return tuple(
-        tuple(int(state[f"{path}.layer{s + 1}.{b}.conv1.conv.weight"].shape[2] > 1) for b in range(n))
+        tuple(
+            int(_weight(state, f"{path}.layer{s + 1}.{b}.conv1.conv.weight").shape[2] > 1) for b in range(n)
+        )
         for s, n in enumerate(blocks)
     )
 
