@@ -1,6 +1,7 @@
 """Export on the default backend: ``torch.onnx.export`` with both exporters (checked with onnxruntime,
 with a dynamic batch axis) and ``torch.export`` saved and loaded back, for the ops, the backbone and the
-recognizer. Nothing here selects a backend: the point is that the default one exports."""
+recognizer. Only the Triton-namespace test selects a backend: the point is that the default one
+exports."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import pytest
 import torch
 from _model_helpers import assert_rel_close, clip, randomized_state, slowfast_kwargs
 
+import slowfast_fast
 from slowfast_fast import _extension, ops
 from slowfast_fast.models import ResNet3dSlowFast, SlowFastRecognizer
+from slowfast_fast.ops import _triton_ops
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -82,6 +85,29 @@ def test_ops_export_to_standard_onnx(dynamo, tmp_path):
     x = clip((3, 5, 20, 3, 5), seed=1)  # another batch size than exported
     with torch.no_grad():
         want = model(x)
+    got = run_onnx(path, x)
+    assert_rel_close(got[0], want[0], TOL, "lateral_concat + BN + ReLU")
+    assert_rel_close(got[1], want[1], TOL, "lateral_concat")
+    assert torch.equal(got[2], want[2]), "resampling copies frames: exact"
+
+
+@pytest.mark.skipif(_triton_ops.LOAD_ERROR is not None, reason="Triton is not installed")
+@pytest.mark.parametrize("dynamo", EXPORTERS)
+def test_triton_ops_export_to_standard_onnx(dynamo, tmp_path):
+    """The Triton backend (the default for CUDA tensors; here under Triton's CPU interpreter) has its
+    own op namespace, translated the same way."""
+    model = OpsModule().eval()
+    example = clip((2, 5, 20, 3, 5))
+    path = tmp_path / "ops_triton.onnx"
+    with slowfast_fast.use_backend("triton"):
+        traced = torch.export.export(model, (example,))
+        onnx_export(model, example, path, dynamo, n_outputs=3)
+        x = clip((3, 5, 20, 3, 5), seed=1)
+        with torch.no_grad():
+            want = model(x)
+    targets = {str(node.target) for node in traced.graph.nodes}
+    assert "slowfast_fast_triton.lateral_concat.default" in targets, targets
+    assert {"Conv", "Concat", "Gather", "Slice"} <= onnx_op_types(path)
     got = run_onnx(path, x)
     assert_rel_close(got[0], want[0], TOL, "lateral_concat + BN + ReLU")
     assert_rel_close(got[1], want[1], TOL, "lateral_concat")
