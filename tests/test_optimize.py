@@ -238,22 +238,30 @@ def test_compile_option_inductor_with_freezing():
     _check_matches_original(model, clip((1, 3, 16, 32, 32)), compile=True)
 
 
+@pytest.fixture
+def no_tf32():
+    """fp32 convs and matmuls in full fp32 on CUDA, so the 1e-4 contract is testable; restored after."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_cuda_graph_replay_matches_and_recaptures(channels_last):
-    """Graph replay equals the eval original (TF32 off so fp32 is comparable at 1e-4); a new shape
-    captures a new graph; returned outputs survive the next replay."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+def test_cuda_graph_replay_matches_and_recaptures(no_tf32, channels_last):
+    """Graph replay equals the eval original; a new shape captures a new graph, a seen one replays
+    its graph; returned outputs survive later replays (they are copies)."""
     model = _slowfast(depth=50, seed=14).cuda()
     reference = copy.deepcopy(model).eval()
     optimized = optimize_for_inference(model, channels_last=channels_last)
     outs = []
-    for shape in [(2, 3, 32, 64, 64), (1, 3, 32, 56, 72), (2, 3, 32, 64, 64)]:
-        x = clip(shape, seed=len(outs)).cuda()
+    for i, shape in enumerate([(2, 3, 32, 64, 64), (1, 3, 32, 56, 72), (2, 3, 32, 64, 64)]):
+        x = clip(shape, seed=i).cuda()
         with torch.no_grad():
-            got, want = optimized(x), reference(x)
-        outs.append((got, want))
+            outs.append((optimized(x), reference(x)))
     assert len(optimized._graphs) == 2
     for got, want in outs:
         for g, w in zip(got, want, strict=True):
