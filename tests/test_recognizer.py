@@ -70,6 +70,18 @@ def test_checkpoint_loads_strictly(mmaction_pair):
         fresh.load_mmaction_checkpoint({"state_dict": state})
 
 
+def test_init_weights_is_mmaction2s():
+    """Backbone as ResNet3dSlowFast.init_weights (zero-initialized last BN of each residual block) and
+    fc_cls ~ N(0, init_std) with zero bias, as mmaction2's SlowFastHead.init_weights."""
+    model = SlowFastRecognizer(1000, backbone=copy.deepcopy(SMALL), init_std=0.02)
+    torch.manual_seed(0)
+    model.init_weights()
+    assert torch.equal(model.cls_head.fc_cls.bias, torch.zeros(1000))
+    std = model.cls_head.fc_cls.weight.std().item()
+    assert 0.019 < std < 0.021, std  # 144k samples: relative standard error 0.2%, so 5% is ~25 sigma
+    assert torch.equal(model.backbone.slow_path.layer1[0].conv2.bn.weight, torch.zeros(16))
+
+
 def test_backbone_argument_must_be_a_backbone():
     with pytest.raises(TypeError, match="ResNet3dSlowFast or a dict"):
         SlowFastRecognizer(10, backbone=torch.nn.Conv3d(3, 8, 1))

@@ -68,7 +68,7 @@ class SlowFastRecognizer(nn.Module):
     ``forward`` takes one normalized clip ``(N, C, T, H, W)`` (normalized as mmaction2's
     ``ActionDataPreprocessor`` does: ``(x - mean) / std`` per channel), or the two pathways'
     inputs ``[x_slow, x_fast]``, and returns class scores (logits) ``(N, num_classes)``: mmaction2's
-    ``Recognizer3D(..., mode='tensor')`` on one view. To average several views of a video as
+    ``Recognizer3D(..., mode='tensor', stage='head')`` on one view. To average several views of a video as
     mmaction2's ``average_clips='prob'`` does, take the mean of ``scores.softmax(-1)`` over the views.
     """
 
