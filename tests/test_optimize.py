@@ -10,6 +10,7 @@ deep); fp64 1e-10 (the same reorderings at 2**-52).
 from __future__ import annotations
 
 import copy
+import io
 
 import pytest
 import torch
@@ -164,6 +165,20 @@ def test_new_shapes_repack_and_weights_changes_repack():
         got = conv(z)
         want = nn.functional.conv3d(z, conv.weight, conv.bias, conv.stride, conv.padding).relu()
     assert_rel_close(got, want, 1e-5, "after a weight change")
+
+
+def test_deepcopy_and_save_after_packing():
+    """Packed oneDNN weights cannot be copied or saved; copies and loaded modules repack."""
+    optimized = optimize_for_inference(_slowfast(depth=18, seed=17), clip((1, 3, 16, 32, 32)))
+    buffer = io.BytesIO()
+    torch.save(optimized, buffer)
+    buffer.seek(0)
+    x = clip((1, 3, 16, 32, 32), seed=18)
+    with torch.no_grad():
+        want = optimized(x)
+        for other in (copy.deepcopy(optimized), torch.load(buffer, weights_only=False)):
+            for g, w in zip(other(x), want, strict=True):
+                assert torch.equal(g, w)
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, CL])

@@ -127,6 +127,13 @@ class FoldedConv3d(nn.Module):
             f"{tuple(self.weight.shape[2:])}, stride={self.stride}, padding={self.padding}, relu={self.relu}"
         )
 
+    def __getstate__(self) -> dict:
+        # Packed oneDNN weights are opaque tensors that can be neither copied nor saved; a copy or a
+        # loaded module packs its own on first use.
+        state = self.__dict__.copy()
+        state["_packed"], state["_packed_for"] = {}, None
+        return state
+
     def _uses_onednn(self, x: torch.Tensor) -> bool:
         return (
             not torch.compiler.is_compiling()  # the compiler packs and fuses on its own
