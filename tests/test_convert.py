@@ -153,3 +153,19 @@ def test_missing_weight_fails_the_strict_load(pytorchvideo_model):
     del state["s3.pathway1_res0.branch2.b_bn.running_var"]
     with pytest.raises(RuntimeError, match=r"fast_path\.layer2\.0\.conv2\.bn\.running_var"):
         from_pyslowfast(state, speed_ratio=alpha)
+
+
+@pytest.mark.parametrize(
+    "cfg, alpha",
+    [
+        ("SLOWFAST:\n  ALPHA: 8\n  BETA_INV: 8\nSOLVER:\n  BASE_LR: 0.1\n", 8),
+        # ALPHA of another section is not SLOWFAST.ALPHA
+        ("MODEL:\n  ALPHA: 3\nSLOWFAST:\n  BETA_INV: 8\nX3D:\n  ALPHA: 5\n", None),
+        ({"SLOWFAST": {"ALPHA": 4}}, 4),  # a CfgNode (a dict) saved as such
+        (None, None),
+    ],
+)
+def test_pyslowfast_alpha_is_read_from_the_slowfast_section(cfg, alpha):
+    from slowfast_fast.models.convert import _pyslowfast_alpha
+
+    assert _pyslowfast_alpha(cfg) == alpha
