@@ -255,7 +255,9 @@ def from_pyslowfast(
 
     Args:
         checkpoint_path_or_state_dict: a ``.pyth`` checkpoint (path or loaded dict, weights under
-            ``model_state``) or the model's state_dict.
+            ``model_state``) or the model's state_dict. The model zoo's Caffe2 ``.pkl`` files hold
+            Caffe2 blob names: load one into PySlowFast (``CHECKPOINT_TYPE: caffe2``) and save a
+            ``.pyth`` first.
         speed_ratio: alpha; by default the checkpoint config's ``SLOWFAST.ALPHA``, required when the
             checkpoint has no config.
         weights_only: passed to ``torch.load`` for a path (False only for files you trust).
