@@ -15,7 +15,14 @@ import io
 import pytest
 import torch
 import torch.nn as nn
-from _model_helpers import assert_rel_close, clip, randomized_state, slowfast_kwargs, state_dicts_equal
+from _model_helpers import (
+    assert_rel_close,
+    clip,
+    randomized_state,
+    rel_err,
+    slowfast_kwargs,
+    state_dicts_equal,
+)
 
 from slowfast_fast.models import ResNet3d, ResNet3dSlowFast, SlowFastRecognizer, optimize_for_inference
 from slowfast_fast.models.blocks import _ResidualBlock
@@ -96,6 +103,22 @@ def test_fp64_folds_exactly():
     _check_matches_original(
         _slowfast(depth=18, dtype=torch.float64), clip((1, 3, 16, 32, 32), dtype=torch.float64)
     )
+
+
+def test_bf16_as_accurate_as_the_bf16_original():
+    """A model converted to bf16 before optimizing runs the oneDNN bf16 convs (autocast does not reach
+    them): against a float64 truth, its error is at most twice the bf16 original's (flash-attention's
+    criterion; a fixed bound would not mean much at bf16's 8 bits), plus one bf16 unit."""
+    model = _slowfast(depth=18, seed=19)
+    x = clip((1, 3, 16, 32, 32), seed=20)
+    with torch.no_grad():
+        truth = copy.deepcopy(model).double().eval()(x.double())
+        low = copy.deepcopy(model).to(torch.bfloat16).eval()
+        want = low(x.bfloat16())
+        got = optimize_for_inference(low)(x.bfloat16())
+    for g, w, t in zip(got, want, truth, strict=True):
+        assert g.dtype == torch.bfloat16
+        assert rel_err(g, t) <= 2 * rel_err(w, t) + 2**-8
 
 
 def test_plain_conv_path_fp32():
