@@ -121,6 +121,22 @@ def test_bf16_as_accurate_as_the_bf16_original():
         assert rel_err(g, t) <= 2 * rel_err(w, t) + 2**-8
 
 
+def test_autocast_applies_as_to_the_original():
+    """Under CPU autocast the folded convs take the autocast ``F.conv3d`` path: the outputs have the
+    original's dtype, and against a float64 truth at most twice its error plus one bf16 unit."""
+    model = _slowfast(depth=18, seed=21)
+    optimized = optimize_for_inference(model)
+    x = clip((1, 3, 16, 32, 32), seed=22)
+    with torch.no_grad():
+        truth = copy.deepcopy(model).double().eval()(x.double())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            want = copy.deepcopy(model).eval()(x)
+            got = optimized(x)
+    for g, w, t in zip(got, want, truth, strict=True):
+        assert g.dtype == w.dtype == torch.bfloat16
+        assert rel_err(g, t) <= 2 * rel_err(w, t) + 2**-8
+
+
 def test_plain_conv_path_fp32():
     """With oneDNN disabled the folded convs take the ``F.conv3d`` path (what runs on CUDA)."""
     with torch.backends.mkldnn.flags(enabled=False):

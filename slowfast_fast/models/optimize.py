@@ -143,6 +143,8 @@ class FoldedConv3d(nn.Module):
             and x.dtype in _onednn_dtypes()
             and x.dtype == self.weight.dtype
             and torch.backends.mkldnn.enabled
+            # Autocast does not reach oneDNN's op: F.conv3d under autocast computes what the original does.
+            and not torch.is_autocast_enabled(x.device.type)
             and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
         )
 
