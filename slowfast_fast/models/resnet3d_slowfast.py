@@ -225,7 +225,8 @@ class ResNet3dSlowFast(nn.Module):
     """SlowFast backbone (Feichtenhofer et al., https://arxiv.org/abs/1812.03982), a drop-in for
     ``mmaction.models.ResNet3dSlowFast``: same arguments, module names, state_dict keys and outputs.
 
-    Input ``(N, C, T, H, W)``; returns ``(x_slow, x_fast)``, the last-stage features of each pathway.
+    Input ``(N, C, T, H, W)`` or ``[x_slow, x_fast]`` (see :meth:`forward`); returns ``(x_slow, x_fast)``,
+    the last-stage features of each pathway.
     The slow pathway sees every ``resample_rate``-th frame, the fast one every
     ``resample_rate // speed_ratio``-th.
 
