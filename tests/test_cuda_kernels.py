@@ -40,14 +40,18 @@ def _registered_ops(source: str) -> set[str]:
 
 
 def test_cuda_sources_register_every_op():
-    """Each op declared in csrc/ops.cpp has exactly one CUDA kernel in csrc/cuda/*.cu (no GPU needed)."""
+    """Each op declared in csrc/ops.cpp has exactly one CUDA kernel in csrc/cuda/*.cu (no GPU needed);
+    the other .cu files only instantiate kernel templates (one dtype each, for a parallel build)."""
     declared = set(re.findall(r'm\.def\(\s*"(\w+)\(', (ROOT / "csrc" / "ops.cpp").read_text()))
     assert declared, "no schemas found in csrc/ops.cpp"
     registered: list[str] = []
     for path in sorted((ROOT / "csrc" / "cuda").glob("*.cu")):
         text = path.read_text()
-        assert "TORCH_LIBRARY_IMPL(slowfast_fast, CUDA, m)" in text, f"{path.name} registers no CUDA kernels"
-        registered += sorted(_registered_ops(text))
+        if "TORCH_LIBRARY_IMPL(slowfast_fast, CUDA, m)" in text:
+            registered += sorted(_registered_ops(text))
+        else:
+            instantiates = re.search(r"^template void \w+<", text, re.M)
+            assert instantiates, f"{path.name} neither registers kernels nor instantiates any"
     assert sorted(registered) == sorted(declared)
 
 
