@@ -265,6 +265,8 @@ def test_errors():
         optimized(clip((3, 16, 32, 32)))
     with pytest.raises(TypeError, match="tensor"):
         optimized({"clip": clip((1, 3, 16, 32, 32))})
+    with pytest.raises(ValueError, match="3 channels"):
+        optimized(clip((1, 4, 16, 32, 32)))
     with pytest.raises(ValueError, match="5-D"):
         optimized([clip((1, 3, 2, 32, 32)), clip((1, 3, 16, 32))])
     with torch.no_grad():  # gradients disabled: an input that requires grad is served

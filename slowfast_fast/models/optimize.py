@@ -155,6 +155,12 @@ class FoldedConv3d(nn.Module):
         shape = tuple(x.shape)
         packed = self._packed.get(shape)
         if packed is None:
+            # oneDNN reports a mismatch only as "could not create a primitive descriptor".
+            if x.dim() != 5 or x.shape[1] != self.weight.shape[1] * self.groups:
+                raise ValueError(
+                    f"{type(self).__name__} expects a 5-D input with {self.weight.shape[1] * self.groups} "
+                    f"channels, got shape {shape}"
+                )
             packed = torch.ops.mkldnn._reorder_convolution_weight(
                 self.weight.detach(), *self._onednn_args, list(shape)
             )
