@@ -10,16 +10,20 @@
 // gathered, and the fp32 result is rounded once on the way out.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/conv3d.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <vector>
 
 #include "common.h"
 #include "cpu/cpu_utils.h"
+#include "cpu/lateral_simd.h"
 
 namespace slowfast_fast::cpu {
 namespace {
@@ -163,10 +167,151 @@ Mat<const acc_t> gather_cols(const scalar_t* xf, bool cl, const Conv& cv, int64_
 // ---------------------------------------------------------------------------------------------
 // Forward
 
+// x_slow's channels of output frame t of sample n.
+template <typename scalar_t>
+void copy_slow_frame(const scalar_t* xs, scalar_t* y, int64_t c_slow, int64_t c_total, int64_t t_slow,
+                     int64_t hw, bool cl, int64_t n, int64_t t) {
+  if (cl) {
+    const scalar_t* src = xs + (n * t_slow + t) * hw * c_slow;
+    scalar_t* dst = y + (n * t_slow + t) * hw * c_total;
+    for (int64_t i = 0; i < hw; ++i) std::memcpy(dst + i * c_total, src + i * c_slow, c_slow * sizeof(scalar_t));
+  } else {
+    for (int64_t c = 0; c < c_slow; ++c)
+      std::memcpy(y + ((n * c_total + c) * t_slow + t) * hw, xs + ((n * c_slow + c) * t_slow + t) * hw,
+                  hw * sizeof(scalar_t));
+  }
+}
+
+// The forward with the SIMD micro-kernel (lateral_simd.h), one task per output frame that copies
+// x_slow's channels and computes the lateral ones. fp16/bf16 inputs are widened to fp32 first and
+// the result is rounded once when stored. Returns false, computing nothing, where the kernel does
+// not apply: fp64, x_fast and x_slow in different layouts, or a CPU without AVX2.
+template <typename scalar_t>
+bool lateral_forward_simd(const Tensor& x_slow, const Tensor& x_fast, const Tensor& weight,
+                          const std::optional<Tensor>& scale, const std::optional<Tensor>& shift,
+                          bool relu, const Conv& cv, Tensor& out) {
+  if constexpr (std::is_same_v<scalar_t, double>) {
+    return false;
+  } else {
+    const bool cl = is_channels_last(out);
+    if (is_channels_last(x_fast) != cl) return false;
+    const Tensor xf = x_fast.to(at::kFloat);  // no copy for fp32; keeps the memory format
+    const Tensor w = weight.contiguous().to(at::kFloat);
+    const std::vector<float> alpha = channel_vector<scalar_t, float>(scale, cv.c_lat, 1.f);
+    const std::vector<float> beta = channel_vector<scalar_t, float>(shift, cv.c_lat, 0.f);
+    const int64_t c_slow = x_slow.size(1), c_total = out.size(1);
+    const LateralSimdProblem problem{xf.const_data_ptr<float>(), cl, w.const_data_ptr<float>(),
+                                     alpha.data(), beta.data(), relu, cv.c_fast, cv.t_fast, cv.c_lat,
+                                     cv.t_slow, cv.hw, cv.k, cv.stride, cv.padding, c_total, c_slow};
+    if (!LateralSimd::supported(problem)) return false;
+    const LateralSimd kernel(problem);
+    const scalar_t* xs = x_slow.const_data_ptr<scalar_t>();
+    scalar_t* y = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, cv.batch * cv.t_slow, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t n = task / cv.t_slow, t = task % cv.t_slow;
+        copy_slow_frame(xs, y, c_slow, c_total, cv.t_slow, cv.hw, cl, n, t);
+        kernel.frame(n, t, y);
+      }
+    });
+    return true;
+  }
+}
+
+// The forward with PyTorch's own conv3d (oneDNN on x86), as the reference computes it, into a
+// temporary in the output's layout; one task per output frame then copies x_slow's channels and
+// the lateral ones, applying the affine and ReLU on the way (in acc_t, rounded once).
+template <typename scalar_t>
+void lateral_forward_conv(const Tensor& x_slow, const Tensor& x_fast, const Tensor& weight,
+                          const std::optional<Tensor>& scale, const std::optional<Tensor>& shift,
+                          bool relu, const Conv& cv, Tensor& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const bool cl = is_channels_last(out);
+  const Tensor lateral =
+      at::conv3d(x_fast, weight, {}, {cv.stride, 1, 1}, {cv.padding, 0, 0})
+          .contiguous(cl ? at::MemoryFormat::ChannelsLast3d : at::MemoryFormat::Contiguous);
+  const std::vector<acc_t> alpha = channel_vector<scalar_t, acc_t>(scale, cv.c_lat, acc_t(1));
+  const std::vector<acc_t> beta = channel_vector<scalar_t, acc_t>(shift, cv.c_lat, acc_t(0));
+  const bool epilogue = scale.has_value() || shift.has_value() || relu;
+  const int64_t c_slow = x_slow.size(1), c_total = out.size(1), c_lat = cv.c_lat, hw = cv.hw;
+  const scalar_t* xs = x_slow.const_data_ptr<scalar_t>();
+  const scalar_t* lat = lateral.const_data_ptr<scalar_t>();
+  scalar_t* y = out.mutable_data_ptr<scalar_t>();
+  at::parallel_for(0, cv.batch * cv.t_slow, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / cv.t_slow, t = task % cv.t_slow;
+      copy_slow_frame(xs, y, c_slow, c_total, cv.t_slow, hw, cl, n, t);
+      const Mat<const scalar_t> src = frame(lat, c_lat, cv.t_slow, hw, cl, n, t);
+      const Mat<scalar_t> dst = frame(y, c_total, cv.t_slow, hw, cl, n, t, c_slow);
+      if (!epilogue) {
+        if (cl) {
+          for (int64_t i = 0; i < hw; ++i)
+            std::memcpy(dst.ptr + i * dst.cs, src.ptr + i * src.cs, c_lat * sizeof(scalar_t));
+        } else {
+          for (int64_t o = 0; o < c_lat; ++o)
+            std::memcpy(dst.ptr + o * dst.rs, src.ptr + o * src.rs, hw * sizeof(scalar_t));
+        }
+        continue;
+      }
+      for_each(dst, c_lat, hw, [&](int64_t o, int64_t i) {
+        acc_t v = static_cast<acc_t>(src.ptr[o * src.rs + i * src.cs]) * alpha[o] + beta[o];
+        if (relu) v = v > acc_t(0) ? v : acc_t(0);
+        dst.ptr[o * dst.rs + i * dst.cs] = static_cast<scalar_t>(v);
+      });
+    }
+  });
+}
+
+// Which forward runs, from interleaved timings against the reference on the R50 fusion points
+// (benchmarks/RESULTS.md, "CPU forward strategy"): the SIMD kernel wins where the reduction
+// k*C_fast is short (the stem and layer1 laterals, 40 and 160), and oneDNN's conv3d, blocked for
+// the cache in ways this kernel is not, wins or ties from 320 on. In bf16/fp16 oneDNN is only fast
+// on CPUs with native instructions for the format (AVX512-BF16/AMX, AVX512-FP16); elsewhere its
+// low-precision conv is many times slower than widening to fp32 here.
+constexpr int64_t kSimdMaxReduction = 256;
+
+bool cpu_has(const char* feature) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (std::string(feature) == "avx512bf16") return __builtin_cpu_supports("avx512bf16");
+  if (std::string(feature) == "avx512fp16") return __builtin_cpu_supports("avx512fp16");
+#endif
+  return false;
+}
+
+template <typename scalar_t>
+bool prefer_onednn_conv(const Conv& cv) {
+  if constexpr (std::is_same_v<scalar_t, double>) {
+    return false;  // fp64 is for gradcheck: keep the exact BLAS path
+  } else {
+    static const bool native_bf16 = cpu_has("avx512bf16");
+    static const bool native_fp16 = cpu_has("avx512fp16");
+    const bool long_reduction = cv.k * cv.c_fast > kSimdMaxReduction;
+    if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) return native_bf16;
+    if constexpr (std::is_same_v<scalar_t, c10::Half>) return native_fp16 && long_reduction;
+    return long_reduction;
+  }
+}
+
+// SLOWFAST_FAST_CPU_LATERAL=simd|onednn|blas overrides the rule above, read at every call: for the
+// tests of each path and for timing them against each other. "simd" where the kernel does not
+// apply (lateral_forward_simd) falls through to "blas".
+std::string forced_forward() {
+  const char* env = std::getenv("SLOWFAST_FAST_CPU_LATERAL");
+  return env == nullptr ? "" : env;
+}
+
 template <typename scalar_t>
 void lateral_forward(const Tensor& x_slow, const Tensor& x_fast, const Tensor& weight,
                      const std::optional<Tensor>& scale, const std::optional<Tensor>& shift,
                      bool relu, const Conv& cv, Tensor& out) {
+  const std::string forced = forced_forward();
+  const bool onednn = forced.empty() ? prefer_onednn_conv<scalar_t>(cv) : forced == "onednn";
+  if (onednn && cv.batch > 0 && cv.hw > 0) {
+    return lateral_forward_conv<scalar_t>(x_slow, x_fast, weight, scale, shift, relu, cv, out);
+  }
+  if (forced != "blas" &&
+      lateral_forward_simd<scalar_t>(x_slow, x_fast, weight, scale, shift, relu, cv, out))
+    return;
   using acc_t = at::opmath_type<scalar_t>;
   constexpr bool direct = std::is_same_v<acc_t, scalar_t>;  // accumulate in the output itself
   const int64_t c_slow = x_slow.size(1), c_total = out.size(1), hw = cv.hw;
