@@ -111,6 +111,8 @@ step() {
 # 1. Build: sm_90 only (H100/H200), one nvcc job per core. Without a GPU the CPU-only build already
 #    installed is left alone, since rebuilding it would replace the library other processes load.
 if ((HAVE_GPU)); then
+    command -v ninja >/dev/null || python -c "import ninja" 2>/dev/null ||
+        echo "warning: ninja not found: torch's build falls back to compiling one file at a time"
     step build env FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
         pip install --no-build-isolation --no-deps -e .
     python -c "import slowfast_fast; print('backends on cuda:', slowfast_fast.available_backends('cuda'))"

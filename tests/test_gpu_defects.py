@@ -450,12 +450,19 @@ def _check_lateral_gpu(name, x_slow, x_fast, weight, stride, padding, scale, shi
 
 @contextlib.contextmanager
 def _ieee_fp32():
-    previous = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
+    """fp32 convs (and so both backends) without TF32, set through the API this torch has."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    owner, attr, off = (
+        (conv, "fp32_precision", "ieee")
+        if conv is not None and hasattr(conv, "fp32_precision")
+        else (torch.backends.cudnn, "allow_tf32", False)
+    )
+    previous = getattr(owner, attr)
+    setattr(owner, attr, off)
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32 = previous
+        setattr(owner, attr, previous)
 
 
 def _inputs(
