@@ -85,6 +85,8 @@ def test_slowfast_matches_original_fp32(kwargs, shape):
     blocks = sum(isinstance(m, _ResidualBlock) for m in model.modules())
     # Only the four laterals stay ConvModules: the fused lateral_concat op reads them itself.
     assert fused_tails == blocks and left == 4 and folded > blocks
+    if torch.backends.mkldnn.is_available():  # every conv ran oneDNN's fused op, with a packed weight
+        assert all(m._packed for m in optimized.modules() if isinstance(m, FoldedConv3d))
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
