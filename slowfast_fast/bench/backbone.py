@@ -129,8 +129,8 @@ def implementations_for(
 ) -> list[str]:
     """The contenders of a case. Always the base (mmaction2 eager, or the reference backend without
     mmaction2) and ours eager (``auto``); for fp32 inference also ``optimized``
-    (:func:`~slowfast_fast.models.optimize_for_inference`; low precision is autocast, which its
-    oneDNN convs do not follow) and, on CUDA, ``optimized_graph`` (with CUDA-graph replay). With
+    (:func:`~slowfast_fast.models.optimize_for_inference`; not under autocast, where its convs step
+    back to autocast's plain ones) and, on CUDA, ``optimized_graph`` (with CUDA-graph replay). With
     ``compile_peers``, for fp32 inference at the largest batch (each compilation costs tens of
     seconds to minutes): torch.compile of the base and of the optimized module, and on CUDA
     ``mode="reduce-overhead"`` of the base."""
