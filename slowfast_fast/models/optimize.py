@@ -330,7 +330,7 @@ def optimize_for_inference(
         channels_last: weights and activations in ``torch.channels_last_3d`` (the input is
             converted once on entry; outputs come back in that layout).
         cuda_graph: capture the forward in a CUDA graph per input shape (CUDA only; ``None``: on for
-            CUDA inputs). Inputs of a new shape capture a new graph.
+            CUDA inputs). Inputs of a new shape capture a new graph (each keeps its own memory pool).
         compile: run the module through ``torch.compile(fullgraph=True)`` with inductor's freezing
             (which constant-folds the frozen weights and packs them itself), instead of the eager
             oneDNN convs and of our CUDA graphs; ``None`` means off: compiling takes minutes, and on
