@@ -10,7 +10,9 @@
 // gathered, and the fp32 result is rounded once on the way out.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/conv3d.h>
+#include <ATen/ops/relu.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
@@ -218,78 +220,51 @@ bool lateral_forward_simd(const Tensor& x_slow, const Tensor& x_fast, const Tens
   }
 }
 
-// The forward with PyTorch's own conv3d (oneDNN on x86), as the reference computes it, into a
-// temporary in the output's layout; one task per output frame then copies x_slow's channels and
-// the lateral ones, applying the affine and ReLU on the way (in acc_t, rounded once).
-template <typename scalar_t>
+// The forward exactly as the reference computes it (PyTorch's conv3d, oneDNN on x86, then the
+// affine, ReLU and cat), with cat writing into `out`: where neither kernel here beats oneDNN, the
+// op costs what the reference costs.
 void lateral_forward_conv(const Tensor& x_slow, const Tensor& x_fast, const Tensor& weight,
                           const std::optional<Tensor>& scale, const std::optional<Tensor>& shift,
                           bool relu, const Conv& cv, Tensor& out) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const bool cl = is_channels_last(out);
-  const Tensor lateral =
-      at::conv3d(x_fast, weight, {}, {cv.stride, 1, 1}, {cv.padding, 0, 0})
-          .contiguous(cl ? at::MemoryFormat::ChannelsLast3d : at::MemoryFormat::Contiguous);
-  const std::vector<acc_t> alpha = channel_vector<scalar_t, acc_t>(scale, cv.c_lat, acc_t(1));
-  const std::vector<acc_t> beta = channel_vector<scalar_t, acc_t>(shift, cv.c_lat, acc_t(0));
-  const bool epilogue = scale.has_value() || shift.has_value() || relu;
-  const int64_t c_slow = x_slow.size(1), c_total = out.size(1), c_lat = cv.c_lat, hw = cv.hw;
-  const scalar_t* xs = x_slow.const_data_ptr<scalar_t>();
-  const scalar_t* lat = lateral.const_data_ptr<scalar_t>();
-  scalar_t* y = out.mutable_data_ptr<scalar_t>();
-  at::parallel_for(0, cv.batch * cv.t_slow, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / cv.t_slow, t = task % cv.t_slow;
-      copy_slow_frame(xs, y, c_slow, c_total, cv.t_slow, hw, cl, n, t);
-      const Mat<const scalar_t> src = frame(lat, c_lat, cv.t_slow, hw, cl, n, t);
-      const Mat<scalar_t> dst = frame(y, c_total, cv.t_slow, hw, cl, n, t, c_slow);
-      if (!epilogue) {
-        if (cl) {
-          for (int64_t i = 0; i < hw; ++i)
-            std::memcpy(dst.ptr + i * dst.cs, src.ptr + i * src.cs, c_lat * sizeof(scalar_t));
-        } else {
-          for (int64_t o = 0; o < c_lat; ++o)
-            std::memcpy(dst.ptr + o * dst.rs, src.ptr + o * src.rs, hw * sizeof(scalar_t));
-        }
-        continue;
-      }
-      for_each(dst, c_lat, hw, [&](int64_t o, int64_t i) {
-        acc_t v = static_cast<acc_t>(src.ptr[o * src.rs + i * src.cs]) * alpha[o] + beta[o];
-        if (relu) v = v > acc_t(0) ? v : acc_t(0);
-        dst.ptr[o * dst.rs + i * dst.cs] = static_cast<scalar_t>(v);
-      });
-    }
-  });
+  Tensor lateral = at::conv3d(x_fast, weight, {}, {cv.stride, 1, 1}, {cv.padding, 0, 0});
+  if (scale.has_value()) lateral = lateral.mul(scale->view({1, -1, 1, 1, 1}));
+  if (shift.has_value()) lateral = lateral.add(shift->view({1, -1, 1, 1, 1}));
+  if (relu) lateral = at::relu(lateral);
+  at::cat_out(out, {x_slow, lateral}, 1);
 }
 
-// Which forward runs, from interleaved timings against the reference on the R50 fusion points
-// (benchmarks/RESULTS.md, "CPU forward strategy"): the SIMD kernel wins where the reduction
-// k*C_fast is short (the stem and layer1 laterals, 40 and 160), and oneDNN's conv3d, blocked for
-// the cache in ways this kernel is not, wins or ties from 320 on. In bf16/fp16 oneDNN is only fast
-// on CPUs with native instructions for the format (AVX512-BF16/AMX, AVX512-FP16); elsewhere its
-// low-precision conv is many times slower than widening to fp32 here.
+// Which forward runs. From interleaved timings against the reference on the R50 4x16 fusion points
+// (k*C_fast = 40, 160, 320, 640; batch 2, one thread, medians; an Intel Xeon with AVX-512, AMX and
+// AVX512-FP16 on a loaded shared machine: rough ratios for a quiet run to confirm), NCDHW/CL:
+//   fp32         simd 1.9-2.7x / 1.9-2.2x at 40, 1.3-1.4x / 1.2x at 160, 0.86-0.9x / 1.1x at 320,
+//                0.65x / 0.82x at 640; blas (MKL) 1.1x / 1.1x at 320 and 640;
+//   fp16         the same shape of result (simd 2.1x/1.2x, 1.3x/1.05x; at 320 and 640 nothing here
+//                reaches the reference: blas 0.88-0.99x, simd 0.75-1.06x);
+//   bf16         the reference's oneDNN conv uses AMX and wins everywhere but at 40 (blas 2.4x/1.1x);
+//                elsewhere the best here is "onednn" (the reference's own computation, cat into the
+//                output: 0.8-0.95x, the op's dispatch costs being what is lost).
+// fp16 takes the fp32 rule. bf16 takes it too on CPUs without AVX512-BF16, where oneDNN's bf16 conv
+// is the slow case the issue measured (unmeasured here: no such CPU was at hand).
 constexpr int64_t kSimdMaxReduction = 256;
+constexpr int64_t kBlasMaxReductionNativeLowp = 64;
 
-bool cpu_has(const char* feature) {
+enum class Forward { kSimd, kBlas, kOnednn };
+
+bool cpu_has_native_bf16() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  if (std::string(feature) == "avx512bf16") return __builtin_cpu_supports("avx512bf16");
-  if (std::string(feature) == "avx512fp16") return __builtin_cpu_supports("avx512fp16");
-#endif
+  return __builtin_cpu_supports("avx512bf16");
+#else
   return false;
+#endif
 }
 
-template <typename scalar_t>
-bool prefer_onednn_conv(const Conv& cv) {
-  if constexpr (std::is_same_v<scalar_t, double>) {
-    return false;  // fp64 is for gradcheck: keep the exact BLAS path
-  } else {
-    static const bool native_bf16 = cpu_has("avx512bf16");
-    static const bool native_fp16 = cpu_has("avx512fp16");
-    const bool long_reduction = cv.k * cv.c_fast > kSimdMaxReduction;
-    if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) return native_bf16;
-    if constexpr (std::is_same_v<scalar_t, c10::Half>) return native_fp16 && long_reduction;
-    return long_reduction;
+Forward choose_forward(at::ScalarType dtype, const Conv& cv) {
+  if (dtype == at::kDouble) return Forward::kBlas;  // fp64 is for gradcheck: the exact BLAS path
+  const int64_t reduction = cv.k * cv.c_fast;
+  if (dtype == at::kBFloat16 && cpu_has_native_bf16()) {
+    return reduction <= kBlasMaxReductionNativeLowp ? Forward::kBlas : Forward::kOnednn;
   }
+  return reduction <= kSimdMaxReduction ? Forward::kSimd : Forward::kBlas;
 }
 
 // SLOWFAST_FAST_CPU_LATERAL=simd|onednn|blas overrides the rule above, read at every call: for the
@@ -305,11 +280,14 @@ void lateral_forward(const Tensor& x_slow, const Tensor& x_fast, const Tensor& w
                      const std::optional<Tensor>& scale, const std::optional<Tensor>& shift,
                      bool relu, const Conv& cv, Tensor& out) {
   const std::string forced = forced_forward();
-  const bool onednn = forced.empty() ? prefer_onednn_conv<scalar_t>(cv) : forced == "onednn";
-  if (onednn && cv.batch > 0 && cv.hw > 0) {
-    return lateral_forward_conv<scalar_t>(x_slow, x_fast, weight, scale, shift, relu, cv, out);
+  const Forward path = forced == "simd"     ? Forward::kSimd
+                       : forced == "blas"   ? Forward::kBlas
+                       : forced == "onednn" ? Forward::kOnednn
+                                            : choose_forward(x_fast.scalar_type(), cv);
+  if (path == Forward::kOnednn && cv.batch > 0 && cv.hw > 0) {
+    return lateral_forward_conv(x_slow, x_fast, weight, scale, shift, relu, cv, out);
   }
-  if (forced != "blas" &&
+  if (path == Forward::kSimd &&
       lateral_forward_simd<scalar_t>(x_slow, x_fast, weight, scale, shift, relu, cv, out))
     return;
   using acc_t = at::opmath_type<scalar_t>;
