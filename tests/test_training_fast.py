@@ -4,11 +4,11 @@ computes: outputs, running statistics, input gradient and every parameter gradie
 
 fp32 uses flash-attention's criterion: against a float64 run of the same step, the channels-last
 model's relative error may be at most a small multiple of the NCDHW model's own, plus 1e-5 (~80
-fp32 units, for tensors the NCDHW model happens to get almost exact). The layouts reduce in different orders (BN's backward, the convs' weight gradients),
-and BN's weight gradient, a long sum of products that mostly cancel, carries relative errors of
-4e-5 to 1e-4 in either layout, measured up to 2.1x the NCDHW one: so 4x, an error of the same
-order, while a layout bug (a wrong channel or frame) is an O(1) error. fp64 is compared directly
-at 1e-10.
+fp32 units, for tensors the NCDHW model happens to get almost exact). The layouts reduce in
+different orders (BN's backward, the convs' weight gradients), and BN's weight gradient, a long sum
+of products that mostly cancel, carries relative errors of 4e-5 to 1e-4 in either layout, measured
+up to 2.1x the NCDHW one: so 4x, an error of the same order, while a layout bug (a wrong channel or
+frame) is an O(1) error. fp64 is compared directly at 1e-10.
 """
 
 from __future__ import annotations
