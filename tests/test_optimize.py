@@ -298,13 +298,20 @@ def test_compile_option_inductor_with_freezing():
 
 @pytest.fixture
 def no_tf32():
-    """fp32 convs and matmuls in full fp32 on CUDA, so the 1e-4 contract is testable; restored after."""
-    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    """fp32 convs without TF32 on CUDA, so the 1e-4 contract is testable; set through the precision
+    API this torch has (the legacy flag's getter throws once the new API was used), restored after."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    owner, attr, off = (
+        (conv, "fp32_precision", "ieee")
+        if conv is not None and hasattr(conv, "fp32_precision")
+        else (torch.backends.cudnn, "allow_tf32", False)
+    )
+    previous = getattr(owner, attr)
+    setattr(owner, attr, off)
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+        setattr(owner, attr, previous)
 
 
 @pytest.mark.cuda
