@@ -170,6 +170,16 @@ def test_sync_batch_norm_and_non_local_are_folded():
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in optimized.module.modules())
 
 
+def test_other_activation_folds_without_fused_tails():
+    """With LeakyReLU the convs fold, the activation runs after them, and no block fuses its tail
+    (the fused epilogue is ReLU's)."""
+    act = dict(act_cfg=dict(type="LeakyReLU", negative_slope=0.1))
+    model = _slowfast(depth=18, seed=23, lateral_norm=True, slow_extra=act, fast_extra=act)
+    optimized = _check_matches_original(model, clip((1, 3, 16, 32, 32)))
+    folded, fused_tails, _ = _counts(optimized)
+    assert folded > 0 and fused_tails == 0
+
+
 def test_resnet3d_in_a_container():
     """Any module holding a backbone: a ResNet3d followed by a head."""
     backbone = ResNet3d(depth=18, pretrained2d=False, out_indices=(2, 3))
