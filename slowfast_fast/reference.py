@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "lateral_concat",
+    "is_identity_resample",
     "resampled_length",
     "source_frame_indices",
     "temporal_resample",
@@ -58,6 +59,17 @@ def lateral_concat(
 def resampled_length(t_in: int, scale_factor: float) -> int:
     """Temporal output length of ``F.interpolate(..., scale_factor=(scale_factor, 1, 1))``."""
     return int(math.floor(float(t_in) * scale_factor))
+
+
+def is_identity_resample(t_in: int, scale_factor: float) -> bool:
+    """Whether nearest resampling by ``scale_factor`` picks every frame once, in order.
+
+    Equal lengths are not enough: a scale in (1, 1 + 1/T) keeps T frames but maps frame 1 to frame 0.
+    With T >= 2 the rule is the identity exactly when ``float32(1 / scale_factor)`` is 1.0.
+    """
+    if resampled_length(t_in, scale_factor) != t_in:
+        return False
+    return t_in == 1 or torch.tensor(1.0 / scale_factor, dtype=torch.float32).item() == 1.0
 
 
 def source_frame_indices(t_in: int, scale_factor: float, device=None) -> torch.Tensor:

@@ -117,6 +117,26 @@ def test_identity_resample_returns_input_without_copy():
     assert fast is x and slow.shape[2] == 1
 
 
+@pytest.mark.parametrize("t_in, scale_factor", [(10, 1.05), (7, 1.1), (2, 1.4)])
+def test_same_length_resample_that_is_not_identity(t_in, scale_factor):
+    """A scale in (1, 1 + 1/T) keeps T frames but repeats frame 0: the op must not return x."""
+    x = torch.randn(2, 3, t_in, 5, 7)
+    expected = F.interpolate(x, mode="nearest", scale_factor=(scale_factor, 1, 1))
+    assert expected.shape == x.shape and not torch.equal(expected, x)
+    got = temporal_resample(x, scale_factor)
+    assert got is not x and torch.equal(got, expected)
+    slow, fast = pathway_split(x, 0.5, scale_factor)
+    assert torch.equal(fast, expected)
+    assert torch.equal(slow, F.interpolate(x, mode="nearest", scale_factor=(0.5, 1, 1)))
+
+
+def test_resample_by_a_scale_whose_float32_reciprocal_is_one_returns_input():
+    x = torch.randn(1, 2, 9, 3, 3)
+    scale_factor = 1.0 + 1e-9
+    assert torch.equal(F.interpolate(x, mode="nearest", scale_factor=(scale_factor, 1, 1)), x)
+    assert temporal_resample(x, scale_factor) is x
+
+
 BAD_LATERAL = [
     ("x_slow", dict(x_slow=torch.randn(2, 4, 4, 5)), "x_slow must be 5-D"),
     ("x_fast", dict(x_fast=torch.randn(2, 3, 16, 5)), "x_fast must be 5-D"),

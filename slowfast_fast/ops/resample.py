@@ -15,12 +15,13 @@ def temporal_resample(x: torch.Tensor, scale_factor: float, *, backend: str | No
 
     ``x`` is ``(N, C, T, H, W)``, NCDHW or channels_last_3d; the output has ``floor(T * scale_factor)``
     frames, frame ``d`` being source frame ``min(floor(d * float32(1 / scale_factor)), T - 1)``
-    as PyTorch computes it. When the output length equals T the input itself is returned (no copy).
+    as PyTorch computes it. When that rule picks every frame once (``scale_factor`` 1, or so close to 1
+that its float32 reciprocal is 1) the input itself is returned (no copy).
     A wrong argument type raises ``TypeError``; a bad shape, dtype or value ``RuntimeError``.
     """
     _validate.check_resample_types(x, {"scale_factor": scale_factor}, backend)
     _validate.check_resample(x, scale_factor)
-    if reference.resampled_length(x.shape[2], scale_factor) == x.shape[2]:
+    if reference.is_identity_resample(x.shape[2], scale_factor):
         return x
     name = _backend.resolve(x.device, backend)
     if name == "reference":
@@ -39,8 +40,8 @@ def pathway_split(
     _validate.check_resample(x, slow_scale, "slow_scale")
     _validate.check_resample(x, fast_scale, "fast_scale")
     t = x.shape[2]
-    slow_identity = reference.resampled_length(t, slow_scale) == t
-    fast_identity = reference.resampled_length(t, fast_scale) == t
+    slow_identity = reference.is_identity_resample(t, slow_scale)
+    fast_identity = reference.is_identity_resample(t, fast_scale)
     if slow_identity or fast_identity:
         return (
             temporal_resample(x, slow_scale, backend=backend),
