@@ -16,7 +16,7 @@ def temporal_resample(x: torch.Tensor, scale_factor: float, *, backend: str | No
     ``x`` is ``(N, C, T, H, W)``, NCDHW or channels_last_3d; the output has ``floor(T * scale_factor)``
     frames, frame ``d`` being source frame ``min(floor(d * float32(1 / scale_factor)), T - 1)``
     as PyTorch computes it. When that rule picks every frame once (``scale_factor`` 1, or so close to 1
-that its float32 reciprocal is 1) the input itself is returned (no copy).
+    that its float32 reciprocal is 1) the input itself is returned (no copy).
     A wrong argument type raises ``TypeError``; a bad shape, dtype or value ``RuntimeError``.
     """
     _validate.check_resample_types(x, {"scale_factor": scale_factor}, backend)
