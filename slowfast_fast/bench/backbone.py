@@ -22,8 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import sys
-import types
+import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -150,22 +149,10 @@ def implementations_for(
 
 @functools.cache
 def mmaction2_slowfast() -> type | None:
-    """mmaction2's ResNet3dSlowFast class, or None when mmaction2 (or mmcv/mmengine) is missing.
-
-    mmaction2 1.2.0's wheel omits ``mmaction/models/localizers/drn/``, which its package imports; a
-    placeholder module lets the rest import (the same stand-in as tests/conftest.py's)."""
+    """mmaction2's ResNet3dSlowFast class, or None when mmaction2 (or mmcv/mmengine) is missing."""
     try:
-        import mmaction  # noqa: F401
-    except ImportError:
-        return None
-    name = "mmaction.models.localizers.drn"
-    if name not in sys.modules:
-        pkg, mod = types.ModuleType(name), types.ModuleType(name + ".drn")
-        pkg.__path__ = []
-        mod.DRN = type("DRN", (torch.nn.Module,), {"__doc__": "placeholder: not in mmaction2's wheel"})
-        pkg.drn = mod
-        sys.modules[name], sys.modules[name + ".drn"] = pkg, mod
-    try:
+        # First: it puts a placeholder where the mmaction2 1.2.0 wheel lacks a folder mmaction.models imports.
+        importlib.import_module("slowfast_fast.models.mmaction")
         from mmaction.models.backbones import ResNet3dSlowFast as MMResNet3dSlowFast
     except ImportError:
         return None
