@@ -238,6 +238,8 @@ void lateral_forward_conv(const Tensor& x_slow, const Tensor& x_fast, const Tens
 // AVX512-FP16 on a loaded shared machine: rough ratios for a quiet run to confirm), NCDHW/CL:
 //   fp32         simd 1.9-2.7x / 1.9-2.2x at 40, 1.3-1.4x / 1.2x at 160, 0.86-0.9x / 1.1x at 320,
 //                0.65x / 0.82x at 640; blas (MKL) 1.1x / 1.1x at 320 and 640;
+//                8x8 (56, 224, 448, 896): simd 1.6x / 1.7x, 1.0x / 1.1x; blas 0.84x / 0.96x at 448
+//                (simd 0.73x / 1.0x), 0.89x / 1.02x at 896, where "onednn" is 0.95x / 0.97x;
 //   fp16         the same shape of result (simd 2.1x/1.2x, 1.3x/1.05x; at 320 and 640 nothing here
 //                reaches the reference: blas 0.88-0.99x, simd 0.75-1.06x);
 //   bf16         the reference's oneDNN conv uses AMX and wins everywhere but at 40 (blas 2.4x/1.1x);
@@ -246,6 +248,7 @@ void lateral_forward_conv(const Tensor& x_slow, const Tensor& x_fast, const Tens
 // fp16 takes the fp32 rule. bf16 takes it too on CPUs without AVX512-BF16, where oneDNN's bf16 conv
 // is the slow case the issue measured (unmeasured here: no such CPU was at hand).
 constexpr int64_t kSimdMaxReduction = 256;
+constexpr int64_t kBlasMaxReduction = 640;
 constexpr int64_t kBlasMaxReductionNativeLowp = 64;
 
 enum class Forward { kSimd, kBlas, kOnednn };
@@ -264,7 +267,8 @@ Forward choose_forward(at::ScalarType dtype, const Conv& cv) {
   if (dtype == at::kBFloat16 && cpu_has_native_bf16()) {
     return reduction <= kBlasMaxReductionNativeLowp ? Forward::kBlas : Forward::kOnednn;
   }
-  return reduction <= kSimdMaxReduction ? Forward::kSimd : Forward::kBlas;
+  if (reduction <= kSimdMaxReduction) return Forward::kSimd;
+  return reduction <= kBlasMaxReduction ? Forward::kBlas : Forward::kOnednn;
 }
 
 // SLOWFAST_FAST_CPU_LATERAL=simd|onednn|blas overrides the rule above, read at every call: for the

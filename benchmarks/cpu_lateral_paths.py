@@ -1,0 +1,123 @@
+"""Issue 14's CPU measurement: lateral_concat at the four R50 fusion points, every CPU forward path
+against the reference, interleaved in one process, and the geomean speedups the issue asks for.
+
+    python benchmarks/cpu_lateral_paths.py [--configs 4x16] [--dtypes fp32,bf16,fp16] [--threads 1,2]
+
+Rows per (config, dtype, layout, threads, fusion point), forward: ``reference`` (mmaction2's
+computation), ``cpu`` (the compiled op with its own rule, what ``auto`` runs on CPU), and the op
+forced onto each of its paths with SLOWFAST_FAST_CPU_LATERAL (``simd``, ``blas``, ``onednn``; see
+csrc/cpu/lateral_concat.cpp) so the rule can be checked against what each path measures here;
+forward+backward: ``reference`` and ``cpu`` under autograd (grads of x_slow, x_fast, weight).
+Sizes are the bench's ``cpu`` preset (batch 2, 32-frame 56x56 clip: fusion points 14/14/7/4).
+Each call is timed on its own (medians of interleaved rounds, :mod:`slowfast_fast.bench.timing`).
+The 1-minute load average is printed before and after: timings from a busy machine are not results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+
+import torch
+
+from slowfast_fast import ops, reference
+from slowfast_fast.bench import cases, load, timing
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PATHS = ("simd", "blas", "onednn")
+BUDGET = timing.Budget(warmup_ms=50, rep_ms=300, min_reps=15)
+
+
+def _inputs(shape: cases.LateralShape, dtype: torch.dtype, layout: str, grad: bool):
+    gen = torch.Generator().manual_seed(0)
+    fmt = torch.channels_last_3d if layout == "channels_last_3d" else torch.contiguous_format
+    n, s = shape.batch, shape.spatial
+
+    def rand(*size, scale=1.0):
+        return (torch.randn(*size, generator=gen) * scale).to(dtype)
+
+    x_slow = rand(n, shape.c_slow, shape.t_slow, s, s).contiguous(memory_format=fmt)
+    x_fast = rand(n, shape.c_fast, shape.t_fast, s, s).contiguous(memory_format=fmt)
+    weight = rand(shape.c_lateral, shape.c_fast, shape.kernel, 1, 1, scale=0.1)
+    for t in (x_slow, x_fast, weight):
+        t.requires_grad_(grad)
+    return x_slow, x_fast, weight, shape.stride, shape.padding
+
+
+def _forced(path: str, fn):
+    def run():
+        os.environ["SLOWFAST_FAST_CPU_LATERAL"] = path
+        try:
+            return fn()
+        finally:
+            os.environ.pop("SLOWFAST_FAST_CPU_LATERAL", None)
+
+    return run
+
+
+def _forward(args):
+    ours = lambda: ops.lateral_concat(*args, backend="cpu")  # noqa: E731
+    fns = {"reference": lambda: reference.lateral_concat(*args), "cpu": ours}
+    fns.update({path: _forced(path, ours) for path in PATHS})
+    return fns
+
+
+def _training(args):
+    def step(fn):
+        def run():
+            out = fn(*args)
+            torch.autograd.grad(out, args[:3], grad_outputs=torch.ones_like(out))
+
+        return run
+
+    return {
+        "reference": step(reference.lateral_concat),
+        "cpu": step(lambda *a: ops.lateral_concat(*a, backend="cpu")),
+    }
+
+
+def _geomean(values):
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", default="4x16", help="comma-separated: 4x16, 8x8")
+    parser.add_argument("--dtypes", default="fp32,bf16,fp16", help="comma-separated: fp32, bf16, fp16")
+    parser.add_argument("--threads", default="2,1", help="comma-separated thread counts")
+    args = parser.parse_args()
+    print(f"load average at start: {load.load_average()}", flush=True)
+    cpu = torch.device("cpu")
+    for threads in (int(t) for t in args.threads.split(",")):
+        torch.set_num_threads(threads)
+        for config in args.configs.split(","):
+            shapes = cases.lateral_shapes(cases.SIZES["cpu"], cases.CONFIGS[config])
+            for dtype_name in args.dtypes.split(","):
+                dtype = DTYPES[dtype_name]
+                for layout in ("ncdhw", "channels_last_3d"):
+                    speedups: dict[str, list[float]] = {}
+                    for shape in shapes:
+                        for kind, make in (("fwd", _forward), ("fwd+bwd", _training)):
+                            fns = make(_inputs(shape, dtype, layout, grad=kind != "fwd"))
+                            for fn in fns.values():
+                                fn()
+                            t = timing.measure_all(fns, cpu, BUDGET)
+                            base = t["reference"].median_ms
+                            cells = []
+                            for name, tm in t.items():
+                                speedup = base / tm.median_ms
+                                speedups.setdefault(f"{kind} {name}", []).append(speedup)
+                                cells.append(f"{name} {tm.median_ms:.3f} ms ({speedup:.2f}x)")
+                            print(
+                                f"{threads}T {config} {dtype_name} {layout} {shape.point} {kind}: "
+                                + ", ".join(cells),
+                                flush=True,
+                            )
+                    summary = ", ".join(f"{k} {_geomean(v):.2f}x" for k, v in speedups.items())
+                    print(f"== {threads}T {config} {dtype_name} {layout} geomean: {summary}", flush=True)
+    print(f"load average at end: {load.load_average()}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
