@@ -6,6 +6,9 @@ Backends:
     ``cuda``       compiled CUDA kernels in ``slowfast_fast._C`` (CUDA tensors).
     ``triton``     Triton kernels (CUDA tensors; CPU tensors only under ``TRITON_INTERPRET=1``).
     ``auto``       the first available for the tensor's device: CPU -> cpu; CUDA -> cuda, then triton.
+                   On CPU the ``cpu`` backend's forward picks its own path per call by a rule from
+                   measurements (dtype, k*C_fast, the CPU's bf16 support; see
+                   csrc/cpu/lateral_concat.cpp), the reference's own conv3d + cat among them.
                    On CUDA the compiled kernels come first: they cost nothing at start-up, where
                    Triton compiles each kernel variant (seconds each) and autotunes every new shape
                    in every new process. This order stands until GPU measurements say otherwise.
