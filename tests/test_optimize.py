@@ -163,7 +163,10 @@ def test_sync_batch_norm_and_non_local_are_folded():
     model = _slowfast(
         depth=18,
         seed=4,
-        slow_extra=dict(norm_cfg=dict(type="SyncBN"), non_local=(0, 1, 0, 0)),
+        # The concatenation mode's Conv2d (a 4-D weight) must survive the channels_last_3d conversion.
+        slow_extra=dict(
+            norm_cfg=dict(type="SyncBN"), non_local=(0, 1, 0, 0), non_local_cfg=dict(mode="concatenation")
+        ),
         fast_extra=dict(norm_cfg=dict(type="SyncBN")),
     )
     optimized = _check_matches_original(model, clip((1, 3, 16, 32, 32)))

@@ -66,7 +66,10 @@ def test_fp32_training_step_as_accurate_as_ncdhw(extra):
 
 
 def test_fp64_training_step_matches_ncdhw():
-    ref = _model(torch.float64, with_cp=True)
+    """Also with a non-local block in concatenation mode, whose Conv2d keeps its 4-D weight's layout."""
+    ref = _model(
+        torch.float64, with_cp=True, non_local=(0, 1, 0, 0), non_local_cfg=dict(mode="concatenation")
+    )
     ours = to_channels_last_3d(copy.deepcopy(ref))
     assert to_channels_last_3d(ours) is ours and len(ours._forward_pre_hooks) == 1
     compare_with_reference(ref, ours, clip((2, 3, 16, 32, 32), dtype=torch.float64), 1e-10)

@@ -34,6 +34,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from slowfast_fast.models.blocks import _ResidualBlock
 from slowfast_fast.models.layers import ConvModule, uses_batch_stats
 from slowfast_fast.models.resnet3d_slowfast import ResNet3dPathway
+from slowfast_fast.models.training import convert_5d_tensors
 
 __all__ = ["FoldedConv3d", "OptimizedForInference", "optimize_for_inference"]
 
@@ -344,7 +345,7 @@ def optimize_for_inference(
     module = copy.deepcopy(model).eval().requires_grad_(False)
     fold_conv_modules(module)
     if channels_last:
-        module = module.to(memory_format=_CL)
+        convert_5d_tensors(module)
     optimized = OptimizedForInference(module, channels_last, cuda_graph)
     if compile:
         optimized._compiled = torch.compile(module, fullgraph=True, options={"freezing": True})

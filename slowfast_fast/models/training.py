@@ -17,6 +17,13 @@ __all__ = ["to_channels_last_3d"]
 _CL = torch.channels_last_3d
 
 
+def convert_5d_tensors(model: nn.Module) -> nn.Module:
+    """``model`` with its 5-D parameters and buffers in channels_last_3d, in place. Unlike
+    ``model.to(memory_format=torch.channels_last_3d)``, which raises on any 4-D tensor (a non-local
+    block's ``concatenation`` mode has a Conv2d), it leaves tensors of other ranks as they are."""
+    return model._apply(lambda t: t.contiguous(memory_format=_CL) if t.dim() == 5 else t)
+
+
 def _input_to_channels_last(module: nn.Module, args: tuple) -> tuple | None:
     """Forward pre-hook: the clip (the first argument, when it is a 5-D tensor) in channels_last_3d."""
     if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 5:
@@ -42,7 +49,7 @@ def to_channels_last_3d(model: nn.Module, convert_input: bool = True) -> nn.Modu
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"to_channels_last_3d expects an nn.Module, got {type(model).__name__}")
-    model.to(memory_format=_CL)
+    convert_5d_tensors(model)
     if convert_input and _input_to_channels_last not in model._forward_pre_hooks.values():
         model.register_forward_pre_hook(_input_to_channels_last)
     return model
