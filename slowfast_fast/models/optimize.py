@@ -32,7 +32,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._pytree import tree_flatten, tree_map
 
 from slowfast_fast.models.blocks import _ResidualBlock
-from slowfast_fast.models.layers import ConvModule, uses_batch_stats
+from slowfast_fast.models.layers import ConvModule, folded_batch_norm, uses_batch_stats
 from slowfast_fast.models.resnet3d_slowfast import ResNet3dPathway
 from slowfast_fast.models.training import convert_5d_tensors
 
@@ -103,12 +103,8 @@ class FoldedConv3d(nn.Module):
         weight = conv.weight.detach().double()
         bias = None if conv.bias is None else conv.bias.detach().double()
         if norm is not None:
-            scale = torch.rsqrt(norm.running_var.double() + norm.eps)
-            if norm.weight is not None:
-                scale = scale * norm.weight.detach().double()
-            shift = -norm.running_mean.double() * scale
-            if norm.bias is not None:
-                shift = shift + norm.bias.detach().double()
+            with torch.no_grad():
+                scale, shift = folded_batch_norm(copy.deepcopy(norm).double())
             weight = weight * scale.reshape(-1, 1, 1, 1, 1)
             bias = shift if bias is None else bias * scale + shift
         if activation is None and module.with_activation:
