@@ -66,8 +66,10 @@ backends (--backends; names are case-sensitive):
   compiled_reference  torch.compile of the reference (default with --compile or --full)
   usable here: cpu tensors: {cpu}; cuda tensors: {cuda}
 --backends applies to the kernel benchmarks. The backbone benchmark has its own contenders: the
-eager base of its speedups, slowfast_fast's module on `auto` (the backend it picks for the device),
-and more (listed in slowfast_fast/bench/backbone.py's docstring and in each row's backend column).
+base of its speedups (real mmaction2 eager when installed, else our module on the reference
+backend), ours eager on `auto`, ours after optimize_for_inference (plus a CUDA graph on CUDA), and
+with --compile torch.compile peers (listed in slowfast_fast/bench/backbone.py's docstring and in
+each row's backend column).
 
 load: every output records the 1-minute load average (processes running or waiting for a core).
 A run is loaded when at its start the load exceeds the cores it leaves idle by more than 0.5 (on a
