@@ -169,27 +169,28 @@ Mat<const acc_t> gather_cols(const scalar_t* xf, bool cl, const Conv& cv, int64_
 // ---------------------------------------------------------------------------------------------
 // Forward
 
-// Slice t of T_slow of x_slow's channels of sample n. In channels_last_3d that is frame t: H*W
-// pixels of C_slow values. In NCDHW x_slow's sample n and the output's first C_slow channels of it
-// are both one contiguous block (C_slow*T_slow*H*W elements), so slice t is a 1/T_slow share of
-// that block, copied with one memcpy instead of one per channel row (H*W can be as short as 16).
+// x_slow's channels of output frames [t0, t0 + nt) of sample n. In channels_last_3d those are
+// nt*H*W pixels of C_slow values. In NCDHW x_slow's sample n and the output's first C_slow channels
+// of it are both one contiguous block (C_slow*T_slow*H*W elements), so the frames' share of it,
+// the elements [block*t0/T_slow, block*(t0+nt)/T_slow) (consecutive runs tile the block), is one
+// memcpy instead of one per channel row (H*W can be as short as 16).
 template <typename scalar_t>
-void copy_slow_slice(const scalar_t* xs, scalar_t* y, int64_t c_slow, int64_t c_total, int64_t t_slow,
-                     int64_t hw, bool cl, int64_t n, int64_t t) {
+void copy_slow_frames(const scalar_t* xs, scalar_t* y, int64_t c_slow, int64_t c_total, int64_t t_slow,
+                      int64_t hw, bool cl, int64_t n, int64_t t0, int64_t nt) {
   if (cl) {
-    const scalar_t* src = xs + (n * t_slow + t) * hw * c_slow;
-    scalar_t* dst = y + (n * t_slow + t) * hw * c_total;
-    for (int64_t i = 0; i < hw; ++i)
+    const scalar_t* src = xs + (n * t_slow + t0) * hw * c_slow;
+    scalar_t* dst = y + (n * t_slow + t0) * hw * c_total;
+    for (int64_t i = 0; i < nt * hw; ++i)
       std::memcpy(dst + i * c_total, src + i * c_slow, c_slow * sizeof(scalar_t));
   } else {
     const int64_t block = c_slow * t_slow * hw;
-    const int64_t lo = block * t / t_slow, hi = block * (t + 1) / t_slow;
+    const int64_t lo = block * t0 / t_slow, hi = block * (t0 + nt) / t_slow;
     std::memcpy(y + n * c_total * t_slow * hw + lo, xs + n * block + lo, (hi - lo) * sizeof(scalar_t));
   }
 }
 
 // The forward with the SIMD micro-kernel (lateral_simd.h), one task per output frame that copies
-// a slice of x_slow's channels and computes the lateral ones. fp16/bf16 inputs are widened to fp32
+// x_slow's channels of the frame and computes the lateral ones. fp16/bf16 inputs are widened to fp32
 // first and the result is rounded once when stored. Returns false, computing nothing, where the kernel does
 // not apply: fp64, x_fast and x_slow in different layouts, or a CPU without AVX2.
 template <typename scalar_t>
@@ -216,7 +217,7 @@ bool lateral_forward_simd(const Tensor& x_slow, const Tensor& x_fast, const Tens
     at::parallel_for(0, cv.batch * cv.t_slow, 1, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t n = task / cv.t_slow, t = task % cv.t_slow;
-        copy_slow_slice(xs, y, c_slow, c_total, cv.t_slow, cv.hw, cl, n, t);
+        copy_slow_frames(xs, y, c_slow, c_total, cv.t_slow, cv.hw, cl, n, t, 1);
         kernel.frame(n, t, y);
       }
     });
@@ -319,17 +320,7 @@ void lateral_forward(const Tensor& x_slow, const Tensor& x_fast, const Tensor& w
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / runs.per_sample, t0 = (task % runs.per_sample) * runs.frames;
       const int64_t nt = std::min(runs.frames, t_slow - t0), m = nt * hw;
-      // x_slow's channels of these frames, in the same pass.
-      if (cl_out) {
-        const scalar_t* src = xs + (n * t_slow + t0) * hw * c_slow;
-        scalar_t* dst = y + (n * t_slow + t0) * hw * c_total;
-        for (int64_t i = 0; i < m; ++i)
-          std::memcpy(dst + i * c_total, src + i * c_slow, c_slow * sizeof(scalar_t));
-      } else {
-        for (int64_t c = 0; c < c_slow; ++c)
-          std::memcpy(y + ((n * c_total + c) * t_slow + t0) * hw,
-                      xs + ((n * c_slow + c) * t_slow + t0) * hw, m * sizeof(scalar_t));
-      }
+      copy_slow_frames(xs, y, c_slow, c_total, t_slow, hw, cl_out, n, t0, nt);  // in the same pass
 
       const Mat<const acc_t> cols = gather_cols<scalar_t, acc_t>(xf, cl_fast, cv, n, t0, nt, cols_buf.data());
       const Mat<scalar_t> dst = frame(y, c_total, t_slow, hw, cl_out, n, t0, c_slow);
