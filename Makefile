@@ -10,6 +10,9 @@ TORCHVISION_SPEC ?= torchvision==0.29.*
 # setup.py builds the CUDA kernels only when a GPU is visible (a CPU machine skips minutes of nvcc);
 # FORCE_CUDA=1 builds them without one (CI does, so they compile on every run); SLOWFAST_FAST_NO_CUDA=1 never.
 FORCE_CUDA ?= 0
+# pytest-xdist workers: the model tests run on one thread each, so two workers use both cores
+# (measured on a clean clone of the 2-core machine: tests 346 s serial, 222 s with 2 workers).
+TEST_WORKERS ?= 2
 STAMP := build/.installed
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh)
 
@@ -19,7 +22,7 @@ install: $(STAMP)
 
 $(STAMP): $(SOURCES)
 	$(PIP) install -q "$(TORCH_SPEC)" ninja "setuptools>=70.1" wheel
-	$(PIP) install -q pytest hypothesis ruff matplotlib tqdm \
+	$(PIP) install -q pytest pytest-xdist hypothesis ruff matplotlib tqdm \
 		mmaction2==1.2.0 mmcv-lite==2.1.0 mmengine importlib_metadata \
 		onnx onnxscript onnxruntime pytorchvideo
 	# torchvision must match torch exactly; --no-deps keeps pip from replacing torch.
@@ -33,7 +36,7 @@ bench: install
 	$(PYTHON) -m slowfast_fast.bench $(BENCH_ARGS)
 
 test: install
-	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint:
 	ruff check slowfast_fast tests benchmarks setup.py
