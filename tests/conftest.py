@@ -51,6 +51,24 @@ def mmaction_backbones():
     return backbones
 
 
+@pytest.fixture
+def no_tf32():
+    """fp32 convs (and so the GPU backends, which follow them) without TF32, set through the precision
+    API this torch has: once the new API is used, the legacy flag's getter throws. Restored after."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    owner, attr, off = (
+        (conv, "fp32_precision", "ieee")
+        if conv is not None and hasattr(conv, "fp32_precision")
+        else (torch.backends.cudnn, "allow_tf32", False)
+    )
+    previous = getattr(owner, attr)
+    setattr(owner, attr, off)
+    try:
+        yield
+    finally:
+        setattr(owner, attr, previous)
+
+
 @pytest.fixture(scope="module")
 def one_cpu_thread():
     """Run a module's tests on one CPU thread (the model tests use it): those models are many small

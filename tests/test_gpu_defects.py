@@ -448,23 +448,6 @@ def _check_lateral_gpu(name, x_slow, x_fast, weight, stride, padding, scale, shi
     assert grad_scale.shape == (weight.shape[0],)
 
 
-@contextlib.contextmanager
-def _ieee_fp32():
-    """fp32 convs (and so both backends) without TF32, set through the API this torch has."""
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    owner, attr, off = (
-        (conv, "fp32_precision", "ieee")
-        if conv is not None and hasattr(conv, "fp32_precision")
-        else (torch.backends.cudnn, "allow_tf32", False)
-    )
-    previous = getattr(owner, attr)
-    setattr(owner, attr, off)
-    try:
-        yield
-    finally:
-        setattr(owner, attr, previous)
-
-
 def _inputs(
     dtype, fmt, n=2, c_slow=8, c_fast=8, c_lat=16, t_fast=16, hw=(14, 14), k=5, s=8, p=2, device="cuda"
 ):
@@ -506,26 +489,24 @@ def test_gpu_bf16_backward(name, fmt):
 
 @cuda
 @pytest.mark.parametrize("name", BACKENDS)
-def test_gpu_misaligned_and_non_dense_x_slow(name):
+def test_gpu_misaligned_and_non_dense_x_slow(name, no_tf32):
     x_slow, x_fast, weight, s, p, scale, shift = _inputs(torch.float32, NC, hw=(8, 8))
-    with _ieee_fp32():
-        # Offset by one element: not 16-byte aligned.
-        flat = torch.randn(x_slow.numel() + 1, device="cuda")
-        misaligned = flat[1:].view(x_slow.shape)
-        _check_lateral_gpu(name, misaligned, x_fast, weight, s, p, scale, shift, relu=False, backward=False)
-        # Every other channel of a wider tensor: strided, not dense in either layout.
-        wide = torch.randn(x_slow.shape[0], 2 * x_slow.shape[1], *x_slow.shape[2:], device="cuda")
-        _check_lateral_gpu(name, wide[:, ::2], x_fast, weight, s, p, scale, shift, relu=True, backward=False)
+    # Offset by one element: not 16-byte aligned.
+    flat = torch.randn(x_slow.numel() + 1, device="cuda")
+    misaligned = flat[1:].view(x_slow.shape)
+    _check_lateral_gpu(name, misaligned, x_fast, weight, s, p, scale, shift, relu=False, backward=False)
+    # Every other channel of a wider tensor: strided, not dense in either layout.
+    wide = torch.randn(x_slow.shape[0], 2 * x_slow.shape[1], *x_slow.shape[2:], device="cuda")
+    _check_lateral_gpu(name, wide[:, ::2], x_fast, weight, s, p, scale, shift, relu=True, backward=False)
 
 
 @cuda
 @pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize("fmt", [NC, CL], ids=["ncdhw", "ndhwc"])
-def test_gpu_no_slow_channels_and_odd_lateral_width(name, fmt):
+def test_gpu_no_slow_channels_and_odd_lateral_width(name, fmt, no_tf32):
     """C_slow = 0 (the output is the lateral alone) and C_lat = 70, not a multiple of any tile."""
-    with _ieee_fp32():
-        _check_lateral_gpu(name, *_inputs(torch.float32, fmt, c_slow=0, hw=(6, 5)), relu=True)
-        _check_lateral_gpu(name, *_inputs(torch.float32, fmt, c_lat=70, hw=(6, 5)), relu=True)
+    _check_lateral_gpu(name, *_inputs(torch.float32, fmt, c_slow=0, hw=(6, 5)), relu=True)
+    _check_lateral_gpu(name, *_inputs(torch.float32, fmt, c_lat=70, hw=(6, 5)), relu=True)
 
 
 @cuda
@@ -550,10 +531,9 @@ R50_STAGES = {
 @pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize("stage", list(R50_STAGES))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_gpu_real_r50_batch8_laterals(name, stage, dtype):
+def test_gpu_real_r50_batch8_laterals(name, stage, dtype, no_tf32):
     inputs = _inputs(dtype, CL, n=8, **R50_STAGES[stage])
-    with _ieee_fp32():
-        _check_lateral_gpu(name, *inputs, relu=False)
+    _check_lateral_gpu(name, *inputs, relu=False)
 
 
 @cuda

@@ -309,24 +309,6 @@ def test_compile_option_inductor_with_freezing():
     _check_matches_original(model, clip((1, 3, 16, 32, 32)), compile=True)
 
 
-@pytest.fixture
-def no_tf32():
-    """fp32 convs without TF32 on CUDA, so the 1e-4 contract is testable; set through the precision
-    API this torch has (the legacy flag's getter throws once the new API was used), restored after."""
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    owner, attr, off = (
-        (conv, "fp32_precision", "ieee")
-        if conv is not None and hasattr(conv, "fp32_precision")
-        else (torch.backends.cudnn, "allow_tf32", False)
-    )
-    previous = getattr(owner, attr)
-    setattr(owner, attr, off)
-    try:
-        yield
-    finally:
-        setattr(owner, attr, previous)
-
-
 @pytest.mark.cuda
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_cuda_graph_replay_matches_and_recaptures(no_tf32, channels_last):

@@ -388,14 +388,6 @@ GPU_CASES = [
 ]
 
 
-@pytest.fixture
-def no_tf32():
-    previous = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32 = previous
-
-
 # The GPU smoke run (benchmarks/gpu_check.sh: -m "cuda and not slow") keeps one realistic case per
 # test: each new shape and variant costs Triton JIT compiles (seconds each) the 6-minute slot lacks.
 SMOKE_CASES = [
