@@ -7,6 +7,7 @@ PyTorch ops, so autograd of the reference is PyTorch's own.
 from __future__ import annotations
 
 import math
+import struct
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +70,13 @@ def is_identity_resample(t_in: int, scale_factor: float) -> bool:
     """
     if resampled_length(t_in, scale_factor) != t_in:
         return False
-    return t_in == 1 or torch.tensor(1.0 / scale_factor, dtype=torch.float32).item() == 1.0
+    return t_in == 1 or _float32(1.0 / scale_factor) == 1.0
+
+
+def _float32(value: float) -> float:
+    """``value`` rounded to float32, as PyTorch rounds the scale it passes to its nearest kernels
+    (no tensor: this runs on every resampling call)."""
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
 def source_frame_indices(t_in: int, scale_factor: float, device=None) -> torch.Tensor:
@@ -80,11 +87,10 @@ def source_frame_indices(t_in: int, scale_factor: float, device=None) -> torch.T
     For 5-D inputs it has no identity special case on either device: a scale in (1, 1 + 1/T) keeps
     T frames but repeats frame 0 and drops the last.
     """
-    t_out = resampled_length(t_in, scale_factor)
-    scale = torch.tensor(1.0 / scale_factor, dtype=torch.float32)
-    dst = torch.arange(t_out, dtype=torch.float32)
-    src = torch.floor(dst * scale).to(torch.int64).clamp_(max=t_in - 1)
-    return src.to(device)
+    dst = torch.arange(resampled_length(t_in, scale_factor), dtype=torch.float32, device=device)
+    # Built on ``device`` (nothing copied from the host, so it can run inside CUDA-graph capture); the
+    # Python scalar multiplies the float32 tensor in float32, as PyTorch's kernels do.
+    return torch.floor(dst * _float32(1.0 / scale_factor)).to(torch.int64).clamp_(max=t_in - 1)
 
 
 def temporal_resample(x: torch.Tensor, scale_factor: float) -> torch.Tensor:

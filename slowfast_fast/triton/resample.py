@@ -110,19 +110,11 @@ def _sum_runs_kernel(
     )
 
 
-def source_frames(t_in: int, scale_factor: float, device: torch.device) -> torch.Tensor:
-    """Source frame of every output frame on ``device`` (int64), by the index rule of the module
-    docstring: the float32 product of PyTorch's nearest kernels, computed by float32 tensor ops."""
-    dst = torch.arange(reference.resampled_length(t_in, scale_factor), dtype=torch.float32, device=device)
-    # A Python scalar multiplies a float32 tensor as float32(1 / scale): PyTorch's own rounding of it.
-    return torch.floor(dst * (1.0 / scale_factor)).to(torch.int64).clamp_(max=t_in - 1)
-
-
 def _runs(t_in: int, scale_factor: float, device: torch.device) -> torch.Tensor:
     """``(first, count)`` of the output frames taken from each of ``t_in`` source frames, ``(t_in, 2)``.
     The source frames ascend, so both ends of each run are binary searches: no bincount (which reads
     its result size back to the host) and nothing copied from the host."""
-    src = source_frames(t_in, scale_factor, device)
+    src = reference.source_frame_indices(t_in, scale_factor, device)
     t = torch.arange(t_in, device=device)
     first = torch.searchsorted(src, t)
     return torch.stack((first, torch.searchsorted(src, t, right=True) - first), dim=1)
