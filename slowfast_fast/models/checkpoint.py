@@ -89,6 +89,14 @@ def load_state_dict_like_mmengine(module: nn.Module, state_dict: Mapping, strict
         warnings.warn(message, stacklevel=2)
 
 
+def read_recognizer_state_dict(checkpoint, *, weights_only: bool = True) -> Mapping:
+    """The weights of an mmaction2 checkpoint (a file path or URL, or a loaded dict): under its
+    ``state_dict`` key or not, ``module.`` prefixes (DataParallel/DDP) dropped."""
+    if not isinstance(checkpoint, Mapping):
+        checkpoint = load_checkpoint_file(checkpoint, weights_only=weights_only)
+    return _strip_module_prefix(unwrap_state_dict(checkpoint))
+
+
 def load_mmaction_checkpoint(
     model: nn.Module, checkpoint: str | os.PathLike | Mapping, *, weights_only: bool = True
 ) -> list[str]:
@@ -104,9 +112,7 @@ def load_mmaction_checkpoint(
     The ``backbone.*`` keys must match ``model``'s state_dict exactly (strict). Keys of other parts of
     the recognizer (``cls_head.*``, ...) are not loaded; their names are returned.
     """
-    if not isinstance(checkpoint, Mapping):
-        checkpoint = load_checkpoint_file(checkpoint, weights_only=weights_only)
-    state_dict = _strip_module_prefix(unwrap_state_dict(checkpoint))
+    state_dict = read_recognizer_state_dict(checkpoint, weights_only=weights_only)
     prefix = "backbone."
     backbone = OrderedDict((k[len(prefix) :], v) for k, v in state_dict.items() if k.startswith(prefix))
     if not backbone:

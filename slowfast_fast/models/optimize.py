@@ -34,11 +34,9 @@ from torch.utils._pytree import tree_flatten, tree_map
 from slowfast_fast.models.blocks import _ResidualBlock
 from slowfast_fast.models.layers import ConvModule, folded_batch_norm, uses_batch_stats
 from slowfast_fast.models.resnet3d_slowfast import ResNet3dPathway
-from slowfast_fast.models.training import convert_5d_tensors
+from slowfast_fast.models.training import _CL, convert_5d_tensors
 
 __all__ = ["FoldedConv3d", "OptimizedForInference", "optimize_for_inference"]
-
-_CL = torch.channels_last_3d
 
 
 @functools.cache
@@ -198,10 +196,10 @@ def _lateral_ids(model: nn.Module) -> set[int]:
     return ids
 
 
-def fold_conv_modules(model: nn.Module) -> int:
+def fold_conv_modules(model: nn.Module) -> None:
     """Replace, in place, every foldable Conv3d ConvModule of an eval-mode ``model`` (except the
     SlowFast laterals) by a :class:`FoldedConv3d`, and let each residual block's last conv take the
-    shortcut add and the block's ReLU. Returns the number of convs folded."""
+    shortcut add and the block's ReLU."""
     skip = _lateral_ids(model)
     replaced: dict[int, nn.Module] = {}  # keeps a module shared between parents shared
     for block in list(model.modules()):
@@ -220,7 +218,6 @@ def fold_conv_modules(model: nn.Module) -> int:
             if id(child) not in replaced:
                 replaced[id(child)] = FoldedConv3d.from_conv_module(child) or child
             setattr(parent, name, replaced[id(child)])
-    return sum(isinstance(m, FoldedConv3d) for m in replaced.values())
 
 
 class OptimizedForInference(nn.Module):

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from slowfast_fast.models.checkpoint import _strip_module_prefix, load_checkpoint_file, unwrap_state_dict
+from slowfast_fast.models.checkpoint import read_recognizer_state_dict
 from slowfast_fast.models.resnet3d_slowfast import ResNet3dSlowFast
 
 
@@ -110,6 +110,4 @@ class SlowFastRecognizer(nn.Module):
         not, ``module.`` prefixes dropped; a missing or unexpected key raises. ``weights_only`` is
         passed to ``torch.load`` for a path (False only for files you trust).
         """
-        if not isinstance(checkpoint, Mapping):
-            checkpoint = load_checkpoint_file(checkpoint, weights_only=weights_only)
-        self.load_state_dict(_strip_module_prefix(unwrap_state_dict(checkpoint)), strict=True)
+        self.load_state_dict(read_recognizer_state_dict(checkpoint, weights_only=weights_only), strict=True)
