@@ -21,6 +21,11 @@ def temporal_resample(x: torch.Tensor, scale_factor: float, *, backend: str | No
     """
     _validate.check_resample_types(x, {"scale_factor": scale_factor}, backend)
     _validate.check_resample(x, scale_factor)
+    return _resample(x, scale_factor, backend)
+
+
+def _resample(x: torch.Tensor, scale_factor: float, backend: str | None) -> torch.Tensor:
+    """:func:`temporal_resample` on arguments already checked."""
     if reference.is_identity_resample(x.shape[2], scale_factor):
         return x
     name = _backend.resolve(x.device, backend)
@@ -43,10 +48,7 @@ def pathway_split(
     slow_identity = reference.is_identity_resample(t, slow_scale)
     fast_identity = reference.is_identity_resample(t, fast_scale)
     if slow_identity or fast_identity:
-        return (
-            temporal_resample(x, slow_scale, backend=backend),
-            temporal_resample(x, fast_scale, backend=backend),
-        )
+        return _resample(x, slow_scale, backend), _resample(x, fast_scale, backend)
     name = _backend.resolve(x.device, backend)
     if name == "reference":
         return reference.pathway_split(x, slow_scale, fast_scale)
