@@ -100,8 +100,6 @@ def main() -> None:
                     for shape in shapes:
                         for kind, make in (("fwd", _forward), ("fwd+bwd", _training)):
                             fns = make(_inputs(shape, dtype, layout, grad=kind != "fwd"))
-                            for fn in fns.values():
-                                fn()
                             t = timing.measure_all(fns, cpu, BUDGET)
                             base = t["reference"].median_ms
                             cells = []
