@@ -49,12 +49,13 @@ def test_cli_writes_results_and_flags_wrong_backend(tmp_path, capsys, fake_backe
 
     stdout = capsys.readouterr().out
     assert "median" in stdout and "WRONG" in stdout and "load" in stdout
+    assert "predicted" in stdout and "meas/pred" in stdout and "launch cost" in stdout
     assert re.search(r"\d (µs|ms) ", stdout), "times are printed with their unit"
 
     for op in ("lateral_concat", "lateral_concat_backward", "resample"):
         data = json.loads((tmp_path / f"cpu_{op}.json").read_text())
         meta = data["meta"]
-        assert meta["torch"] and meta["copy_bandwidth_gbps"] > 0
+        assert meta["torch"] and meta["copy_bandwidth_gbps"] > 0 and meta["launch_cost_ms"] > 0
         assert meta["load_1min_start"] >= 0 and meta["load_1min_end"] >= 0
         rows = data["rows"]
         assert all(r["load_1min"] >= 0 for r in rows)
@@ -69,8 +70,15 @@ def test_cli_writes_results_and_flags_wrong_backend(tmp_path, capsys, fake_backe
         assert len(by_backend["reference"]) == (3 if op == "resample" else 4)
         for row in by_backend["reference"] + by_backend["same"]:
             assert row["status"] == "ok" and row["median_ms"] > 0 and row["speedup"] > 0, row
+            # The performance model, from the two machine numbers this run measured.
+            expected = row["bytes"] / (meta["copy_bandwidth_gbps"] * 1e9) * 1e3 + meta["launch_cost_ms"]
+            assert row["predicted_ms"] == pytest.approx(expected, rel=1e-12)
+            assert row["measured_over_predicted"] == pytest.approx(row["median_ms"] / expected)
         for row in by_backend["wrong"]:
             assert row["status"] == "WRONG" and row["median_ms"] is None, row
+            assert row["predicted_ms"] > 0 and row["measured_over_predicted"] is None, row
+        assert all(float(r["predicted_ms"]) > 0 for r in csv_rows)
+        assert {r["measured_over_predicted"] for r in csv_rows if r["backend"] == "wrong"} == {""}
         if op != "resample":
             assert all(r["pct_roofline"] > 0 for r in by_backend["reference"])
 
@@ -239,6 +247,8 @@ def test_help_says_what_it_does_where_files_go_and_what_the_exit_status_means(ca
         "Benchmark slowfast_fast against the pure-PyTorch reference", "benchmarks/results",
         "OUT/<dev>_<op>.json", "_time.png", "exit status: 0", "1 some backend was WRONG",
         "compiled_reference", "triton", "usable here: cpu tensors: reference", "load average",
+        "performance model", "meas/pred", "measured_over_predicted", "4 KiB tensor copy",
+        "256 MiB on cpu sizes", "fit in cache",
     )  # fmt: skip
     missing = [phrase for phrase in needed if phrase not in text]
     assert not missing, missing

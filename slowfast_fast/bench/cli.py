@@ -44,8 +44,10 @@ fp32 and bf16; on a CPU small sizes in fp32 (about a minute on 2 idle cores).
 
 Output (<dev> is cpu or cuda, <op> each of --ops):
   stdout                      a table per op: median, p20-p80 and min time per call (in µs, ms or
-                              s), GB/s, % of the copy-bandwidth roofline, speedup over the
-                              reference, and the 1-minute load average when each row was measured
+                              s), GB/s, % of the copy-bandwidth roofline, the model's predicted
+                              time and measured/predicted (see "performance model" below), speedup
+                              over the reference, and the 1-minute load average when each row was
+                              measured
   OUT/<dev>_<op>.json         metadata (device, versions, date, command, load average at start and
                               end) and every row; rewritten after every case, so an interrupted run
                               keeps what it measured
@@ -70,6 +72,17 @@ base of its speedups (real mmaction2 eager when installed, else our module on th
 backend), ours eager on `auto`, ours after optimize_for_inference (plus a CUDA graph on CUDA), and
 with --compile torch.compile peers (listed in slowfast_fast/bench/backbone.py's docstring and in
 each row's backend column).
+
+performance model (kernel ops; columns predicted and meas/pred, in JSON/CSV predicted_ms and
+measured_over_predicted; slowfast_fast/bench/perf_model.py):
+  predicted = fewest bytes the op must move (slowfast_fast/bench/cases.py) / copy bandwidth
+              + one per-launch cost
+  Both machine numbers are measured at the start of the same run: the copy bandwidth (bytes read +
+  written) of a large tensor copy (1 GiB device-to-device on the gpu sizes, 256 MiB on cpu sizes),
+  the launch cost as the median time of a 4 KiB tensor copy. meas/pred = median / predicted: 1.0 is
+  a kernel that streams its bytes at copy speed in one launch. The model ignores arithmetic, caches
+  and re-read bytes: at CPU sizes the tensors fit in cache, so meas/pred can be below 1 there.
+  % roofline = 100 x (bytes / copy bandwidth) / median: the same comparison without the launch cost.
 
 load: every output records the 1-minute load average (processes running or waiting for a core).
 A run is loaded when at its start the load exceeds the cores it leaves idle by more than 0.5 (on a
@@ -295,9 +308,13 @@ def main(argv: list[str] | None = None) -> int:
         copy_budget = timing.Budget(kernel_budget.warmup_ms, max(kernel_budget.rep_ms, 300), 3)
         bandwidth = timing.copy_bandwidth(device, size.copy_bytes, copy_budget)
         meta["copy_bandwidth_gbps"] = bandwidth / 1e9
+        meta["copy_bandwidth_bytes"] = size.copy_bytes
+        meta["launch_cost_ms"] = timing.launch_cost(device, copy_budget)
+        meta["launch_cost_probe"] = f"{timing.LAUNCH_PROBE_BYTES >> 10} KiB tensor copy"
         print(
             f"{meta['device_name']}: copy bandwidth {bandwidth / 1e9:.1f} GB/s "
-            f"(read + write, {size.copy_bytes >> 20} MiB tensor)",
+            f"(read + write, {size.copy_bytes >> 20} MiB tensor); launch cost "
+            f"{report.format_time(meta['launch_cost_ms'])} ({meta['launch_cost_probe']})",
             flush=True,
         )
 
@@ -312,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             op_cases = [c for c in kernel_cases if c.op == op]
             for case in op_cases:
                 for row in kernels.run_case(
-                    case, impls, device, meta["copy_bandwidth_gbps"] * 1e9, kernel_budget
+                    case, impls, device, bandwidth, meta["launch_cost_ms"], kernel_budget
                 ):
                     row["load_1min"] = load.load_average()
                     rows.append(row)

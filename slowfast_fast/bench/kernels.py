@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from slowfast_fast.bench import cases, correctness, report, timing
+from slowfast_fast.bench import cases, correctness, perf_model, report, timing
 from slowfast_fast.bench.implementations import Implementation
 
 KERNEL_OPS = ("lateral_concat", "lateral_concat_backward", "resample")
@@ -149,10 +149,13 @@ def _as_float64(inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     return [t.detach().to(torch.float64).requires_grad_(t.requires_grad) for t in inputs]
 
 
-def _row(case: KernelCase, device: torch.device, backend: str, roofline_ms: float) -> dict:
+def _row(
+    case: KernelCase, device: torch.device, backend: str, roofline_ms: float, predicted_ms: float
+) -> dict:
     return report.new_row(
         suite="kernels", op=case.op, config=case.config, case=case.name, shape=case.shape, dtype=case.dtype,
         layout=case.layout, device=str(device), backend=backend, bytes=case.bytes, roofline_ms=roofline_ms,
+        predicted_ms=predicted_ms,
     )  # fmt: skip
 
 
@@ -161,9 +164,13 @@ def run_case(
     impls: list[Implementation],
     device: torch.device,
     copy_bandwidth: float,
+    launch_ms: float,
     budget: timing.Budget,
 ) -> list[dict]:
     """One row per implementation; ``impls[0]`` must be the reference (the speedup's base).
+    ``copy_bandwidth`` (bytes/s) and ``launch_ms`` are the run's measured machine numbers: every row
+    gets the roofline (bytes / bandwidth) and :func:`perf_model.predicted_ms`, and a timed row
+    measured/predicted.
 
     Every implementation runs once and goes through the correctness gate; those that pass are
     then timed together (see :func:`timing.measure_all`).
@@ -173,9 +180,10 @@ def run_case(
     truth = tuple(t.detach() for t in case.prepare(reference_fn, _as_float64(inputs))())
     reference_out = tuple(t.detach() for t in case.prepare(reference_fn, inputs)())
     roofline_ms = case.bytes / copy_bandwidth * 1e3 if case.bytes else 0.0
+    predicted_ms = perf_model.predicted_ms(case.bytes, copy_bandwidth, launch_ms)
     rows, thunks = {}, {}
     for impl in impls:
-        row = rows[impl.name] = _row(case, device, impl.name, roofline_ms)
+        row = rows[impl.name] = _row(case, device, impl.name, roofline_ms, predicted_ms)
         try:
             thunk = case.prepare(reference_fn if impl is impls[0] else impl.make(case.impl_op), inputs)
             outputs = tuple(t.detach() for t in thunk())
@@ -205,6 +213,7 @@ def run_case(
         if case.bytes:
             row["gbps"] = case.bytes / (result.median_ms * 1e-3) / 1e9
             row["pct_roofline"] = 100 * roofline_ms / result.median_ms
+        row["measured_over_predicted"] = result.median_ms / predicted_ms
         if reference_ms is not None:
             row["speedup"] = reference_ms / result.median_ms
     return list(rows.values())

@@ -64,6 +64,8 @@ def describe_run(meta: dict) -> str:
         parts.append(f"`auto` resolves to `{meta['auto_backend']}`")
     if meta.get("copy_bandwidth_gbps"):
         parts.append(f"copy bandwidth {meta['copy_bandwidth_gbps']:.1f} GB/s")
+    if meta.get("launch_cost_ms") is not None:
+        parts.append(f"launch cost {format_time(meta['launch_cost_ms'])}")
     parts.append(load.describe_load(meta))
     problem = load.load_problem(meta)
     if problem is not None:
@@ -82,6 +84,31 @@ def _ratio(num: float | None, den: float | None) -> float | None:
     return num / den if num is not None and den else None
 
 
+def _times(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def model_note(meta: dict) -> str:
+    """What the predicted and measured / predicted columns mean, with this run's two numbers."""
+    if meta.get("launch_cost_ms") is None:
+        return "(This run predates the performance model: no predicted times.)"
+    text = (
+        "Performance model: predicted = fewest bytes the op must move / copy bandwidth "
+        f"({meta['copy_bandwidth_gbps']:.1f} GB/s) + one launch ({format_time(meta['launch_cost_ms'])}, "
+        f"the median of a {meta.get('launch_cost_probe', 'tiny tensor copy')}), both measured in this "
+        "run; measured / predicted is the median over it (1.00 = streaming the bytes at copy speed in "
+        "one launch). It ignores arithmetic and caches"
+    )
+    if meta["device"] == "cpu":
+        copy = meta.get("copy_bandwidth_bytes")
+        copy_text = f"{copy >> 20} MiB copy" if copy else "large copy"
+        text += (
+            f": at these CPU sizes the tensors fit in cache, faster than the {copy_text} that sets the "
+            "bandwidth, so measured / predicted can be below 1"
+        )
+    return text + "."
+
+
 def lateral_sums(rows: list[dict]) -> str:
     """Per config, dtype, layout and backend: the sum over the four fusion points (as BASELINE.md
     reports the reference) of the medians and of the minima, with the roofline of the sum."""
@@ -95,15 +122,18 @@ def lateral_sums(rows: list[dict]) -> str:
         for backend, points in by_backend.items():
             median, fastest = _sum(points, "median_ms"), _sum(points, "min_ms")
             roofline = sum(r["roofline_ms"] for r in points)
+            predicted = _sum(points, "predicted_ms") if all("predicted_ms" in r for r in points) else None
             pct = _ratio(100 * roofline, median)
             lines.append([
                 config, dtype, layout, backend, ",".join(sorted({r["status"] for r in points})),
                 format_time(median), format_time(fastest), format_time(roofline),
-                "-" if pct is None else f"{pct:.0f}",
+                "-" if pct is None else f"{pct:.0f}", format_time(predicted),
+                _times(_ratio(median, predicted)),
                 _speedup(_ratio(ref_median, median)), _speedup(_ratio(ref_min, fastest)),
             ])  # fmt: skip
     headers = ["config", "dtype", "layout", "backend", "status", "sum of medians", "sum of minima",
-               "roofline", "% roofline (median)", "speedup (medians)", "speedup (minima)"]  # fmt: skip
+               "roofline", "% roofline (median)", "predicted", "measured / predicted (median)",
+               "speedup (medians)", "speedup (minima)"]  # fmt: skip
     return _table(headers, lines)
 
 
@@ -112,12 +142,14 @@ def kernel_cases(rows: list[dict]) -> str:
         [
             r["config"] or "-", r["case"], r["dtype"], r["layout"], r["backend"], _spread(r),
             "-" if r["gbps"] is None else f"{r['gbps']:.1f}",
-            "-" if r["pct_roofline"] is None else f"{r['pct_roofline']:.0f}", _speedup(r["speedup"]),
+            "-" if r["pct_roofline"] is None else f"{r['pct_roofline']:.0f}",
+            format_time(r.get("predicted_ms")), _times(r.get("measured_over_predicted")),
+            _speedup(r["speedup"]),
         ]
         for r in rows
     ]  # fmt: skip
     headers = ["config", "case", "dtype", "layout", "backend", "median (p20-p80), min", "GB/s",
-               "% roofline", "speedup"]  # fmt: skip
+               "% roofline", "predicted", "measured / predicted", "speedup"]  # fmt: skip
     return _table(headers, lines)
 
 
@@ -166,11 +198,11 @@ def render(directory: Path, device: str, summary: bool, allow_loaded: bool = Fal
         if not rows:
             body.append("(no rows)")
         elif op.startswith("lateral_concat"):
-            body += ["Sum over the four fusion points:", "", lateral_sums(rows)]
+            body += [model_note(meta), "", "Sum over the four fusion points:", "", lateral_sums(rows)]
             if not summary:
                 body += ["", "Per fusion point:", "", kernel_cases(rows)]
         elif op == "resample":
-            body.append(kernel_cases(rows))
+            body += [model_note(meta), "", kernel_cases(rows)]
         else:
             body.append(backbone_cases(rows))
         sections.append("\n".join(body))

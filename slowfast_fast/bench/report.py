@@ -34,6 +34,8 @@ COLUMNS = (
     "gbps",
     "roofline_ms",
     "pct_roofline",
+    "predicted_ms",  # the performance model's time for the case (perf_model.predicted_ms)
+    "measured_over_predicted",  # median_ms / predicted_ms
     "speedup",
     "max_err",
     "tol",
@@ -144,7 +146,8 @@ def format_time_range(low_ms: float | None, high_ms: float | None) -> str:
 
 def table(rows: list[dict]) -> str:
     """A fixed-width text table of ``rows``: times with their unit, the p20-p80 spread of the
-    timed calls, and the load average when each row was measured."""
+    timed calls, the performance model's prediction and measured (median) / predicted, and the load
+    average when each row was measured."""
     headers = (
         "op",
         "config",
@@ -158,6 +161,8 @@ def table(rows: list[dict]) -> str:
         "min",
         "GB/s",
         "% roofline",
+        "predicted",
+        "meas/pred",
         "speedup",
         "peak MiB",
         "load",
@@ -179,6 +184,8 @@ def table(rows: list[dict]) -> str:
                 format_time(r["min_ms"]),
                 _fmt(r["gbps"], ".1f"),
                 _fmt(r["pct_roofline"], ".0f"),
+                format_time(r.get("predicted_ms")),
+                _fmt(r.get("measured_over_predicted"), ".2f"),
                 "-" if r["speedup"] is None else f"{r['speedup']:.2f}x",
                 _fmt(r["peak_mem_mib"], ".0f"),
                 _fmt(r.get("load_1min"), ".2f"),

@@ -1,4 +1,5 @@
-"""The one timing helper every benchmark uses, and the copy bandwidth that defines the roofline.
+"""The one timing helper every benchmark uses, and the two machine numbers of the performance model
+(:mod:`perf_model`): the copy bandwidth that defines the roofline and the cost of one launch.
 
 CUDA: ``triton.testing.do_bench`` (CUDA events, L2 flushed between calls, quantiles of the rep
 times). CPU: a ``perf_counter`` loop that times every call on its own after a warmup, with PyTorch's
@@ -111,3 +112,17 @@ def copy_bandwidth(device: torch.device, nbytes: int, budget: Budget) -> float:
     dst.copy_(src)
     timing = measure(lambda: dst.copy_(src), device, budget)
     return 2 * src.numel() * src.element_size() / (timing.median_ms * 1e-3)
+
+
+# Size of the tensor whose copy measures the per-launch cost: small enough that moving it is
+# negligible next to launching the copy (one kernel on CUDA, one dispatch on CPU).
+LAUNCH_PROBE_BYTES = 4096
+
+
+def launch_cost(device: torch.device, budget: Budget) -> float:
+    """Milliseconds of one call that moves (almost) nothing: the median time of a 4 KiB tensor copy,
+    the fixed per-launch cost of the performance model."""
+    src = torch.rand(LAUNCH_PROBE_BYTES // 4, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    return measure(lambda: dst.copy_(src), device, budget).median_ms
