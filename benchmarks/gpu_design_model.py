@@ -1,0 +1,417 @@
+"""A design model of lateral_concat's forward on an H200: what a kernel design should cost, predicted
+from its bytes and Little's law, without a GPU. Every time it prints is a PREDICTION.
+
+    python benchmarks/gpu_design_model.py [--latency-ns 700] [--layout ncdhw] [--batch 8]
+
+The model, per fusion point of R50 4x16 and 8x8 (shapes and minimum bytes from
+slowfast_fast/bench/cases.py, gpu size preset: batch 8, 32-frame 224x224 clip), per dtype:
+
+    achieved bandwidth of a stream = min(copy bandwidth, bytes in flight per SM * SMs / DRAM latency)
+    time = sum over the design's streams of bytes / achieved bandwidth + launches * launch overhead
+
+A design moves three streams, one after the other (their times add: within a thread block the
+x_slow copy and the GEMM run in turn, so an SM's bytes in flight are those of the phase it is in):
+
+* the x_slow copy (read + write): at copy bandwidth when the design runs it as its own stage or
+  kernel, else at the occupancy of the GEMM blocks that run it (CTAs per SM x threads x loads
+  outstanding per thread x bytes per load);
+* the GEMM's x_fast loads: CTAs per SM x pipeline stages x one K step's tile (K-step channels that
+  hold data x pixels that hold data x element size) in flight per SM. x_fast bytes are the fast
+  frames each output frame's taps read (frames shared by overlapping windows, as with 8x8's k7 s4,
+  are read once per window unless the design reads each frame once), times the output-channel
+  tiles that each re-read them;
+* the rest (the lateral output's write, the weight, and for the reference the lateral's round trip
+  through memory between the conv and the cat): stores and tiny reads, at copy bandwidth.
+
+What it ignores: arithmetic (the lateral GEMM is far below the tensor cores' rate), L2 hits (bytes a
+design re-reads are charged like DRAM bytes, which is pessimistic where L2 serves them), partial
+waves of blocks, per-step instruction and barrier overheads, and DRAM latency rising under load.
+Constants (H200): 132 SMs; copy bandwidth 4.25 TB/s (BASELINE.md's measured device-to-device copy;
+the datasheet's HBM3e peak is 4.8 TB/s); DRAM latency 700 ns (an ASSUMPTION, the middle of the
+600-800 ns usually quoted for Hopper under load; --latency-ns changes it, and the check against
+issue 10 prints 600 and 800 too); launch overhead 3 us per kernel (an ASSUMPTION; the bench measures
+the real one each run as a 4 KiB copy: `launch cost` in its output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+
+from slowfast_fast.bench import cases
+
+
+@dataclasses.dataclass(frozen=True)
+class Machine:
+    sms: int = 132
+    copy_bandwidth: float = 4.25e12  # bytes/s read + written, BASELINE.md (measured 2026-11-26)
+    latency_s: float = 700e-9  # DRAM latency: an assumption, see the module docstring
+    launch_s: float = 3e-6  # per kernel launch: an assumption
+    hbm_peak: float = 4.8e12  # datasheet; printed for context, the model uses copy_bandwidth
+
+    def achieved(self, in_flight_per_sm: float | None) -> float:
+        """Little's law, capped at the copy bandwidth; None is a stream at copy bandwidth."""
+        if in_flight_per_sm is None:
+            return self.copy_bandwidth
+        return min(self.copy_bandwidth, in_flight_per_sm * self.sms / self.latency_s)
+
+
+H200 = Machine()
+
+# Designs as data. Keys (every design has all of them):
+#   launches               kernels per call
+#   lateral_round_trip     the lateral output is written by one kernel and re-read and re-written by
+#                          a cat (the reference): 2 x its bytes extra
+#   slow_copy              "own_stage": at copy bandwidth; "in_gemm_blocks": at the GEMM's occupancy
+#   copy_threads, copy_loads_per_thread, copy_vector_bytes
+#                          the x_slow copy inside GEMM blocks: threads per CTA, loads each thread keeps
+#                          outstanding, bytes per load
+#   copy_scalar_tail       a row that is not a whole number of vectors is copied one element per load
+#                          (NCDHW rows are H*W pixels: 14x14 and 7x7 in bf16)
+#   gemm_ctas_per_sm       CTAs resident per SM; None: the conv is not modelled and runs at copy
+#                          bandwidth (the reference's cuDNN conv: a lower bound on its time)
+#   gemm_stages            K steps whose loads are in flight at once (register or shared-memory stages)
+#   k_step_channels        reduction rows per K step
+#   flat_k_loop            K steps run over (tap, channel) pairs, so a step fills with several taps
+#                          where C_fast is small; False: taps outer, channels inner (half-empty steps
+#                          where C_fast = 8 and the step is 16)
+#   pixel_tile             pixels per tile
+#   tiles_span_frames      pixel tiles run across (n, t_out, h, w), so small frames fill them; False:
+#                          tiles stop at a frame's end (196 pixels in 4 tiles of 64: 77% used)
+#   output_channel_tile    output channels per tile; x_fast is read once per tile. None: all of C_lat
+#   x_fast_frames          "per_output_frame": each output frame reads its k taps (overlapping windows
+#                          re-read frames); "once": every needed fast frame is read once
+
+REFERENCE = {
+    "name": "reference",
+    "summary": "F.conv3d then torch.cat (two kernels; conv modelled at copy bandwidth, a lower bound)",
+    "launches": 2,
+    "lateral_round_trip": True,
+    "slow_copy": "own_stage",
+    "copy_threads": None,
+    "copy_loads_per_thread": None,
+    "copy_vector_bytes": None,
+    "copy_scalar_tail": False,
+    "gemm_ctas_per_sm": None,
+    "gemm_stages": None,
+    "k_step_channels": None,
+    "flat_k_loop": True,
+    "pixel_tile": None,
+    "tiles_span_frames": True,
+    "output_channel_tile": None,
+    "x_fast_frames": "once",
+}
+
+# The CUDA kernel as issue 10's review read it (csrc/cuda/lateral_gemm.cuh before the redesign):
+# 256 threads, __launch_bounds__(256, 2) and 115-128 registers -> 2 CTAs/SM; a 64-pixel x 64-channel
+# tile; K steps of 16 channels, taps outer, one register prefetch stage (fp32: 2 x 16 x 64 x 4 B =
+# 8 KB in flight per SM, bf16 4 KB); x_slow copied by the GEMM blocks before their K loop
+# (copy_rows: 4 loads of 16 B outstanding per thread, scalar when H*W*itemsize % 16 != 0).
+OLD = {
+    "name": "old",
+    "summary": "issue 10's review of the CUDA kernel",
+    "launches": 1,
+    "lateral_round_trip": False,
+    "slow_copy": "in_gemm_blocks",
+    "copy_threads": 256,
+    "copy_loads_per_thread": 4,
+    "copy_vector_bytes": 16,
+    "copy_scalar_tail": True,
+    "gemm_ctas_per_sm": 2,
+    "gemm_stages": 1,
+    "k_step_channels": 16,
+    "flat_k_loop": False,
+    "pixel_tile": 64,
+    "tiles_span_frames": False,
+    "output_channel_tile": 64,
+    "x_fast_frames": "per_output_frame",
+}
+
+# PLACEHOLDER: the integrator replaces these defaults with the new kernels' parameters (from the
+# kernel source and its resource usage: CTAs per SM from registers/shared memory per CTA, pipeline
+# stages, tile sizes). The defaults are the redesign issue 10 asks for: the x_slow copy as its own
+# stage at copy bandwidth, x_fast read once (one output-channel tile of all C_lat), a flat K loop,
+# pixel tiles across frames, and 2 CTAs x 2 stages x 32 channels x 64 pixels = 32 KB in flight per SM
+# in fp32 (16 KB in bf16).
+NEW_DESIGN_PLACEHOLDER = {
+    "name": "new (placeholder)",
+    "summary": "PLACEHOLDER parameters for the redesigned kernel: fill in from the new kernels",
+    "launches": 1,
+    "lateral_round_trip": False,
+    "slow_copy": "own_stage",
+    "copy_threads": None,
+    "copy_loads_per_thread": None,
+    "copy_vector_bytes": None,
+    "copy_scalar_tail": False,
+    "gemm_ctas_per_sm": 2,
+    "gemm_stages": 2,
+    "k_step_channels": 32,
+    "flat_k_loop": True,
+    "pixel_tile": 64,
+    "tiles_span_frames": True,
+    "output_channel_tile": None,
+    "x_fast_frames": "per_output_frame",
+}
+
+DESIGNS = (REFERENCE, OLD, NEW_DESIGN_PLACEHOLDER)
+
+ITEMSIZE = {"fp32": 4, "bf16": 2}
+
+# Issue 10's modelled ratios of the old CUDA kernel's time to the roofline (R50 4x16, batch 8).
+ISSUE_10_OLD_RATIOS = {
+    "conv1_lateral": (2.5, 3.0),
+    "layer1_lateral": (1.2, 1.5),
+    "layer2_lateral": (3.0, 3.0),  # "~3x"
+    "layer3_lateral": (4.0, 6.0),
+}
+
+# The reference measured on an H200 (BASELINE.md, 2026-11-26): sum over the four fusion points at
+# batch 8, ms, by (config, dtype, layout). For comparison with the reference's prediction only.
+BASELINE_REFERENCE_SUM_MS = {
+    ("4x16", "fp32", "ncdhw"): 0.461,
+    ("4x16", "fp32", "channels_last_3d"): 0.363,
+    ("4x16", "bf16", "ncdhw"): 0.410,
+    ("4x16", "bf16", "channels_last_3d"): 0.260,
+    ("8x8", "fp32", "ncdhw"): 0.740,
+    ("8x8", "fp32", "channels_last_3d"): 0.623,
+    ("8x8", "bf16", "ncdhw"): 0.624,
+    ("8x8", "bf16", "channels_last_3d"): 0.451,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Stream:
+    """Bytes a design moves at one achieved bandwidth."""
+
+    name: str
+    bytes: int
+    bandwidth: float  # achieved, bytes/s
+
+    @property
+    def seconds(self) -> float:
+        return self.bytes / self.bandwidth
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """A design's predicted forward: its streams, whose times add, plus its launches."""
+
+    streams: tuple[Stream, ...]
+    launch_s: float
+
+    @property
+    def bytes(self) -> int:
+        return sum(s.bytes for s in self.streams)
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.streams) + self.launch_s
+
+    @property
+    def largest(self) -> str:
+        return max(self.streams, key=lambda s: s.seconds).name
+
+
+def _taps_read(shape: cases.LateralShape) -> int:
+    """Fast frames read summed over output frames: each output frame reads its in-range taps."""
+    return sum(
+        1
+        for t in range(shape.t_slow)
+        for kt in range(shape.kernel)
+        if 0 <= t * shape.stride - shape.padding + kt < shape.t_fast
+    )
+
+
+def _copy_in_flight(design: dict, shape: cases.LateralShape, itemsize: int, layout: str) -> float:
+    """Bytes in flight per SM while GEMM blocks copy x_slow."""
+    row_elems = shape.spatial**2 if layout == "ncdhw" else shape.c_slow
+    vector = design["copy_vector_bytes"]
+    per_load = itemsize if design["copy_scalar_tail"] and row_elems * itemsize % vector else vector
+    return design["gemm_ctas_per_sm"] * design["copy_threads"] * design["copy_loads_per_thread"] * per_load
+
+
+def gemm_in_flight(design: dict, shape: cases.LateralShape, itemsize: int) -> float | None:
+    """Bytes of x_fast in flight per SM during the GEMM: CTAs x stages x one K step's filled tile."""
+    if design["gemm_ctas_per_sm"] is None:
+        return None
+    k_rows = shape.c_fast * shape.kernel if design["flat_k_loop"] else shape.c_fast
+    k_used = min(design["k_step_channels"], k_rows)
+    tile = design["pixel_tile"]
+    hw = shape.spatial**2
+    fill = 1.0 if design["tiles_span_frames"] else hw / (math.ceil(hw / tile) * tile)
+    return design["gemm_ctas_per_sm"] * design["gemm_stages"] * k_used * tile * fill * itemsize
+
+
+def predict(
+    design: dict, shape: cases.LateralShape, dtype: str, machine: Machine = H200, layout: str = "ncdhw"
+) -> Prediction:
+    """The predicted forward time of ``design`` at ``shape`` (see the module docstring)."""
+    itemsize = ITEMSIZE[dtype]
+    plane = shape.batch * shape.spatial**2
+    slow = 2 * plane * shape.c_slow * shape.t_slow * itemsize
+    frames = shape.fast_frames_read() if design["x_fast_frames"] == "once" else _taps_read(shape)
+    tile = design["output_channel_tile"]
+    rereads = 1 if tile is None else math.ceil(shape.c_lateral / tile)
+    fast = plane * shape.c_fast * frames * itemsize * rereads
+    lateral = plane * shape.c_lateral * shape.t_slow * itemsize
+    weight = shape.c_lateral * shape.c_fast * shape.kernel * itemsize
+    rest = lateral * (3 if design["lateral_round_trip"] else 1) + weight
+    if design["slow_copy"] == "own_stage":
+        slow_bw = machine.copy_bandwidth
+    else:
+        slow_bw = machine.achieved(_copy_in_flight(design, shape, itemsize, layout))
+    streams = (
+        Stream("x_slow copy", slow, slow_bw),
+        Stream("x_fast loads", fast, machine.achieved(gemm_in_flight(design, shape, itemsize))),
+        Stream("writes", rest, machine.copy_bandwidth),
+    )
+    return Prediction(streams, design["launches"] * machine.launch_s)
+
+
+def roofline_s(shape: cases.LateralShape, dtype: str, machine: Machine = H200) -> float:
+    """The fewest bytes (cases.py) at copy bandwidth."""
+    return shape.forward_bytes(ITEMSIZE[dtype]) / machine.copy_bandwidth
+
+
+def gpu_shapes(batch: int) -> dict[str, list[cases.LateralShape]]:
+    """The four R50 fusion points of each config at the gpu size preset, at ``batch``."""
+    size = dataclasses.replace(cases.SIZES["gpu"], kernel_batch=batch)
+    return {name: cases.lateral_shapes(size, config) for name, config in cases.CONFIGS.items()}
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:.1f}"
+
+
+def _mb(nbytes: float) -> str:
+    return f"{nbytes / 1e6:.1f}"
+
+
+def _table(headers: list[str], lines: list[list[str]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(out + ["| " + " | ".join(line) + " |" for line in lines])
+
+
+def point_tables(shapes: dict[str, list[cases.LateralShape]], machine: Machine, layout: str) -> str:
+    sections = []
+    headers = ["dtype", "design", "minimum MB", "design moves MB", "roofline µs (prediction)",
+               "time µs (prediction)", "time / roofline (prediction)", "largest term"]  # fmt: skip
+    for config, points in shapes.items():
+        for shape in points:
+            lines = []
+            for dtype in ITEMSIZE:
+                roof = roofline_s(shape, dtype, machine)
+                for design in DESIGNS:
+                    p = predict(design, shape, dtype, machine, layout)
+                    lines.append([
+                        dtype, design["name"], _mb(shape.forward_bytes(ITEMSIZE[dtype])), _mb(p.bytes),
+                        _us(roof), _us(p.seconds), f"{p.seconds / roof:.2f}", p.largest,
+                    ])  # fmt: skip
+            sections.append(f"#### {config} {shape.point}: {shape.describe()}\n\n" + _table(headers, lines))
+    return "\n\n".join(sections)
+
+
+def sum_table(shapes: dict[str, list[cases.LateralShape]], machine: Machine, layout: str) -> str:
+    headers = ["config", "dtype", "roofline µs (prediction)",
+               *(f"{d['name']} µs (prediction)" for d in DESIGNS),
+               *(f"{d['name']} / roofline (prediction)" for d in DESIGNS),
+               f"reference µs MEASURED (BASELINE.md, {layout})"]  # fmt: skip
+    lines = []
+    for config, points in shapes.items():
+        for dtype in ITEMSIZE:
+            roof = sum(roofline_s(s, dtype, machine) for s in points)
+            times = [sum(predict(d, s, dtype, machine, layout).seconds for s in points) for d in DESIGNS]
+            measured = BASELINE_REFERENCE_SUM_MS.get((config, dtype, layout))
+            batch8 = points[0].batch == 8
+            lines.append([
+                config, dtype, _us(roof), *(_us(t) for t in times), *(f"{t / roof:.2f}" for t in times),
+                f"{measured * 1e3:.0f}" if measured is not None and batch8 else "-",
+            ])  # fmt: skip
+    return _table(headers, lines)
+
+
+def issue_10_check(shapes: dict[str, list[cases.LateralShape]], machine: Machine, layout: str) -> str:
+    """The old design's predicted time / roofline at 4x16 against issue 10's modelled ratios, at the
+    chosen latency and at both ends of the 600-800 ns range."""
+    latencies = sorted({600e-9, machine.latency_s, 800e-9})
+    headers = ["fusion point", "dtype", "issue 10 (modelled)",
+               *(f"old @ {lat * 1e9:.0f} ns (prediction)" for lat in latencies),
+               f"@ {machine.latency_s * 1e9:.0f} ns vs issue"]  # fmt: skip
+    lines = []
+    for dtype in ITEMSIZE:
+        for shape in shapes["4x16"]:
+            low, high = ISSUE_10_OLD_RATIOS[shape.point]
+            ratios = []
+            for lat in latencies:
+                m = dataclasses.replace(machine, latency_s=lat)
+                ratios.append(predict(OLD, shape, dtype, m, layout).seconds / roofline_s(shape, dtype, m))
+            mine = ratios[latencies.index(machine.latency_s)]
+            if mine < low:
+                verdict = f"{100 * (mine / low - 1):+.0f}% below"
+            elif mine > high:
+                verdict = f"{100 * (mine / high - 1):+.0f}% above"
+            else:
+                verdict = "inside"
+            issue = f"{low:g}x" if low == high else f"{low:g}-{high:g}x"
+            lines.append([shape.point, dtype, issue, *(f"{r:.2f}x" for r in ratios), verdict])
+    return _table(headers, lines)
+
+
+def in_flight_summary(shape: cases.LateralShape, layout: str) -> str:
+    """One sentence: each design's bytes in flight per SM at ``shape``, fp32 / bf16."""
+
+    def kb(value: float | None) -> str:
+        return "copy bandwidth" if value is None else f"{value / 1024:.0f} KB"
+
+    parts = []
+    for d in DESIGNS:
+        if d["gemm_ctas_per_sm"] is None:
+            gemm = "copy bandwidth"
+        else:
+            gemm = " / ".join(kb(gemm_in_flight(d, shape, ITEMSIZE[t])) for t in ITEMSIZE)
+        if d["slow_copy"] == "own_stage":
+            copy = "copy bandwidth"
+        else:
+            copy = " / ".join(kb(_copy_in_flight(d, shape, ITEMSIZE[t], layout)) for t in ITEMSIZE)
+        parts.append(f"{d['name']}: GEMM loads {gemm}, x_slow copy {copy}")
+    return f"Bytes in flight per SM (fp32 / bf16) at {shape.config} {shape.point}: " + "; ".join(parts) + "."
+
+
+def render(batch: int = 8, machine: Machine = H200, layout: str = "ncdhw") -> str:
+    shapes = gpu_shapes(batch)
+    header = (
+        f"## lateral_concat forward on an H200: design model PREDICTIONS (no GPU was used)\n\n"
+        f"R50 fusion points at batch {batch}, 32-frame 224x224 clip, {layout}. Model: time = sum over "
+        "streams of bytes / min(copy bandwidth, bytes in flight per SM x SMs / DRAM latency) + launches "
+        f"x launch overhead, with {machine.sms} SMs, copy bandwidth {machine.copy_bandwidth / 1e12:.2f} "
+        f"TB/s (measured, BASELINE.md; HBM3e peak {machine.hbm_peak / 1e12:.1f} TB/s), DRAM latency "
+        f"{machine.latency_s * 1e9:.0f} ns (assumed), launch overhead {machine.launch_s * 1e6:.1f} µs "
+        "(assumed). Roofline = the fewest bytes (cases.py) / copy bandwidth. Designs: "
+        + "; ".join(f"`{d['name']}`: {d['summary']}" for d in DESIGNS)
+        + ". "
+        + in_flight_summary(shapes["4x16"][1], layout)
+    )
+    return "\n\n".join([
+        header,
+        "### Sum over the four fusion points\n\n" + sum_table(shapes, machine, layout),
+        "### The old design against issue 10's modelled ratios (R50 4x16)\n\n"
+        + issue_10_check(shapes, machine, layout),
+        "### Per fusion point\n\n" + point_tables(shapes, machine, layout),
+    ]) + "\n"  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--latency-ns", type=float, default=H200.latency_s * 1e9, help="DRAM latency (ns)")
+    p.add_argument("--launch-us", type=float, default=H200.launch_s * 1e6, help="launch overhead (µs)")
+    p.add_argument("--layout", choices=tuple(cases.LAYOUTS), default="ncdhw")
+    p.add_argument("--batch", type=int, default=8)
+    args = p.parse_args(argv)
+    machine = dataclasses.replace(H200, latency_s=args.latency_ns * 1e-9, launch_s=args.launch_us * 1e-6)
+    print(render(args.batch, machine, args.layout), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

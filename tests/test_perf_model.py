@@ -1,0 +1,259 @@
+"""The performance models: the bench's prediction per case (bytes / measured copy bandwidth + one
+launch) and where it shows (rows, text table, markdown), and benchmarks/gpu_design_model.py's
+Little's-law design model of the H200 (its monotonicity, its byte counts, and its output)."""
+
+import copy
+import dataclasses
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from slowfast_fast.bench import cases, implementations, kernels, markdown, perf_model, report, timing
+
+ROOT = Path(__file__).resolve().parents[1]
+DESIGN_SCRIPT = ROOT / "benchmarks" / "gpu_design_model.py"
+
+
+def _load_design_model():
+    spec = importlib.util.spec_from_file_location("gpu_design_model", DESIGN_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+dm = _load_design_model()
+
+
+# --- the bench's model -------------------------------------------------------------------------
+
+
+def test_predicted_time_of_a_known_case_is_bytes_over_bandwidth_plus_one_launch():
+    """4x16 conv1_lateral at the gpu sizes, fp32: x_slow 8x64x4x56x56 read and written with 16
+    lateral channels, 18 of the 32 fast frames read (k5 s8 p2), weight 16x8x5: 72,256,000 bytes."""
+    shape = cases.lateral_shapes(cases.SIZES["gpu"], cases.CONFIGS["4x16"])[0]
+    plane = 8 * 56 * 56
+    by_hand = 4 * (plane * 64 * 4 + plane * 8 * 18 + 16 * 8 * 5 + plane * 80 * 4)
+    assert shape.forward_bytes(4) == by_hand == 72_256_000
+    assert perf_model.predicted_ms(by_hand, 1e12, 0.0) == pytest.approx(0.072256)
+    assert perf_model.predicted_ms(by_hand, 1e12, 0.003) == pytest.approx(0.075256)
+    assert perf_model.predicted_ms(0, 1e12, 0.003) == pytest.approx(0.003)  # identity: one call
+
+
+def test_run_case_rows_carry_the_prediction_and_the_ratio():
+    case = kernels.build_cases(["lateral_concat"], cases.SIZES["tiny"], ["4x16"], ["fp32"], ["ncdhw"])[1]
+    impls = [implementations.get("reference")]
+    one_call = timing.Budget(warmup_ms=0, rep_ms=0, min_reps=1, max_reps=1)
+    (row,) = kernels.run_case(case, impls, torch.device("cpu"), 2e9, 0.01, one_call)
+    expected = case.bytes / 2e9 * 1e3 + 0.01
+    assert row["status"] == "ok" and row["predicted_ms"] == pytest.approx(expected)
+    assert row["roofline_ms"] == pytest.approx(case.bytes / 2e9 * 1e3)
+    assert row["measured_over_predicted"] == pytest.approx(row["median_ms"] / expected)
+
+
+def test_launch_cost_is_measured_and_small():
+    budget = timing.Budget(warmup_ms=1, rep_ms=5, min_reps=5, max_reps=200)
+    ms = timing.launch_cost(torch.device("cpu"), budget)
+    assert 0 < ms < 5  # a 4 KiB copy: microseconds, even on a busy machine
+
+
+def _lateral_row(backend, case, median, predicted):
+    return report.new_row(
+        suite="kernels", op="lateral_concat", config="4x16", case=case, dtype="fp32", layout="ncdhw",
+        backend=backend, median_ms=median, p20_ms=median, p80_ms=median, min_ms=median, roofline_ms=0.5,
+        pct_roofline=50.0, gbps=1.0, predicted_ms=predicted, measured_over_predicted=median / predicted,
+        speedup=1.0, load_1min=0.1,
+    )  # fmt: skip
+
+
+def _write_lateral(directory: Path, with_model: bool = True):
+    meta = {"device": "cpu", "device_name": "Test CPU", "cpu_threads": 2, "cpu_count": 2,
+            "date_utc": "2026-11-30 12:00", "torch": "2.14", "size": "cpu", "copy_bandwidth_gbps": 20.0,
+            "load_1min_start": 0.1, "load_1min_end": 0.2}  # fmt: skip
+    if with_model:
+        meta.update(launch_cost_ms=0.002, launch_cost_probe="4 KiB tensor copy", copy_bandwidth_bytes=1 << 28)
+    rows = [
+        _lateral_row("reference", point, median, 0.8)
+        for point, median in zip([p for p, _, _ in cases.FUSION_POINTS], (2.0, 1.0, 1.0, 0.8), strict=True)
+    ]
+    if not with_model:
+        for r in rows:
+            del r["predicted_ms"], r["measured_over_predicted"]
+    (directory / "cpu_lateral_concat.json").write_text(json.dumps({"meta": meta, "rows": rows}))
+
+
+def test_markdown_shows_predicted_and_measured_over_predicted(tmp_path):
+    _write_lateral(tmp_path)
+    text = markdown.render(tmp_path, "cpu", summary=False)
+    assert "| predicted | measured / predicted (median) |" in text  # the sum table
+    assert "| predicted | measured / predicted | speedup |" in text  # the per-point table
+    # Sum: 2.0 + 1.0 + 1.0 + 0.8 = 4.8 ms measured over 4 x 0.8 = 3.2 ms predicted.
+    assert "| 3.20 ms | 1.50 |" in text
+    assert "| 800 µs | 2.50 |" in text and "| 800 µs | 1.00 |" in text
+    assert "launch cost 2.00 µs" in text and "the median of a 4 KiB tensor copy" in text
+    assert "fit in cache" in text and "256 MiB copy" in text and "can be below 1" in text
+
+
+def test_markdown_renders_results_from_before_the_model(tmp_path):
+    _write_lateral(tmp_path, with_model=False)
+    text = markdown.render(tmp_path, "cpu", summary=False)
+    assert "predates the performance model" in text
+    assert "| - | - | 1.00x |" in text  # per point: no prediction, no ratio
+
+
+def test_text_table_shows_the_prediction():
+    text = report.table([_lateral_row("cpu", "layer1_lateral", 1.0, 0.4)])
+    header, _, line = text.splitlines()
+    assert "predicted" in header and "meas/pred" in header
+    assert "400 µs" in line and "2.50" in line
+
+
+# --- the GPU design model -----------------------------------------------------------------------
+
+SHAPES = dm.gpu_shapes(8)
+ALL_POINTS = [s for points in SHAPES.values() for s in points]
+
+
+def _design(base, **changes):
+    design = copy.deepcopy(base)
+    design.update(changes)
+    return design
+
+
+def test_a_design_with_no_extra_bytes_moves_exactly_the_minimum():
+    minimal = _design(dm.NEW_DESIGN_PLACEHOLDER, x_fast_frames="once", output_channel_tile=None)
+    for shape in ALL_POINTS:
+        for dtype, itemsize in dm.ITEMSIZE.items():
+            assert dm.predict(minimal, shape, dtype).bytes == shape.forward_bytes(itemsize)
+
+
+def test_streams_at_copy_bandwidth_predict_the_roofline_plus_launches():
+    at_copy = _design(dm.REFERENCE, lateral_round_trip=False, launches=1)
+    for shape in ALL_POINTS:
+        p = dm.predict(at_copy, shape, "fp32")
+        assert p.seconds == pytest.approx(dm.roofline_s(shape, "fp32") + dm.H200.launch_s)
+
+
+def test_reference_pays_the_lateral_round_trip():
+    shape = SHAPES["4x16"][1]  # layer1: the lateral output is 8x64x4x56x56
+    no_trip = _design(dm.REFERENCE, lateral_round_trip=False)
+    extra = dm.predict(dm.REFERENCE, shape, "fp32").bytes - dm.predict(no_trip, shape, "fp32").bytes
+    assert extra == 2 * 4 * 8 * 64 * 4 * 56 * 56
+
+
+def test_old_design_reads_x_fast_once_per_64_channel_tile():
+    """layer3 (C_lat 256) reads x_fast four times, conv1 (C_lat 16) once; 4x16 taps do not overlap."""
+    conv1, _, _, layer3 = SHAPES["4x16"]
+    once = _design(dm.OLD, output_channel_tile=None)
+    for shape, tiles in ((conv1, 1), (layer3, 4)):
+        fast_old = dm.predict(dm.OLD, shape, "fp32").streams[1].bytes
+        fast_once = dm.predict(once, shape, "fp32").streams[1].bytes
+        assert fast_old == tiles * fast_once == tiles * 4 * 8 * shape.spatial**2 * shape.c_fast * 18
+
+
+def test_old_gemm_has_8_kb_in_flight_in_fp32_and_half_where_c_fast_is_8():
+    conv1, layer1 = SHAPES["4x16"][:2]
+    assert dm.gemm_in_flight(dm.OLD, layer1, 4) == 2 * 16 * 64 * 4 == 8192
+    assert dm.gemm_in_flight(dm.OLD, layer1, 2) == 4096
+    assert dm.gemm_in_flight(dm.OLD, conv1, 4) == 4096  # K steps of 16 where C_fast is 8
+
+
+IN_FLIGHT_KNOBS = (
+    "gemm_ctas_per_sm",
+    "gemm_stages",
+    "k_step_channels",
+    "pixel_tile",
+    "copy_loads_per_thread",
+)
+
+
+@pytest.mark.parametrize("knob", IN_FLIGHT_KNOBS)
+def test_more_bytes_in_flight_never_predicts_slower(knob):
+    for shape in ALL_POINTS:
+        for dtype in dm.ITEMSIZE:
+            for latency in (400e-9, 700e-9, 1000e-9):
+                machine = dataclasses.replace(dm.H200, latency_s=latency)
+                times = [
+                    dm.predict(_design(dm.OLD, **{knob: dm.OLD[knob] * f}), shape, dtype, machine).seconds
+                    for f in (1, 2, 4, 8)
+                ]
+                assert times == sorted(times, reverse=True), (knob, shape.point, dtype, times)
+    # Not vacuous: somewhere more in flight is strictly faster.
+    layer3 = SHAPES["4x16"][3]
+    assert (
+        dm.predict(_design(dm.OLD, **{knob: dm.OLD[knob] * 2}), layer3, "bf16").seconds
+        < dm.predict(dm.OLD, layer3, "bf16").seconds
+    )
+
+
+def test_flags_that_fill_tiles_or_copy_at_copy_bandwidth_never_predict_slower():
+    for shape in ALL_POINTS:
+        for dtype in dm.ITEMSIZE:
+            base = dm.predict(dm.OLD, shape, dtype).seconds
+            for change in (
+                {"flat_k_loop": True},
+                {"tiles_span_frames": True},
+                {"copy_scalar_tail": False},
+                {"slow_copy": "own_stage"},
+            ):
+                assert dm.predict(_design(dm.OLD, **change), shape, dtype).seconds <= base, change
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"lateral_round_trip": True},
+        {"output_channel_tile": 32},
+        {"output_channel_tile": 16},
+        {"x_fast_frames": "per_output_frame"},
+    ],
+)
+def test_extra_bytes_never_predict_faster(change):
+    base_design = _design(dm.NEW_DESIGN_PLACEHOLDER, x_fast_frames="once")
+    grew = 0
+    for shape in ALL_POINTS:
+        for dtype in dm.ITEMSIZE:
+            base = dm.predict(base_design, shape, dtype)
+            more = dm.predict(_design(base_design, **change), shape, dtype)
+            assert more.bytes >= base.bytes and more.seconds >= base.seconds, (change, shape.point)
+            grew += more.bytes > base.bytes
+    assert grew > 0, "the change adds bytes somewhere"
+
+
+def test_no_design_is_predicted_faster_than_the_roofline_plus_its_launches():
+    for design in dm.DESIGNS:
+        for shape in ALL_POINTS:
+            for dtype in dm.ITEMSIZE:
+                floor = dm.roofline_s(shape, dtype) + design["launches"] * dm.H200.launch_s
+                assert dm.predict(design, shape, dtype).seconds >= floor * (1 - 1e-12)
+
+
+def test_script_prints_every_fusion_point_labelled_as_predictions():
+    done = subprocess.run(
+        [sys.executable, str(DESIGN_SCRIPT), "--latency-ns", "650"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for config in cases.CONFIGS:
+        for point, _, _ in cases.FUSION_POINTS:
+            assert f"#### {config} {point}:" in out
+    assert "PREDICTIONS (no GPU was used)" in out and "DRAM latency 650 ns (assumed)" in out
+    assert "old @ 650 ns (prediction)" in out and "@ 600 ns" in out and "@ 800 ns" in out
+    # Every table's time columns say they are predictions; the one measured column says so.
+    for line in out.splitlines():
+        if line.startswith("| dtype") or line.startswith("| config"):
+            times = [h for h in line.split("|") if "µs" in h or "roofline" in h]
+            assert times and all("prediction" in h or "MEASURED" in h for h in times), line
+    for design in dm.DESIGNS:
+        assert f"| {design['name']} |" in out
+    # 8 point tables x 6 rows (2 dtypes x 3 designs), plus the sums and the issue-10 check.
+    assert out.count("| fp32 | old |") == 8 and out.count("| bf16 | new (placeholder) |") == 8
