@@ -150,7 +150,9 @@ done
 
 # 4. The essential benchmark table: every fusion point of both configs, fp32 and bf16, both layouts,
 #    for the backend `auto` picks on CUDA (the compiled kernels; Triton's JIT compiles and autotuning
-#    would not fit the slot), then the backbone at batch 1 and 8. The torch.compile peers are left out
+#    would not fit the slot), then the backbone at batch 1 and 8. The kernel run measures its copy
+#    bandwidth and launch cost first, so the table's sums carry the performance model's predicted time
+#    and measured / predicted (compare with `python benchmarks/gpu_design_model.py`'s predictions). The torch.compile peers are left out
 #    (minutes of compiling); `python -m slowfast_fast.bench --full` on a longer lease runs everything.
 if ((HAVE_GPU)); then
     BENCH=(python -m slowfast_fast.bench --device cuda --no-compile --no-plots --out "$BENCH_OUT")

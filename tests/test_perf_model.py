@@ -99,6 +99,18 @@ def test_markdown_shows_predicted_and_measured_over_predicted(tmp_path):
     assert "fit in cache" in text and "256 MiB copy" in text and "can be below 1" in text
 
 
+def test_gpu_check_final_table_shows_measured_over_predicted(tmp_path):
+    """benchmarks/gpu_check.sh ends with the markdown summary of its results: the fusion-point sums,
+    which carry the prediction (its end-to-end run without a GPU is tests/test_gpu_defects.py's)."""
+    script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
+    assert 'MARKDOWN_ARGS=(--device "$DEVICE" --summary)' in script
+    assert 'python -m slowfast_fast.bench.markdown "$BENCH_OUT" "${MARKDOWN_ARGS[@]}"' in script
+    _write_lateral(tmp_path)
+    summary = markdown.render(tmp_path, "cpu", summary=True)
+    assert "measured / predicted (median)" in summary and "| 3.20 ms | 1.50 |" in summary
+    assert "Per fusion point" not in summary
+
+
 def test_markdown_renders_results_from_before_the_model(tmp_path):
     _write_lateral(tmp_path, with_model=False)
     text = markdown.render(tmp_path, "cpu", summary=False)
