@@ -7,6 +7,7 @@ before it is timed; a wrong one is reported as WRONG and not timed.
 
 Modules: ``cases`` (shapes), ``timing`` (the one timing helper), ``implementations`` (what is
 timed, and the hook to add one), ``correctness`` (the gate), ``kernels`` and ``backbone`` (the
-suites), ``report`` (table, JSON, CSV), ``plots`` (PNGs), ``load`` (the load average and when a run
-counts as loaded), ``markdown`` (tables for RESULTS.md), ``cli``.
+suites), ``perf_model`` (each kernel case's predicted time), ``report`` (table, JSON, CSV),
+``plots`` (PNGs), ``load`` (the load average and when a run counts as loaded), ``markdown``
+(tables for RESULTS.md), ``cli``.
 """
