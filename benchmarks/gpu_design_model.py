@@ -415,7 +415,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-ns", type=float, default=H200.latency_s * 1e9, help="DRAM latency (ns)")
     p.add_argument("--launch-us", type=float, default=H200.launch_s * 1e6, help="launch overhead (µs)")
     p.add_argument("--layout", choices=tuple(cases.LAYOUTS), default="ncdhw")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=8,
+        help="batch of the clips (default 8). The model ignores partial waves of thread blocks, so at "
+        "small batches, where a grid may not fill the 132 SMs, it is optimistic",
+    )
     args = p.parse_args(argv)
     machine = dataclasses.replace(H200, latency_s=args.latency_ns * 1e-9, launch_s=args.launch_us * 1e-6)
     print(render(args.batch, machine, args.layout), end="")
