@@ -225,6 +225,183 @@ bool lateral_forward_simd(const Tensor& x_slow, const Tensor& x_fast, const Tens
   }
 }
 
+// A task of the BLAS forward: output frames [t0, t0 + nt) of sample n, pixels [p0, p0 + np) of
+// each. Frames whose gathered columns exceed the budget are split into pixel blocks (then nt == 1).
+struct Block {
+  int64_t n, t0, nt, p0, np;
+  int64_t m() const { return nt * np; }
+  bool whole_frames(int64_t hw) const { return np == hw; }
+};
+
+struct Blocks {
+  int64_t runs, frames, pixel_blocks, pixels;
+  int64_t count(int64_t batch) const { return batch * runs * pixel_blocks; }
+  Block at(int64_t task, const Conv& cv) const {
+    const int64_t pb = task % pixel_blocks, rest = task / pixel_blocks;
+    const int64_t n = rest / runs, t0 = (rest % runs) * frames;
+    const int64_t p0 = pb * pixels;
+    return {n, t0, std::min(frames, cv.t_slow - t0), p0, std::min(pixels, cv.hw - p0)};
+  }
+};
+
+Blocks forward_blocks(const Conv& cv, int64_t budget) {
+  const int64_t kc = std::max<int64_t>(1, cv.k * cv.c_fast);
+  if (kc * cv.hw <= budget) {
+    const Runs r = frame_runs(cv, budget);
+    return {r.per_sample, r.frames, 1, cv.hw};
+  }
+  // Pixel blocks of a multiple of 16 (whole cache lines of fp32 rows in NCDHW), at least 64.
+  const int64_t pixels = std::min(cv.hw, std::max<int64_t>(64, budget / kc / 16 * 16));
+  return {cv.t_slow, 1, (cv.hw + pixels - 1) / pixels, pixels};
+}
+
+// The columns of block b as a (k*C_fast x m) matrix with rows ordered (c, kt), the order of the
+// weight's own (C_lat, C_fast, k) storage, so the stored weight is the GEMM's other operand as it
+// is: row-major in `buf` when x_fast is NCDHW (pieces of H*W-plane rows), column-major when it is
+// channels_last_3d (each pixel's k*C_fast values; a tap's C_fast channels land k apart).
+template <typename scalar_t, typename acc_t>
+Mat<const acc_t> gather_block(const scalar_t* xf, bool cl, const Conv& cv, const Block& b, acc_t* buf) {
+  const int64_t c_fast = cv.c_fast, k = cv.k, kc = k * c_fast, m = b.m(), hw = cv.hw;
+  if (!cl) {
+    for (int64_t c = 0; c < c_fast; ++c) {
+      const scalar_t* plane = xf + (b.n * c_fast + c) * cv.t_fast * hw + b.p0;
+      for (int64_t kt = 0; kt < k; ++kt) {
+        acc_t* row = buf + (c * k + kt) * m;
+        for (int64_t tt = 0; tt < b.nt; ++tt) {
+          const int64_t tf = cv.source(b.t0 + tt, kt);
+          if (cv.in_range(tf)) {
+            copy_row(row + tt * b.np, plane + tf * hw, b.np);
+          } else {
+            std::fill(row + tt * b.np, row + (tt + 1) * b.np, acc_t(0));
+          }
+        }
+      }
+    }
+    return Mat<const acc_t>{buf, m, 1};
+  }
+  for (int64_t tt = 0; tt < b.nt; ++tt)
+    for (int64_t kt = 0; kt < k; ++kt) {
+      const int64_t tf = cv.source(b.t0 + tt, kt);
+      acc_t* dst = buf + tt * b.np * kc + kt;
+      if (!cv.in_range(tf)) {
+        for (int64_t j = 0; j < b.np; ++j)
+          for (int64_t c = 0; c < c_fast; ++c) dst[j * kc + c * k] = acc_t(0);
+        continue;
+      }
+      const scalar_t* src = xf + ((b.n * cv.t_fast + tf) * hw + b.p0) * c_fast;
+      for (int64_t j = 0; j < b.np; ++j)
+        for (int64_t c = 0; c < c_fast; ++c) dst[j * kc + c * k] = static_cast<acc_t>(src[j * c_fast + c]);
+    }
+  return Mat<const acc_t>{buf, 1, kc};
+}
+
+// x_slow's channels of block b, copied into the front of the output.
+template <typename scalar_t>
+void copy_slow_block(const scalar_t* xs, scalar_t* y, int64_t c_slow, int64_t c_total, int64_t t_slow,
+                     int64_t hw, bool cl, const Block& b) {
+  if (b.whole_frames(hw)) return copy_slow_frames(xs, y, c_slow, c_total, t_slow, hw, cl, b.n, b.t0, b.nt);
+  if (cl) {
+    const int64_t pixel = (b.n * t_slow + b.t0) * hw + b.p0;
+    for (int64_t j = 0; j < b.np; ++j)
+      std::memcpy(y + (pixel + j) * c_total, xs + (pixel + j) * c_slow, c_slow * sizeof(scalar_t));
+    return;
+  }
+  for (int64_t c = 0; c < c_slow; ++c)
+    std::memcpy(y + ((b.n * c_total + c) * t_slow + b.t0) * hw + b.p0,
+                xs + ((b.n * c_slow + c) * t_slow + b.t0) * hw + b.p0, b.np * sizeof(scalar_t));
+}
+
+// The forward as BLAS GEMMs, one per block: out[lateral channels of the block] =
+// W (C_lat x k*C_fast, the stored weight) @ cols (gather_block), written straight into the output
+// (fp32/fp64 without affine or ReLU) or through an acc_t buffer and the epilogue. The same task
+// copies the block's x_slow channels. fp16/bf16 are widened to fp32 in the gather and rounded once.
+template <typename scalar_t>
+void lateral_forward_blas(const Tensor& x_slow, const Tensor& x_fast, const Tensor& weight,
+                          const std::optional<Tensor>& scale, const std::optional<Tensor>& shift,
+                          bool relu, const Conv& cv, Tensor& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const bool affine = scale.has_value() || shift.has_value();
+  const bool direct = std::is_same_v<acc_t, scalar_t> && !affine && !relu;  // GEMM into the output
+  const int64_t c_slow = x_slow.size(1), c_total = out.size(1), c_lat = cv.c_lat;
+  const int64_t kc = cv.k * cv.c_fast;
+  const bool cl_out = is_channels_last(out), cl_fast = is_channels_last(x_fast);
+  const std::vector<acc_t> alpha = channel_vector<scalar_t, acc_t>(scale, c_lat, acc_t(1));
+  const std::vector<acc_t> beta = channel_vector<scalar_t, acc_t>(shift, c_lat, acc_t(0));
+  const Tensor w = weight.contiguous().to(c10::CppTypeToScalarType<acc_t>::value);
+  const acc_t* wp = w.const_data_ptr<acc_t>();
+  const scalar_t* xs = x_slow.const_data_ptr<scalar_t>();
+  const scalar_t* xf = x_fast.const_data_ptr<scalar_t>();
+  scalar_t* y = out.mutable_data_ptr<scalar_t>();
+  const Blocks blocks = forward_blocks(cv, kForwardBudget);
+  const int64_t max_m = blocks.frames * blocks.pixels;
+
+  at::parallel_for(0, blocks.count(cv.batch), 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> cols_buf(kc * max_m), acc_buf(direct ? 0 : c_lat * max_m);
+    for (int64_t task = begin; task < end; ++task) {
+      const Block b = blocks.at(task, cv);
+      const int64_t m = b.m();
+      copy_slow_block(xs, y, c_slow, c_total, cv.t_slow, cv.hw, cl_out, b);
+      const Mat<const acc_t> cols = gather_block<scalar_t, acc_t>(xf, cl_fast, cv, b, cols_buf.data());
+      Mat<scalar_t> dst = frame(y, c_total, cv.t_slow, cv.hw, cl_out, b.n, b.t0, c_slow);
+      dst.ptr += b.p0 * (cl_out ? c_total : 1);
+      Mat<acc_t> acc;
+      if (direct) {
+        acc = Mat<acc_t>{reinterpret_cast<acc_t*>(dst.ptr), dst.rs, dst.cs};
+      } else {
+        acc = cl_out ? Mat<acc_t>{acc_buf.data(), 1, c_lat} : Mat<acc_t>{acc_buf.data(), m, 1};
+      }
+      gemm<acc_t>(c_lat, m, kc, Mat<const acc_t>{wp, kc, 1}, cols, acc_t(0), acc);
+      if (!direct) {
+        for_each(dst, c_lat, m, [&](int64_t o, int64_t i) {
+          acc_t v = acc.ptr[o * acc.rs + i * acc.cs] * alpha[o] + beta[o];
+          if (relu) v = v > acc_t(0) ? v : acc_t(0);
+          dst.ptr[o * dst.rs + i * dst.cs] = static_cast<scalar_t>(v);
+        });
+      }
+    }
+  });
+}
+
+// The forward as k GEMMs per block, one per tap, each reading x_fast where it lies (no gather):
+// out[lateral channels of frame t] += W[:, :, kt] (C_lat x C_fast) @ x_fast[n, :, t*s - p + kt]
+// over the taps inside the clip. Only the weight is repacked, to (k, C_lat, C_fast), which is small
+// next to the columns when frames are large; each GEMM's reduction is only C_fast long, so this
+// pays where H*W is large and C_fast small (see choose_forward). fp32/fp64 without affine or ReLU.
+template <typename scalar_t>
+void lateral_forward_taps(const Tensor& x_slow, const Tensor& x_fast, const Tensor& weight,
+                          const Conv& cv, Tensor& out) {
+  const int64_t c_slow = x_slow.size(1), c_total = out.size(1), c_lat = cv.c_lat, c_fast = cv.c_fast;
+  const bool cl = is_channels_last(out);
+  TORCH_INTERNAL_ASSERT(is_channels_last(x_fast) == cl);
+  // (k, C_lat, C_fast): tap kt's matrix is row-major (C_lat x C_fast).
+  const Tensor w = weight.reshape({c_lat, c_fast, cv.k}).permute({2, 0, 1}).contiguous();
+  const scalar_t* wp = w.const_data_ptr<scalar_t>();
+  const scalar_t* xs = x_slow.const_data_ptr<scalar_t>();
+  const scalar_t* xf = x_fast.const_data_ptr<scalar_t>();
+  scalar_t* y = out.mutable_data_ptr<scalar_t>();
+  // Pixel blocks keep a block's output tile (C_lat x pixels), written k times, L2-sized.
+  const int64_t pixels = std::min(cv.hw, std::max<int64_t>(64, kForwardBudget / std::max<int64_t>(1, c_lat) / 16 * 16));
+  const Blocks blocks{cv.t_slow, 1, (cv.hw + pixels - 1) / pixels, pixels};
+  at::parallel_for(0, blocks.count(cv.batch), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const Block b = blocks.at(task, cv);
+      copy_slow_block(xs, y, c_slow, c_total, cv.t_slow, cv.hw, cl, b);
+      Mat<scalar_t> dst = frame(y, c_total, cv.t_slow, cv.hw, cl, b.n, b.t0, c_slow);
+      dst.ptr += b.p0 * (cl ? c_total : 1);
+      bool first = true;
+      for (int64_t kt = 0; kt < cv.k; ++kt) {
+        const int64_t tf = cv.source(b.t0, kt);
+        if (!cv.in_range(tf)) continue;
+        Mat<const scalar_t> x = frame(xf, c_fast, cv.t_fast, cv.hw, cl, b.n, tf);
+        x.ptr += b.p0 * (cl ? c_fast : 1);
+        gemm<scalar_t>(c_lat, b.np, c_fast, Mat<const scalar_t>{wp + kt * c_lat * c_fast, c_fast, 1}, x,
+                       first ? scalar_t(0) : scalar_t(1), dst);
+        first = false;
+      }
+    }
+  });
+}
+
 // The forward exactly as the reference computes it (PyTorch's conv3d, oneDNN on x86, then the
 // affine, ReLU and cat), with cat writing into `out`: where neither kernel here beats oneDNN, the
 // op costs what the reference costs.
@@ -256,7 +433,7 @@ constexpr int64_t kSimdMaxReduction = 256;
 constexpr int64_t kBlasMaxReduction = 640;
 constexpr int64_t kBlasMaxReductionNativeLowp = 64;
 
-enum class Forward { kSimd, kBlas, kOnednn };
+enum class Forward { kSimd, kBlas, kTaps, kOnednn };
 
 bool cpu_has_native_bf16() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -292,54 +469,20 @@ void lateral_forward(const Tensor& x_slow, const Tensor& x_fast, const Tensor& w
   const Forward path = forced == "simd"     ? Forward::kSimd
                        : forced == "blas"   ? Forward::kBlas
                        : forced == "onednn" ? Forward::kOnednn
+                       : forced == "taps"   ? Forward::kTaps
                                             : choose_forward(x_fast.scalar_type(), cv);
   if (path == Forward::kOnednn && cv.batch > 0 && cv.hw > 0) {
     return lateral_forward_conv(x_slow, x_fast, weight, scale, shift, relu, cv, out);
   }
+  if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
+    if (path == Forward::kTaps && !scale.has_value() && !shift.has_value() && !relu &&
+        is_channels_last(x_fast) == is_channels_last(out))
+      return lateral_forward_taps<scalar_t>(x_slow, x_fast, weight, cv, out);
+  }
   if (path == Forward::kSimd &&
       lateral_forward_simd<scalar_t>(x_slow, x_fast, weight, scale, shift, relu, cv, out))
     return;
-  using acc_t = at::opmath_type<scalar_t>;
-  constexpr bool direct = std::is_same_v<acc_t, scalar_t>;  // accumulate in the output itself
-  const int64_t c_slow = x_slow.size(1), c_total = out.size(1), hw = cv.hw;
-  const int64_t c_lat = cv.c_lat, kc = cv.k * cv.c_fast, t_slow = cv.t_slow;
-  const bool cl_out = is_channels_last(out), cl_fast = is_channels_last(x_fast);
-  const std::vector<acc_t> alpha = channel_vector<scalar_t, acc_t>(scale, c_lat, acc_t(1));
-  const std::vector<acc_t> beta = channel_vector<scalar_t, acc_t>(shift, c_lat, acc_t(0));
-  // W as (C_lat x k*C_fast) with columns ordered (kt, c), matching the rows of `cols`.
-  const std::vector<acc_t> w_rows =
-      pack_weight<scalar_t, acc_t>(weight, std::vector<acc_t>(c_lat, acc_t(1)), false);
-  const bool affine = scale.has_value() || shift.has_value();
-  const scalar_t* xs = x_slow.const_data_ptr<scalar_t>();
-  const scalar_t* xf = x_fast.const_data_ptr<scalar_t>();
-  scalar_t* y = out.mutable_data_ptr<scalar_t>();
-  const Runs runs = frame_runs(cv, kForwardBudget);
-
-  at::parallel_for(0, runs.count(cv.batch), 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> cols_buf(kc * runs.frames * hw), acc_buf(direct ? 0 : c_lat * runs.frames * hw);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / runs.per_sample, t0 = (task % runs.per_sample) * runs.frames;
-      const int64_t nt = std::min(runs.frames, t_slow - t0), m = nt * hw;
-      copy_slow_frames(xs, y, c_slow, c_total, t_slow, hw, cl_out, n, t0, nt);  // in the same pass
-
-      const Mat<const acc_t> cols = gather_cols<scalar_t, acc_t>(xf, cl_fast, cv, n, t0, nt, cols_buf.data());
-      const Mat<scalar_t> dst = frame(y, c_total, t_slow, hw, cl_out, n, t0, c_slow);
-      Mat<acc_t> acc;
-      if constexpr (direct) {
-        acc = dst;
-      } else {
-        acc = cl_out ? Mat<acc_t>{acc_buf.data(), 1, c_lat} : Mat<acc_t>{acc_buf.data(), m, 1};
-      }
-      gemm<acc_t>(c_lat, m, kc, Mat<const acc_t>{w_rows.data(), kc, 1}, cols, acc_t(0), acc);
-      if (!direct || affine || relu) {
-        for_each(dst, c_lat, m, [&](int64_t o, int64_t i) {
-          acc_t v = acc.ptr[o * acc.rs + i * acc.cs] * alpha[o] + beta[o];
-          if (relu) v = v > acc_t(0) ? v : acc_t(0);
-          dst.ptr[o * dst.rs + i * dst.cs] = static_cast<scalar_t>(v);
-        });
-      }
-    }
-  });
+  lateral_forward_blas<scalar_t>(x_slow, x_fast, weight, scale, shift, relu, cv, out);
 }
 
 Tensor lateral_concat_cpu(const Tensor& x_slow_in, const Tensor& x_fast_in, const Tensor& weight,
