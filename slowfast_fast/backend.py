@@ -6,9 +6,10 @@ Backends:
     ``cuda``       compiled CUDA kernels in ``slowfast_fast._C`` (CUDA tensors).
     ``triton``     Triton kernels (CUDA tensors; CPU tensors only under ``TRITON_INTERPRET=1``).
     ``auto``       the first available for the tensor's device: CPU -> cpu; CUDA -> cuda, then triton.
-                   On CPU the ``cpu`` backend's forward picks its own path per call by a rule from
-                   measurements (dtype, k*C_fast, the CPU's bf16 support; see
-                   csrc/cpu/lateral_concat.cpp), the reference's own conv3d + cat among them.
+                   On CPU, ``lateral_concat`` under ``auto`` runs the reference instead where the
+                   compiled forward measured slower than it (:func:`cpu_lateral_beats_reference`:
+                   dtype, layout, the CPU's native bf16/fp16 support), and the ``cpu`` backend's
+                   forward picks its own path per call by a measured rule (csrc/cpu/lateral_concat.cpp).
                    On CUDA the compiled kernels come first: they cost nothing at start-up, where
                    Triton compiles each kernel variant (seconds each) and autotunes every new shape
                    in every new process. This order stands until GPU measurements say otherwise.
@@ -132,6 +133,55 @@ def resolve(device: torch.device, backend: str | None = None) -> str:
             stacklevel=3,
         )
     return "reference"
+
+
+def _cpu_flags() -> frozenset[str]:
+    """The CPU feature flags Linux reports (empty elsewhere), read once."""
+    global _CPU_FLAGS
+    if _CPU_FLAGS is None:
+        flags: frozenset[str] = frozenset()
+        try:
+            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+                for line in info:
+                    if line.startswith("flags"):
+                        flags = frozenset(line.split(":", 1)[1].split())
+                        break
+        except OSError:
+            pass
+        _CPU_FLAGS = flags
+    return _CPU_FLAGS
+
+
+_CPU_FLAGS: frozenset[str] | None = None
+
+# Where the reference's lateral_concat forward measured faster than the compiled CPU kernels, as
+# (dtype, channels_last) -> whether the CPU must have native 16-bit matrix units (AMX / AVX512-BF16 or
+# AVX512-FP16) for the reference to win. From benchmarks/cpu_lateral_paths.py (RESULTS.md, "auto
+# rule"): on such CPUs oneDNN's bf16 conv3d runs on AMX, which the kernels here (fp32 arithmetic on
+# widened inputs) cannot match.
+_REFERENCE_WINS_ON_CPU: dict[tuple[torch.dtype, bool], str] = {
+    (torch.bfloat16, False): "avx512_bf16",
+    (torch.bfloat16, True): "avx512_bf16",
+}
+
+
+def cpu_lateral_beats_reference(dtype: torch.dtype, channels_last: bool) -> bool:
+    """Whether the compiled CPU ``lateral_concat`` forward measured faster than the reference for
+    inputs of ``dtype`` and layout on this CPU (the rule ``auto`` follows; see the table above)."""
+    needs = _REFERENCE_WINS_ON_CPU.get((dtype, channels_last))
+    return needs is None or needs not in _cpu_flags()
+
+
+def resolve_lateral_concat(
+    x_slow: torch.Tensor, x_fast: torch.Tensor, weight: torch.Tensor, backend: str | None = None
+) -> str:
+    """:func:`resolve` for ``lateral_concat``: under ``auto`` on CPU the reference runs where it
+    measured faster than the compiled kernels (:func:`cpu_lateral_beats_reference`)."""
+    name = resolve(x_slow.device, backend)
+    if name != "cpu" or (backend if backend is not None else get_backend()) != "auto":
+        return name
+    channels_last = not x_fast.is_contiguous() and x_fast.is_contiguous(memory_format=torch.channels_last_3d)
+    return name if cpu_lateral_beats_reference(x_fast.dtype, channels_last) else "reference"
 
 
 def available_backends(device: torch.device | str) -> list[str]:

@@ -1,0 +1,128 @@
+"""How the public ``lateral_concat`` reaches the CPU kernels: the direct call below the autograd
+layer (only when nothing can observe the difference) and ``auto``'s measured CPU rule."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import slowfast_fast
+from slowfast_fast import _extension, backend, reference
+
+lateral_module = importlib.import_module("slowfast_fast.ops.lateral_concat")
+
+pytestmark = pytest.mark.skipif(
+    not _extension.has_kernels("CPU"), reason="slowfast_fast._C built without CPU kernels"
+)
+
+
+def _inputs(dtype=torch.float32, fmt=torch.contiguous_format, grad=False):
+    gen = torch.Generator().manual_seed(3)
+    x_slow = torch.randn(2, 6, 4, 5, 3, generator=gen).to(dtype).contiguous(memory_format=fmt)
+    x_fast = torch.randn(2, 3, 32, 5, 3, generator=gen).to(dtype).contiguous(memory_format=fmt)
+    weight = torch.randn(6, 3, 5, 1, 1, generator=gen).to(dtype)
+    for t in (x_slow, x_fast, weight):
+        t.requires_grad_(grad)
+    return x_slow, x_fast, weight, 8, 2
+
+
+def test_plain_inputs_take_the_direct_call_and_match_the_reference():
+    args = _inputs()
+    assert lateral_module._direct_cpu_call(args[:3] + (None, None))
+    out = slowfast_fast.lateral_concat(*args, backend="cpu")
+    torch.testing.assert_close(out, reference.lateral_concat(*args), rtol=1e-5, atol=1e-5)
+
+
+def test_inference_mode_tensors_take_the_direct_call():
+    with torch.inference_mode():
+        args = _inputs()
+        assert lateral_module._direct_cpu_call(args[:3] + (None, None))
+        out = slowfast_fast.lateral_concat(*args, backend="cpu")
+        torch.testing.assert_close(out, reference.lateral_concat(*args), rtol=1e-5, atol=1e-5)
+
+
+def test_inputs_needing_grad_go_through_autograd():
+    args = _inputs(grad=True)
+    assert not lateral_module._direct_cpu_call(args[:3] + (None, None))
+    out = slowfast_fast.lateral_concat(*args, backend="cpu")
+    assert out.grad_fn is not None
+    out.square().sum().backward()
+    ref_args = [a.detach().clone().requires_grad_() if torch.is_tensor(a) else a for a in args]
+    reference.lateral_concat(*ref_args).square().sum().backward()
+    for ours, ref in zip(args[:3], ref_args[:3], strict=True):
+        torch.testing.assert_close(ours.grad, ref.grad, rtol=1e-5, atol=1e-4)
+    with torch.no_grad():
+        assert lateral_module._direct_cpu_call(args[:3] + (None, None))
+
+
+def test_a_dispatch_mode_still_sees_the_op():
+    seen = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    args = _inputs()
+    with Record():
+        slowfast_fast.lateral_concat(*args, backend="cpu")
+    assert "slowfast_fast.lateral_concat.default" in seen
+
+
+def test_torchscript_tracing_records_the_op():
+    """The ONNX TorchScript exporter traces: a direct call would leave the op out of the graph."""
+    args = _inputs()
+    traced = torch.jit.trace(
+        lambda xs, xf, w: slowfast_fast.lateral_concat(xs, xf, w, 8, 2, backend="cpu"), args[:3]
+    )
+    assert "slowfast_fast::lateral_concat" in str(traced.graph)
+
+
+def test_fake_tensors_do_not_reach_the_kernel():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        args = _inputs()
+        out = slowfast_fast.lateral_concat(*args, backend="cpu")
+    assert out.shape == (2, 12, 4, 5, 3)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last_3d])
+def test_auto_runs_the_reference_for_bf16_on_cpus_with_native_bf16(fmt, monkeypatch):
+    args = _inputs(torch.bfloat16, fmt)
+    monkeypatch.setattr(backend, "_CPU_FLAGS", frozenset({"avx512f", "avx512_bf16"}))
+    assert backend.resolve_lateral_concat(*args[:3]) == "reference"
+    assert backend.resolve_lateral_concat(*args[:3], backend="cpu") == "cpu"  # an explicit choice stands
+    with backend.use_backend("cpu"):
+        assert backend.resolve_lateral_concat(*args[:3]) == "cpu"
+    fp32 = _inputs(torch.float32, fmt)
+    assert backend.resolve_lateral_concat(*fp32[:3]) == "cpu"
+    monkeypatch.setattr(backend, "_CPU_FLAGS", frozenset({"avx512f"}))
+    assert backend.resolve_lateral_concat(*args[:3]) == "cpu"
+
+
+def test_auto_result_is_the_same_function_whichever_backend_runs():
+    args = _inputs(torch.bfloat16)
+    out = slowfast_fast.lateral_concat(*args)
+    ref = reference.lateral_concat(*args)
+    truth = reference.lateral_concat(*(a.double() if torch.is_tensor(a) else a for a in args))
+    err = (out.double() - truth).abs().max().item()
+    bound = max(
+        2 * (ref.double() - truth).abs().max().item(),
+        torch.finfo(torch.bfloat16).eps * truth.abs().max().item(),
+    )
+    assert err <= bound
+
+
+def test_cpu_flags_are_read_from_linux():
+    flags = backend._cpu_flags()
+    assert isinstance(flags, frozenset)
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            has_flags_line = any(line.startswith("flags") for line in info)
+    except OSError:
+        has_flags_line = False
+    assert bool(flags) == has_flags_line
