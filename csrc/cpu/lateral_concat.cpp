@@ -83,22 +83,21 @@ std::vector<acc_t> channel_vector(const std::optional<Tensor>& t, int64_t channe
   return v;
 }
 
-// The weight as a row-major (C_lat x k*C_fast) matrix with columns ordered (kt, c), or its
-// (k*C_fast x C_lat) transpose, each output channel multiplied by row_scale[o].
+// The weight as a dense acc_t (C_lat, C_fast, k) tensor, i.e. a row-major (C_lat x k*C_fast)
+// matrix with columns ordered (c, kt), each row o multiplied by scale[o] when there is a scale. No
+// copy for a dense fp32/fp64 weight without scale.
 template <typename scalar_t, typename acc_t>
-std::vector<acc_t> pack_weight(const Tensor& weight, const std::vector<acc_t>& row_scale,
-                             bool transpose) {
-  const Tensor w = weight.contiguous();
-  const int64_t c_lat = w.size(0), c_fast = w.size(1), k = w.size(2);
-  const scalar_t* p = w.const_data_ptr<scalar_t>();
-  std::vector<acc_t> taps(k * c_lat * c_fast);
-  for (int64_t o = 0; o < c_lat; ++o)
-    for (int64_t c = 0; c < c_fast; ++c)
-      for (int64_t kt = 0; kt < k; ++kt) {
-        const int64_t idx = transpose ? (kt * c_fast + c) * c_lat + o : (o * k + kt) * c_fast + c;
-        taps[idx] = static_cast<acc_t>(p[(o * c_fast + c) * k + kt]) * row_scale[o];
-      }
-  return taps;
+Tensor scaled_weight(const Tensor& weight, const std::optional<Tensor>& scale) {
+  Tensor w = weight.contiguous().to(c10::CppTypeToScalarType<acc_t>::value);
+  if (!scale.has_value()) return w;
+  const std::vector<acc_t> s = channel_vector<scalar_t, acc_t>(scale, weight.size(0), acc_t(1));
+  Tensor scaled = at::empty(w.sizes(), w.options());
+  const int64_t rows = w.size(0), cols = w.numel() / std::max<int64_t>(1, rows);
+  const acc_t* src = w.const_data_ptr<acc_t>();
+  acc_t* dst = scaled.mutable_data_ptr<acc_t>();
+  for (int64_t o = 0; o < rows; ++o)
+    for (int64_t r = 0; r < cols; ++r) dst[o * cols + r] = src[o * cols + r] * s[o];
+  return scaled;
 }
 
 // Output frames are processed in runs of `frames` per task: enough tasks for every thread, and
@@ -129,41 +128,6 @@ void copy_row(acc_t* dst, const scalar_t* src, int64_t len) {
   } else {
     for (int64_t i = 0; i < len; ++i) dst[i] = static_cast<acc_t>(src[i]);
   }
-}
-
-// Gathers `cols` for sample n and output frames [t0, t0 + nt) into buf and returns it as a
-// (k*C_fast x nt*H*W) matrix with rows ordered (kt, c): row-major when x_fast is NCDHW (rows of
-// H*W-long plane pieces), column-major when it is channels_last_3d (C_fast-long pixel pieces).
-template <typename scalar_t, typename acc_t>
-Mat<const acc_t> gather_cols(const scalar_t* xf, bool cl, const Conv& cv, int64_t n, int64_t t0,
-                             int64_t nt, acc_t* buf) {
-  const int64_t hw = cv.hw, c_fast = cv.c_fast, kc = cv.k * c_fast, m = nt * hw;
-  for (int64_t tt = 0; tt < nt; ++tt)
-    for (int64_t kt = 0; kt < cv.k; ++kt) {
-      const int64_t tf = cv.source(t0 + tt, kt);
-      const bool valid = cv.in_range(tf);
-      if (!cl) {
-        for (int64_t c = 0; c < c_fast; ++c) {
-          acc_t* dst = buf + (kt * c_fast + c) * m + tt * hw;
-          if (valid) {
-            copy_row(dst, xf + ((n * c_fast + c) * cv.t_fast + tf) * hw, hw);
-          } else {
-            std::fill(dst, dst + hw, acc_t(0));
-          }
-        }
-      } else {
-        const scalar_t* src = xf + (n * cv.t_fast + tf) * hw * c_fast;
-        for (int64_t i = 0; i < hw; ++i) {
-          acc_t* dst = buf + (tt * hw + i) * kc + kt * c_fast;
-          if (valid) {
-            copy_row(dst, src + i * c_fast, c_fast);
-          } else {
-            std::fill(dst, dst + c_fast, acc_t(0));
-          }
-        }
-      }
-    }
-  return cl ? Mat<const acc_t>{buf, 1, kc} : Mat<const acc_t>{buf, m, 1};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -327,7 +291,7 @@ void lateral_forward_blas(const Tensor& x_slow, const Tensor& x_fast, const Tens
   const bool cl_out = is_channels_last(out), cl_fast = is_channels_last(x_fast);
   const std::vector<acc_t> alpha = channel_vector<scalar_t, acc_t>(scale, c_lat, acc_t(1));
   const std::vector<acc_t> beta = channel_vector<scalar_t, acc_t>(shift, c_lat, acc_t(0));
-  const Tensor w = weight.contiguous().to(c10::CppTypeToScalarType<acc_t>::value);
+  const Tensor w = scaled_weight<scalar_t, acc_t>(weight, std::nullopt);
   const acc_t* wp = w.const_data_ptr<acc_t>();
   const scalar_t* xs = x_slow.const_data_ptr<scalar_t>();
   const scalar_t* xf = x_fast.const_data_ptr<scalar_t>();
@@ -587,10 +551,11 @@ class LateralGrad {
 
 // The transposed conv as a GEMM and a gather: for every run of output frames,
 // Y (k*C_fast x nt*H*W) = (W * scale)^T @ g; then fast frame tf of sample n is the sum of the
-// blocks Y[(kt, :), t] with t*s - p + kt == tf (at most ceil(k/s) of them), and zeros when no tap
-// reads it (stride > k). Y is laid out like grad_x (rows (kt, c) of H*W pixels in NCDHW, pixels of
-// k*C_fast values in channels_last_3d) so that the gather reads and writes contiguous pieces, and
-// its two phases need no atomics: each fast frame is owned by one task.
+// blocks Y[(:, kt), t] with t*s - p + kt == tf (at most ceil(k/s) of them), and zeros when no tap
+// reads it (stride > k). Y's rows are ordered (c, kt) like the stored weight, whose transpose is
+// then the GEMM's operand without a repack; Y is laid out like grad_x (rows of H*W pixels in
+// NCDHW, pixels of k*C_fast values in channels_last_3d), and the two phases need no atomics: each
+// fast frame is owned by one task.
 template <typename scalar_t>
 void lateral_grad_input(const GradArgs& a, const Tensor& weight, const std::optional<Tensor>& scale,
                         Tensor& grad_x) {
@@ -599,8 +564,10 @@ void lateral_grad_input(const GradArgs& a, const Tensor& weight, const std::opti
   const Conv& cv = a.cv;
   const int64_t c_lat = cv.c_lat, c_fast = cv.c_fast, hw = cv.hw, kc = cv.k * c_fast;
   const int64_t per_sample = kc * cv.t_slow * hw;  // Y's elements per sample
-  const std::vector<acc_t> w_cols = pack_weight<scalar_t, acc_t>(
-      weight, channel_vector<scalar_t, acc_t>(scale, c_lat, acc_t(1)), true);
+  // W * scale as the stored (C_lat x k*C_fast) matrix, columns ordered (c, kt); its transpose is
+  // the GEMM's first operand as it lies in memory.
+  const Tensor w_acc = scaled_weight<scalar_t, acc_t>(weight, scale);
+  const Mat<const acc_t> w_t{w_acc.const_data_ptr<acc_t>(), 1, kc};
   const LateralGrad<scalar_t, acc_t> lateral(a);
   const bool cl_x = is_channels_last(grad_x);
   // Y of sample n as a (k*C_fast x T_slow*H*W) matrix; a run starting at t0 is a column offset.
@@ -615,8 +582,8 @@ void lateral_grad_input(const GradArgs& a, const Tensor& weight, const std::opti
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / runs.per_sample, t0 = (task % runs.per_sample) * runs.frames;
       const int64_t nt = std::min(runs.frames, cv.t_slow - t0);
-      gemm<acc_t>(kc, nt * hw, c_lat, Mat<const acc_t>{w_cols.data(), c_lat, 1},
-                  lateral.get(n, t0, nt, g_buf.data()), acc_t(0), y_mat(y.data(), n, t0));
+      gemm<acc_t>(kc, nt * hw, c_lat, w_t, lateral.get(n, t0, nt, g_buf.data()), acc_t(0),
+                  y_mat(y.data(), n, t0));
     }
   });
 
@@ -638,12 +605,13 @@ void lateral_grad_input(const GradArgs& a, const Tensor& weight, const std::opti
       const int64_t t_lo = lo_num <= 0 ? 0 : (lo_num + cv.stride - 1) / cv.stride;
       const int64_t t_hi = std::min(cv.t_slow - 1, reach / cv.stride);
       for (int64_t t = t_lo; t <= t_hi; ++t) {
+        // Y's rows (c, kt) of tap kt = reach - t*s: C_fast rows k apart.
         const Mat<acc_t> yt = y_mat(y.data(), n, t);
-        const int64_t row0 = (reach - t * cv.stride) * c_fast;
-        const acc_t* src = yt.ptr + row0 * yt.rs;
+        const acc_t* src = yt.ptr + (reach - t * cv.stride) * yt.rs;
+        const int64_t src_rs = cv.k * yt.rs;
         const bool first = t == t_lo;
         for_each(acc, c_fast, hw, [&](int64_t c, int64_t i) {
-          const acc_t v = src[c * yt.rs + i * yt.cs];
+          const acc_t v = src[c * src_rs + i * yt.cs];
           acc_t& d = acc.ptr[c * acc.rs + i * acc.cs];
           d = first ? v : d + v;
         });
@@ -672,7 +640,8 @@ Tensor lateral_concat_grad_input_cpu(const Tensor& grad_out, const Tensor& x_fas
   return grad_x;
 }
 
-// G (C_lat x k*C_fast) = sum over runs of output frames of g (C_lat x m) @ cols^T (m x k*C_fast),
+// G (C_lat x k*C_fast, columns (c, kt) as the weight is stored) = sum over runs of output frames
+// of g (C_lat x m) @ cols^T (m x k*C_fast),
 // and sum_g[o] = sum of g[:, o]: a long reduction dimension m per GEMM even when H*W is small.
 // Each thread accumulates its runs into its own acc_t partial sums, which are then added in
 // thread order: a real reduction, deterministic for a given thread count.
@@ -702,7 +671,8 @@ void lateral_grad_weight(const GradArgs& a, const Tensor& weight, const std::opt
       const int64_t nt = std::min(runs.frames, cv.t_slow - t0), m = nt * hw;
       const Mat<const acc_t> g = lateral.get(n, t0, nt, g_buf.data());
       for_each(g, c_lat, m, [&](int64_t o, int64_t i) { sum_g[o] += g.ptr[o * g.rs + i * g.cs]; });
-      const Mat<const acc_t> cols = gather_cols<scalar_t, acc_t>(xf, cl_x, cv, n, t0, nt, cols_buf.data());
+      const Block b{n, t0, nt, 0, hw};
+      const Mat<const acc_t> cols = gather_block<scalar_t, acc_t>(xf, cl_x, cv, b, cols_buf.data());
       gemm<acc_t>(c_lat, kc, m, g, cols.transposed(), acc_t(1), Mat<acc_t>{G, kc, 1});
     }
   });
@@ -716,15 +686,13 @@ void lateral_grad_weight(const GradArgs& a, const Tensor& weight, const std::opt
   scalar_t* gw = grad_w.mutable_data_ptr<scalar_t>();
   scalar_t* gs = grad_scale.mutable_data_ptr<scalar_t>();
   scalar_t* gb = grad_shift.mutable_data_ptr<scalar_t>();
+  // G's columns are ordered (c, kt): the stored weight's order.
   for (int64_t o = 0; o < c_lat; ++o) {
     acc_t dot = 0;
-    for (int64_t c = 0; c < c_fast; ++c)
-      for (int64_t kt = 0; kt < k; ++kt) {
-        const acc_t v = G[o * kc + kt * c_fast + c];
-        const int64_t idx = (o * c_fast + c) * k + kt;
-        gw[idx] = static_cast<scalar_t>(v * s[o]);
-        dot += static_cast<acc_t>(wp[idx]) * v;
-      }
+    for (int64_t r = o * kc; r < (o + 1) * kc; ++r) {
+      gw[r] = static_cast<scalar_t>(G[r] * s[o]);
+      dot += static_cast<acc_t>(wp[r]) * G[r];
+    }
     gs[o] = static_cast<scalar_t>(dot);
     gb[o] = static_cast<scalar_t>(G[c_lat * kc + o]);
   }
