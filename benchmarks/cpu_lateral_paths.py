@@ -4,11 +4,14 @@ against the reference, interleaved in one process, and the geomean speedups the 
     python benchmarks/cpu_lateral_paths.py [--configs 4x16] [--dtypes fp32,bf16,fp16] [--threads 1,2]
 
 Rows per (config, dtype, layout, threads, fusion point), forward: ``reference`` (mmaction2's
-computation), ``cpu`` (the compiled op with its own rule, what ``auto`` runs on CPU), and the op
-forced onto each of its paths with SLOWFAST_FAST_CPU_LATERAL (``simd``, ``blas``, ``onednn``; see
-csrc/cpu/lateral_concat.cpp) so the rule can be checked against what each path measures here;
-forward+backward: ``reference`` and ``cpu`` under autograd (grads of x_slow, x_fast, weight).
-Sizes are the bench's ``cpu`` preset (batch 2, 32-frame 56x56 clip: fusion points 14/14/7/4).
+computation), ``auto`` (the public op as users call it: its Python rule may send a call to the
+reference), ``cpu`` (the compiled op with its own path rule), and the op forced onto each of its
+paths with SLOWFAST_FAST_CPU_LATERAL (``simd``, ``blas``, ``taps``, ``onednn``; see
+csrc/cpu/lateral_concat.cpp; the variable is set before each timed call, outside the timer) so the
+rules can be checked against what each path measures here; forward+backward: ``reference`` and
+``auto`` under autograd (grads of x_slow, x_fast, weight).
+Sizes are the bench's ``cpu`` preset (batch 2, 32-frame 56x56 clip: fusion points 14/14/7/4), or
+with ``--size full`` batch 2 of a 32-frame 224x224 clip (56/56/28/14).
 Each call is timed on its own (medians of interleaved rounds, :mod:`slowfast_fast.bench.timing`).
 The 1-minute load average is printed before and after: timings from a busy machine are not results.
 """
@@ -16,8 +19,11 @@ The 1-minute load average is printed before and after: timings from a busy machi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
+import statistics
+import time
 
 import torch
 
@@ -25,8 +31,45 @@ from slowfast_fast import ops, reference
 from slowfast_fast.bench import cases, load, timing
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-PATHS = ("simd", "blas", "onednn")
-BUDGET = timing.Budget(warmup_ms=50, rep_ms=300, min_reps=15)
+PATHS = ("simd", "blas", "taps", "onednn")
+REP_MS = 300  # per contender and case; --rep-ms changes it
+
+
+def _interleaved(contenders: dict, budget: timing.Budget) -> dict[str, timing.Timing]:
+    """:func:`slowfast_fast.bench.timing.measure_all`'s CPU schedule (warmup, then interleaved rounds
+    with the order rotated, each call timed on its own) for ``name -> (prepare, fn)`` pairs, where
+    ``prepare`` runs before each call, outside the timer."""
+    names = list(contenders)
+    for name in names:
+        prepare, fn = contenders[name]
+        start = time.perf_counter()
+        while (time.perf_counter() - start) * 1e3 < budget.warmup_ms:
+            prepare()
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < budget.max_reps and (
+        rounds < budget.min_reps or (time.perf_counter() - start) * 1e3 < budget.rep_ms * len(names)
+    ):
+        for i in range(len(names)):
+            name = names[(rounds + i) % len(names)]
+            prepare, fn = contenders[name]
+            prepare()
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+        rounds += 1
+    out = {}
+    for name, values in times.items():
+        values.sort()
+        p20, p80 = values[len(values) // 5], values[(4 * len(values)) // 5]
+        out[name] = timing.Timing(statistics.median(values), p20, p80, values[0], rounds)
+    return out
+
+
+def _unforced() -> None:
+    os.environ.pop("SLOWFAST_FAST_CPU_LATERAL", None)
 
 
 def _inputs(shape: cases.LateralShape, dtype: torch.dtype, layout: str, grad: bool):
@@ -45,21 +88,21 @@ def _inputs(shape: cases.LateralShape, dtype: torch.dtype, layout: str, grad: bo
     return x_slow, x_fast, weight, shape.stride, shape.padding
 
 
-def _forced(path: str, fn):
-    def run():
+def _force(path: str):
+    def prepare():
         os.environ["SLOWFAST_FAST_CPU_LATERAL"] = path
-        try:
-            return fn()
-        finally:
-            os.environ.pop("SLOWFAST_FAST_CPU_LATERAL", None)
 
-    return run
+    return prepare
 
 
 def _forward(args):
     ours = lambda: ops.lateral_concat(*args, backend="cpu")  # noqa: E731
-    fns = {"reference": lambda: reference.lateral_concat(*args), "cpu": ours}
-    fns.update({path: _forced(path, ours) for path in PATHS})
+    fns = {
+        "reference": (_unforced, lambda: reference.lateral_concat(*args)),
+        "auto": (_unforced, lambda: ops.lateral_concat(*args)),
+        "cpu": (_unforced, ours),
+    }
+    fns.update({path: (_force(path), ours) for path in PATHS})
     return fns
 
 
@@ -72,8 +115,8 @@ def _training(args):
         return run
 
     return {
-        "reference": step(reference.lateral_concat),
-        "cpu": step(lambda *a: ops.lateral_concat(*a, backend="cpu")),
+        "reference": (_unforced, step(reference.lateral_concat)),
+        "auto": (_unforced, step(ops.lateral_concat)),
     }
 
 
@@ -86,13 +129,24 @@ def main() -> None:
     parser.add_argument("--configs", default="4x16", help="comma-separated: 4x16, 8x8")
     parser.add_argument("--dtypes", default="fp32,bf16,fp16", help="comma-separated: fp32, bf16, fp16")
     parser.add_argument("--threads", default="2,1", help="comma-separated thread counts")
+    parser.add_argument("--rep-ms", type=float, default=REP_MS, help="timing time per contender and case")
+    parser.add_argument(
+        "--size",
+        default="cpu",
+        choices=("cpu", "full"),
+        help="cpu: the bench's cpu preset (batch 2, 56x56 clip: fusion points 14/14/7/4); "
+        "full: batch 2 of a 224x224 clip (fusion points 56/56/28/14, as R50 runs)",
+    )
     args = parser.parse_args()
+    budget = timing.Budget(warmup_ms=50, rep_ms=args.rep_ms, min_reps=15)
     print(f"load average at start: {load.load_average()}", flush=True)
-    cpu = torch.device("cpu")
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
         for config in args.configs.split(","):
-            shapes = cases.lateral_shapes(cases.SIZES["cpu"], cases.CONFIGS[config])
+            size = cases.SIZES["cpu"]
+            if args.size == "full":
+                size = dataclasses.replace(cases.SIZES["gpu"], kernel_batch=2)
+            shapes = cases.lateral_shapes(size, cases.CONFIGS[config])
             for dtype_name in args.dtypes.split(","):
                 dtype = DTYPES[dtype_name]
                 for layout in ("ncdhw", "channels_last_3d"):
@@ -100,7 +154,7 @@ def main() -> None:
                     for shape in shapes:
                         for kind, make in (("fwd", _forward), ("fwd+bwd", _training)):
                             fns = make(_inputs(shape, dtype, layout, grad=kind != "fwd"))
-                            t = timing.measure_all(fns, cpu, BUDGET)
+                            t = _interleaved(fns, budget)
                             base = t["reference"].median_ms
                             cells = []
                             for name, tm in t.items():
