@@ -9,6 +9,7 @@
 
 #include <ATen/ops/empty.h>
 
+#include <limits>
 #include <optional>
 
 namespace slowfast_fast {
@@ -150,15 +151,18 @@ __global__ void __launch_bounds__(kThreads)
                               T* __restrict__ grad_scale, T* __restrict__ grad_shift, int64_t c_lat,
                               int64_t c_fast, int64_t k, int64_t splits) {
   __shared__ acc_t scratch[kThreads / 32];
-  const int64_t per_o = k * c_fast;
+  // (kt, c) of entry e with 32-bit division (the host checked k * c_fast < 2^31): a 64-bit division is
+  // a subroutine call, whose saved registers gave this kernel a stack frame.
+  const uint32_t per_o = static_cast<uint32_t>(k * c_fast);
+  const uint32_t c_fast32 = static_cast<uint32_t>(c_fast);
   for (int64_t o = blockIdx.x; o < c_lat; o += gridDim.x) {
     const acc_t s = scale != nullptr ? static_cast<acc_t>(scale[o]) : acc_t(1);
     acc_t dot = acc_t(0);
-    for (int64_t e = threadIdx.x; e < per_o; e += kThreads) {
+    for (uint32_t e = threadIdx.x; e < per_o; e += kThreads) {
       acc_t g = acc_t(0);
       for (int64_t sp = 0; sp < splits; ++sp) g += partial[(sp * c_lat + o) * per_o + e];
-      const int64_t kt = e / c_fast;
-      const int64_t c = e % c_fast;
+      const uint32_t kt = e / c_fast32;
+      const uint32_t c = e - kt * c_fast32;
       const int64_t wi = (o * c_fast + c) * k + kt;
       grad_w[wi] = static_cast<T>(g * s);
       dot += static_cast<acc_t>(weight[wi]) * g;
@@ -190,6 +194,7 @@ void grad_weight_impl(const at::Tensor& go, const std::optional<at::Tensor>& mas
   const int64_t c_lat = wc.size(0), k = wc.size(2);
   const int64_t c_tot = go.size(1), t_slow = go.size(2);
   const bool tc = use_tensor_cores<T>(conv_allows_tf32());
+  TORCH_CHECK(k * c_fast <= std::numeric_limits<int32_t>::max(), "k * C_fast is too large for grad_weight");
 
   GradWeightParams<T, acc_t> p{};
   p.g = go.data_ptr<T>();

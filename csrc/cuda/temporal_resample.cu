@@ -22,6 +22,9 @@ namespace {
 
 constexpr int kRowThreads = 128;
 constexpr int kRowIlp = 4;
+// Eight blocks of kRowThreads per SM (64 registers a thread): with kRowIlp loads in flight per
+// thread that is 1024 x 4 accesses per SM, enough to cover DRAM latency in a kernel with no reuse.
+constexpr int kRowBlocksPerSm = 8;
 constexpr int64_t kRowChunk = kRowThreads * kRowIlp;  // units of one row handled by one block
 
 // First output frame d in [0, t_out) with src(d) >= t (t_out when none).
@@ -50,7 +53,7 @@ struct RowGeometry {
 // if d is t's first destination in its output and, for out1, only if out0 does not need t at all.
 // So every needed input row is read by exactly one block, which writes it to all its destinations.
 template <typename U>
-__global__ void __launch_bounds__(kRowThreads)
+__global__ void __launch_bounds__(kRowThreads, kRowBlocksPerSm)
     resample_forward_kernel(const U* __restrict__ x, U* __restrict__ out0, const NearestIndex idx0,
                             U* __restrict__ out1, const NearestIndex idx1, const RowGeometry geo) {
   const int64_t slots = idx0.t_out + (out1 != nullptr ? idx1.t_out : 0);
@@ -105,7 +108,7 @@ __global__ void __launch_bounds__(kRowThreads)
 // grad_x[o, t, :] = sum over d with src(d) == t of grad_out[o, d, :]. kVecLoad: 16-byte accesses
 // (geo.inner then counts vectors of kVec<T> elements), else one element per access.
 template <typename T, bool kVecLoad>
-__global__ void __launch_bounds__(kRowThreads)
+__global__ void __launch_bounds__(kRowThreads, kRowBlocksPerSm)
     resample_backward_kernel(const T* __restrict__ grad_out, T* __restrict__ grad_x, const NearestIndex idx,
                              const RowGeometry geo) {
   using acc_t = typename AccType<T>::type;
