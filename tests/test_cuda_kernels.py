@@ -2,11 +2,13 @@
 
 Every test but the first needs a GPU and is marked ``cuda`` (skipped without one). Inputs are random
 normals; shapes are odd on purpose, plus a few with channel/pixel counts that take the 16-byte
-vector paths and several 64-wide tiles.
+vector paths and several 64-wide tiles, and ACCESS_GEOMETRIES and offset views that take each
+access width (16 bytes, 8 bytes, one element) of the forward's copy and GEMM.
 
 Tolerances (errors are measured against an fp64 evaluation of the same rounded inputs, relative to
 the largest magnitude of that fp64 result):
 * fp32 with TF32 off: 1e-5. We sum the same products as the reference in fp32, in another order.
+* fp64: 1e-12, for the same reason.
 * fp16/bf16, and fp32 with TF32 on: at most twice the error of PyTorch's own computation at that
   precision (flash-attention's rule), or a floor of two units of the format's epsilon, whichever
   is larger. Tensor cores accumulate in fp32 and we round once, so this floor is generous.
@@ -131,7 +133,9 @@ def _assert_close(got, same_dtype, want64, dtype, tf32=False):
     """got: our result; same_dtype: PyTorch's result at got's precision; want64: fp64 truth."""
     assert got.dtype == want64.dtype or got.dtype == dtype
     assert got.shape == want64.shape
-    if dtype == torch.float32 and not tf32:
+    if dtype == torch.float64:
+        bound = 1e-12
+    elif dtype == torch.float32 and not tf32:
         bound = 1e-5
     else:
         eps = 2.0**-10 if (dtype == torch.float32 and tf32) else EPS[dtype]
@@ -168,9 +172,10 @@ def _reference_grads(inputs, grad_out, dtype=None):
 
 def _ours(inputs, relu, grad_out):
     x_slow, x_fast, weight, s, p, scale, shift = inputs
+    # detach() keeps each input's storage and offset, so the kernels see exactly the views the test
+    # built (misaligned ones included); a clone would be freshly aligned.
     leaves = [
-        None if t is None else t.detach().clone().requires_grad_(True)
-        for t in (x_slow, x_fast, weight, scale, shift)
+        None if t is None else t.detach().requires_grad_(True) for t in (x_slow, x_fast, weight, scale, shift)
     ]
     out = sf_ops.lateral_concat(
         leaves[0], leaves[1], leaves[2], s, p, leaves[3], leaves[4], relu, backend="cuda"
@@ -227,6 +232,100 @@ def test_lateral_concat_forward_backward(geom, dtype, fmt, affine, relu):
         n, c_s + c_l, inputs[0].shape[2], h, w, dtype=dtype, fmt=fmt, gen=torch.Generator().manual_seed(1)
     )
     _check_lateral(inputs, relu, grad_out, dtype, tf32=False)
+
+
+# Shapes that take each access width of the forward's x_slow copy and of the lateral GEMM's operand
+# loads and output stores (16 bytes, 8 bytes, one element; see access_width and copy_rows in
+# csrc/cuda/lateral_concat.cu), and its flat K loop across taps. (N, C_slow, C_fast, C_lat, T_fast, H,
+# W, k, stride, padding); the widths named are fp16's / fp32's.
+ACCESS_GEOMETRIES = {
+    # H*W = 196: NCDHW 8-byte (fp16) / 16-byte (fp32) tiles; C_fast = 8 with k = 5: every K step of 16
+    # spans two taps; copy rows of 2 x 16 x 196 elements in 16-byte units, several chunks per row.
+    "14x14": (2, 16, 8, 16, 16, 14, 14, 5, 8, 2),
+    # H*W = 49 and 15: NCDHW element-wide tiles; one sample (a single copy row: its strides never
+    # matter) of 90 elements: a 16-byte body and a 2-element tail; NDHWC C_slow = 3: 2- / 4-byte copy.
+    "7x7": (2, 8, 8, 16, 16, 7, 7, 5, 8, 2),
+    "5x3": (1, 3, 8, 5, 16, 5, 3, 5, 8, 2),
+    # H*W = 30: NCDHW element-wide (fp16) / 8-byte (fp32) tiles; NDHWC C_fast = 6 and C_slow = 6:
+    # element-wide (fp16) / 8-byte (fp32) operand loads, copy and output stores.
+    "5x6": (2, 6, 6, 10, 12, 5, 6, 3, 4, 1),
+    # C_fast = 12: NDHWC 8-byte (fp16) / 16-byte (fp32) operand loads, K steps crossing taps at 12.
+    "3x4": (2, 4, 12, 12, 10, 3, 4, 3, 2, 1),
+    # NCDHW copy rows of 2400 elements: 600 16-byte units (fp32), one tile per row with idle lanes.
+    "10x12": (3, 10, 4, 6, 8, 10, 12, 3, 4, 1),
+    # Four samples of 16 elements: several whole copy rows per block tile.
+    "2x2": (4, 2, 3, 5, 6, 2, 2, 3, 3, 1),
+}
+ALL_DTYPES = (*DTYPES, torch.float64)
+
+
+@cuda
+@pytest.mark.parametrize("name", list(ACCESS_GEOMETRIES))
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("fmt", [NC, CL], ids=["ncdhw", "ndhwc"])
+def test_lateral_concat_access_widths(name, dtype, fmt):
+    geom = ACCESS_GEOMETRIES[name]
+    inputs = _lateral_inputs(geom, dtype, fmt, affine=True, seed=7)
+    n, c_s, _, c_l, _, h, w = geom[:7]
+    grad_out = _rand(
+        n, c_s + c_l, inputs[0].shape[2], h, w, dtype=dtype, fmt=fmt, gen=torch.Generator().manual_seed(8)
+    )
+    _check_lateral(inputs, True, grad_out, dtype, tf32=False)
+
+
+def _at_offset(t, offset):
+    """t's values in the same memory format, stored `offset` elements into a larger buffer."""
+    if t is None:
+        return None
+    cl = t.dim() == 5 and output_memory_format(t) == CL
+    dense = t.permute(0, 2, 3, 4, 1) if cl else t  # the order the elements lie in memory
+    buffer = torch.empty(dense.numel() + offset, dtype=t.dtype, device=t.device)
+    view = buffer[offset:].view(dense.shape)
+    view.copy_(dense)
+    return view.permute(0, 4, 1, 2, 3) if cl else view
+
+
+@cuda
+@pytest.mark.parametrize("offset", [1, 2, 4])
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("fmt", [NC, CL], ids=["ncdhw", "ndhwc"])
+def test_lateral_concat_offset_views(offset, dtype, fmt):
+    """x_slow, x_fast and grad_out that start `offset` elements into their storage, so the copy and the
+    GEMM take the narrower paths their alignment allows although the shapes allow 16 bytes (fp16 at
+    offsets 1, 2, 4: 2-, 4-, 8-byte aligned; fp32 at 4 and fp64 at 2 and 4 are 16-byte aligned again)."""
+    geom = ACCESS_GEOMETRIES["14x14"]
+    x_slow, x_fast, weight, s, p, scale, shift = _lateral_inputs(geom, dtype, fmt, affine=True, seed=9)
+    inputs = (_at_offset(x_slow, offset), _at_offset(x_fast, offset), weight, s, p, scale, shift)
+    for view, original in zip(inputs[:2], (x_slow, x_fast), strict=True):
+        assert view.storage_offset() == offset and torch.equal(view, original)
+        assert output_memory_format(view) == output_memory_format(original)
+    n, c_s, _, c_l, _, h, w = geom[:7]
+    grad_out = _rand(
+        n, c_s + c_l, x_slow.shape[2], h, w, dtype=dtype, fmt=fmt, gen=torch.Generator().manual_seed(10)
+    )
+    _check_lateral(inputs, True, _at_offset(grad_out, offset), dtype, tf32=False)
+
+
+@cuda
+@pytest.mark.parametrize("k", range(1, 8))
+@pytest.mark.parametrize("s", range(1, 9))
+def test_lateral_concat_every_kernel_and_stride_channels_last(k, s):
+    """The tap runs of the flat K loop (forward: consecutive taps; grad_input: every s-th tap) with
+    16-byte NDHWC tiles and K steps that span taps (C_fast = 8, C_lat = 16 in bf16)."""
+    p = (k - 1) // 2
+    geom = (2, 8, 8, 16, 2 * s + k + 1, 3, 4, k, s, p)
+    inputs = _lateral_inputs(geom, torch.bfloat16, CL, affine=True, seed=k * 10 + s)
+    grad_out = _rand(
+        2,
+        8 + 16,
+        inputs[0].shape[2],
+        3,
+        4,
+        dtype=torch.bfloat16,
+        fmt=CL,
+        gen=torch.Generator().manual_seed(4),
+    )
+    _check_lateral(inputs, True, grad_out, torch.bfloat16, tf32=False)
 
 
 @cuda

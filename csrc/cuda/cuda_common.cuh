@@ -1,6 +1,6 @@
-// Device helpers shared by the CUDA kernels of slowfast_fast: alignment tests, grid sizing, an
-// ILP row copy, activation-tile loaders for both memory formats, and one 64x64x16 tile MMA that
-// runs on tensor cores (wmma) for fp16/bf16 and TF32, or on CUDA cores (fp32/fp64 math).
+// Device helpers shared by the CUDA kernels of slowfast_fast: alignment tests, grid sizing,
+// activation-tile loaders for both memory formats, and one 64x64x16 tile MMA that runs on tensor
+// cores (wmma) for fp16/bf16 and TF32, or on CUDA cores (fp32/fp64 math).
 #pragma once
 
 #include <ATen/Context.h>
@@ -33,6 +33,10 @@ inline bool aligned16(const void* p) {
   return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
 }
 
+inline std::uintptr_t address_bits(const void* p) {
+  return reinterpret_cast<std::uintptr_t>(p);
+}
+
 inline int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
@@ -54,31 +58,46 @@ struct AccType<double> {
 template <typename T>
 constexpr int kVec = 16 / static_cast<int>(sizeof(T));  // elements in one 16-byte access
 
+// The unsigned type of a kBytes-wide memory access (one load or store instruction).
+template <int kBytes>
+struct UnitType;
+template <>
+struct UnitType<16> {
+  using type = uint4;
+};
+template <>
+struct UnitType<8> {
+  using type = uint2;
+};
+template <>
+struct UnitType<4> {
+  using type = uint32_t;
+};
+template <>
+struct UnitType<2> {
+  using type = uint16_t;
+};
+template <typename T, int W>  // W elements of T
+using Unit = typename UnitType<W * static_cast<int>(sizeof(T))>::type;
+
+// *p = v as one global store instruction. A unit assembled element by element (an epilogue's
+// results) is otherwise stored as one 4-byte store per component: the compiler does not keep the
+// union it was assembled in as one vector.
+template <typename U>
+__device__ __forceinline__ void store_global(U* p, const U& v) {
+  *p = v;
+}
+__device__ __forceinline__ void store_global(uint4* p, const uint4& v) {
+  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+               : "memory");
+}
+__device__ __forceinline__ void store_global(uint2* p, const uint2& v) {
+  asm volatile("st.global.v2.b32 [%0], {%1, %2};" ::"l"(p), "r"(v.x), "r"(v.y) : "memory");
+}
+
 template <typename T>
 __device__ __forceinline__ bool positive(T v) {
   return static_cast<typename AccType<T>::type>(v) > 0;
-}
-
-// Copies `rows` rows of `len` units (src row stride `ss`, dst row stride `ds`, both in units) with
-// the whole block, keeping kIlp loads in flight per thread before storing them.
-template <typename U, int NT>
-__device__ __forceinline__ void copy_rows(U* __restrict__ dst, int64_t ds, const U* __restrict__ src,
-                                          int64_t ss, uint32_t rows, uint32_t len) {
-  constexpr int kIlp = 4;
-  const uint32_t total = rows * len;
-  for (uint32_t base = threadIdx.x; base < total; base += NT * kIlp) {
-    U v[kIlp];
-#pragma unroll
-    for (int i = 0; i < kIlp; ++i) {
-      const uint32_t u = base + i * NT;
-      if (u < total) v[i] = src[static_cast<int64_t>(u / len) * ss + u % len];
-    }
-#pragma unroll
-    for (int i = 0; i < kIlp; ++i) {
-      const uint32_t u = base + i * NT;
-      if (u < total) dst[static_cast<int64_t>(u / len) * ds + u % len] = v[i];
-    }
-  }
 }
 
 // Where an activation tensor's tile lives: element (channel ctot_off + c, frame f, pixel px) of
@@ -189,9 +208,11 @@ struct ActTileLoader {
   }
 };
 
-// Block tile of the GEMMs: C[BM][BN] += sum over BK of A[k][m] * B[k][n], both operands k-major in
-// shared memory with leading dimension kLds; C is staged through shared memory (kLdc), by row or by
-// column, so that the layout-aware epilogues read it without bank conflicts.
+// Block tile of the GEMMs: C[BM][BN] += sum over BK of A[k][m] * B[k][n]. B is k-major in shared
+// memory with leading dimension kLds; A is k-major too (As[k * kLds + m]) or, with kARowMajor,
+// m-major (As[m * lda_row_major<T>() + k]) so that a tile of a channels-last tensor lands in shared
+// memory in its global order, 16 bytes per store. C is staged through shared memory (kLdc), by row or
+// by column, so that the layout-aware epilogues read it without bank conflicts.
 constexpr int kBM = 64;
 constexpr int kBN = 64;
 constexpr int kBK = 16;
@@ -199,6 +220,13 @@ constexpr int kThreads = 256;
 constexpr int kLds = kBM + 8;  // keeps wmma pointers 32-byte aligned, spreads banks
 constexpr int kLdc = kBN + 4;
 static_assert(kBM == kBN, "kLds serves both operands");
+
+// Row pitch of an m-major A tile: kBK plus 16 bytes, so every row starts 16-byte aligned (vector
+// stores, wmma's 32-byte-aligned 16-row slabs) and consecutive rows start on different banks.
+template <typename T>
+constexpr int lda_row_major() {
+  return kBK + 16 / static_cast<int>(sizeof(T));
+}
 
 template <typename T>
 constexpr int tile_smem_bytes() {
@@ -209,8 +237,10 @@ constexpr int tile_smem_bytes() {
 }
 
 // CUDA-core tile: each thread owns a 4x4 strided sub-tile (rows tm + 16i, cols tn + 16j), which
-// makes every shared-memory read a broadcast or conflict-free.
-template <typename T, bool kWmma>
+// makes every shared-memory read a broadcast or conflict-free with a k-major A. An m-major A (NDHWC)
+// costs 2-way conflicts on its reads (fp32: 16 rows 20 words apart hit 8 banks); this path only runs
+// fp32 with TF32 off and fp64, and the 16-byte stores the layout buys are on every path.
+template <typename T, bool kWmma, bool kARowMajor = false>
 struct TileMma {
   using acc_t = typename AccType<T>::type;
   acc_t c[4][4];
@@ -229,7 +259,10 @@ struct TileMma {
     for (int k = 0; k < kBK; ++k) {
       acc_t a[4], b[4];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) a[i] = static_cast<acc_t>(As[k * kLds + tm + 16 * i]);
+      for (int i = 0; i < 4; ++i) {
+        const int m = tm + 16 * i;
+        a[i] = static_cast<acc_t>(As[kARowMajor ? m * lda_row_major<T>() + k : k * kLds + m]);
+      }
 #pragma unroll
       for (int j = 0; j < 4; ++j) b[j] = static_cast<acc_t>(Bs[k * kLds + tn + 16 * j]);
 #pragma unroll
@@ -277,8 +310,8 @@ struct WmmaOperand<float> {  // TF32: fp32 in shared memory, rounded when loaded
 };
 
 // Tensor-core tile: 8 warps as 4 (m) x 2 (n), each a 16x32 slab of two 16x16 fp32 accumulators.
-template <typename T>
-struct TileMma<T, true> {
+template <typename T, bool kARowMajor>
+struct TileMma<T, true, kARowMajor> {
   using acc_t = float;
   using Op = WmmaOperand<T>;
   static constexpr int K = Op::K;
@@ -298,8 +331,10 @@ struct TileMma<T, true> {
     const auto* b_ptr = reinterpret_cast<const typename Op::elem*>(Bs);
 #pragma unroll
     for (int k0 = 0; k0 < kBK; k0 += K) {
-      wmma::fragment<wmma::matrix_a, 16, 16, K, typename Op::frag, wmma::col_major> a;
-      wmma::load_matrix_sync(a, a_ptr + k0 * kLds + m0, kLds);
+      using ALayout = std::conditional_t<kARowMajor, wmma::row_major, wmma::col_major>;
+      wmma::fragment<wmma::matrix_a, 16, 16, K, typename Op::frag, ALayout> a;
+      if constexpr (kARowMajor) wmma::load_matrix_sync(a, a_ptr + m0 * lda_row_major<T>() + k0, lda_row_major<T>());
+      else wmma::load_matrix_sync(a, a_ptr + k0 * kLds + m0, kLds);
       if constexpr (std::is_same_v<T, float>) {
 #pragma unroll
         for (int e = 0; e < a.num_elements; ++e) a.x[e] = wmma::__float_to_tf32(a.x[e]);
@@ -334,8 +369,8 @@ struct TileMma<T, true> {
 #endif
 
 // The tile MMA a kernel instantiated with `kUseWmma` really uses on the architecture being compiled.
-template <typename T, bool kUseWmma>
-using BlockMma = TileMma<T, kUseWmma && SLOWFAST_FAST_HAS_WMMA && !std::is_same_v<T, double>>;
+template <typename T, bool kUseWmma, bool kARowMajor = false>
+using BlockMma = TileMma<T, kUseWmma && SLOWFAST_FAST_HAS_WMMA && !std::is_same_v<T, double>, kARowMajor>;
 
 // The lateral conv's geometry against the slow pathway's length, checked exactly as the Python
 // validation and the CPU kernels check it: a (k, 1, 1) kernel with 0 <= padding < k, stride >= 1, and

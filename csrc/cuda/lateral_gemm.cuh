@@ -1,16 +1,22 @@
 // The lateral GEMM kernel shared by lateral_concat (forward) and lateral_concat_grad_input: one
 // temporal (k,1,1) convolution computed as per-frame GEMMs.
 //
-//   forward:     out[n, C_s + o, to, px] = epi(sum_{kt, c} W[o, c, kt] * x_fast[n, c, to*s - p + kt, px])
-//                and, in the same launch, out[n, :C_s, to, px] = x_slow[n, :, to, px];
+//   forward:     out[n, C_s + o, to, px] = epi(sum_{kt, c} W[o, c, kt] * x_fast[n, c, to*s - p + kt, px]);
 //   grad_input:  gx[n, c, t, px] = sum_{kt, o : t = to*s - p + kt} W[o, c, kt] * scale[o] * g[n, o, to, px]
 //                with g = grad_out[:, C_s:] (times the ReLU mask out[:, C_s:] > 0 when given).
 //
-// A block owns a 64-pixel x 64-output-channel tile of one (sample, output frame); it loops over
-// the k taps, skipping taps whose input frame lies in the padding (so frames the conv never reads
-// are never loaded), and over 16-channel chunks of the reduction. Operands go through shared
-// memory; the accumulator tile is staged in shared memory so the epilogue writes along whichever
-// dimension is contiguous in the output's memory format.
+// (The forward's other half, out[:, :C_s] = x_slow, is a copy kernel of its own in lateral_concat.cu,
+// so that it runs at copy bandwidth instead of at this GEMM's occupancy.)
+//
+// A block owns a 64-pixel x 64-output-channel tile of one (sample, output frame). Its reduction is
+// one flat K loop over (tap, channel) pairs of the taps whose operand frame exists (a run of taps,
+// found once per tile: frames the conv never reads are never loaded), in steps of 16 that cross tap
+// boundaries, so a reduction of 8 channels per tap does not pad every step with zeros. Operands go
+// through shared memory in the global tensor's own order (pixel-major for NCDHW, channel-major for
+// NDHWC), each global access 16 bytes, else 8, else one element wide, stored to shared memory at the
+// same width. The next step's loads are issued before the current step's MMA. The accumulator tile
+// is staged in shared memory so the epilogue writes along whichever dimension is contiguous in the
+// output's memory format.
 //
 // launch_lateral_gemm<T> is instantiated once per dtype, each in its own translation unit
 // (lateral_gemm_<dtype>.cu), so that a parallel build compiles the kernels side by side; the
@@ -27,7 +33,7 @@ struct LateralGemmParams {
   const T* a;     // reduction operand: x_fast (forward) or grad_out (grad_input)
   const T* mask;  // ReLU mask in a's view (grad_input with relu), else nullptr
   ActView av;
-  int64_t red_ch;  // reduction channels: C_fast (forward) or C_lat (grad_input)
+  int64_t red_ch;  // reduction channels: C_fast (forward) or C_lat (grad_input); k * red_ch < 2^31
 
   const T* weight;  // (C_lat, C_fast, k) contiguous
   const T* scale;   // forward: epilogue multiplier; grad_input: folded into the weight tile
@@ -43,53 +49,164 @@ struct LateralGemmParams {
   ActView ov;
   int64_t out_ch;
 
-  const T* slow;  // forward: x_slow, copied into out[:, :C_s]; else nullptr
-  int64_t c_slow;
-  int64_t slow_share;  // x_slow channels copied by each output-channel tile
-
   int64_t batch;
   int64_t num_pt;  // pixel tiles per frame
   int64_t num_jt;  // output-channel tiles
-  bool a_vec;
-  bool out_vec;
-  bool slow_vec;
+  // Elements per global access of a (and mask) and of out: kVec<T> (16 bytes), kVec<T> / 2 (8 bytes)
+  // or 1. The host checked that every address of that width is aligned and that no access straddles
+  // the edge of a tile's valid range (see access_width in lateral_concat.cu).
+  int a_width;
+  int out_width;
 };
 
-// The x_slow part of the concat for this block's pixels: channels [jt*share, (jt+1)*share).
-template <typename T, bool CL>
-__device__ void copy_slow(const LateralGemmParams<T>& p, int64_t n, int64_t f, int64_t p0, int64_t jt) {
-  const int64_t c_begin = jt * p.slow_share;
-  const int64_t c_end = std::min(p.c_slow, c_begin + p.slow_share);
-  if (c_begin >= c_end) return;
-  const int64_t hw = p.ov.hw;
-  const int64_t t_s = p.ov.frames;
-  const uint32_t npx = static_cast<uint32_t>(std::min<int64_t>(kBM, hw - p0));
-  const uint32_t nch = static_cast<uint32_t>(c_end - c_begin);
-  int64_t src, dst, ss, ds;
-  uint32_t rows, len;
-  if (CL) {  // rows are pixels, runs are channels
-    src = ((n * t_s + f) * hw + p0) * p.c_slow + c_begin;
-    dst = ((n * t_s + f) * hw + p0) * p.ov.ctot + c_begin;
-    ss = p.c_slow;
-    ds = p.ov.ctot;
-    rows = npx;
-    len = nch;
-  } else {  // rows are channels, runs are pixels
-    src = ((n * p.c_slow + c_begin) * t_s + f) * hw + p0;
-    dst = ((n * p.ov.ctot + c_begin) * t_s + f) * hw + p0;
-    ss = t_s * hw;
-    ds = t_s * hw;
-    rows = nch;
-    len = npx;
-  }
-  if (p.slow_vec) {
-    constexpr int V = kVec<T>;
-    copy_rows<uint4, kThreads>(reinterpret_cast<uint4*>(p.out + dst), ds / V,
-                               reinterpret_cast<const uint4*>(p.slow + src), ss / V, rows, len / V);
+// The taps of one output frame f whose operand frame exists, as flat-K rows: row kk of the
+// reduction is channel kk % red_ch of tap j = kk / red_ch, which reads operand frame af0 + j with
+// weight tap kt0 + j * kt_step; k_eff = count * red_ch rows in all.
+//   forward:    af = f*s - p + kt in [0, T_fast): a run of consecutive taps (kt_step = 1).
+//   grad_input: af = (f + p - kt) / s for the kt with s | (f + p - kt) and af in [0, T_slow): every
+//               s-th tap, taken in increasing af (kt_step = -s).
+struct TapRun {
+  int64_t af0;
+  int64_t kt0;
+  int64_t kt_step;
+  uint32_t k_eff;
+};
+
+template <typename T>
+__device__ __forceinline__ TapRun tap_run(const LateralGemmParams<T>& p, int64_t f) {
+  int64_t af0, kt0, kt_step, count;
+  if (!p.transposed) {
+    const int64_t base = f * p.stride - p.pad;
+    const int64_t lo = base < 0 ? -base : 0;
+    const int64_t hi = p.k < p.av.frames - base ? p.k : p.av.frames - base;
+    af0 = base + lo;
+    kt0 = lo;
+    kt_step = 1;
+    count = hi - lo;
   } else {
-    copy_rows<T, kThreads>(p.out + dst, ds, p.slow + src, ss, rows, len);
+    const int64_t q = f + p.pad;  // >= 0
+    const int64_t first = q - p.k + 1;
+    const int64_t a_lo = first > 0 ? (first + p.stride - 1) / p.stride : 0;
+    const int64_t a_hi = p.av.frames - 1 < q / p.stride ? p.av.frames - 1 : q / p.stride;
+    af0 = a_lo;
+    kt0 = q - p.stride * a_lo;
+    kt_step = -p.stride;
+    count = a_hi - a_lo + 1;
   }
+  return TapRun{af0, kt0, kt_step, static_cast<uint32_t>(count > 0 ? count * p.red_ch : 0)};
 }
+
+// Elements of the A tile (reduction rows x pixels) in shared memory: As[kk][m] (pitch kLds) for
+// NCDHW, As[m][kk] (pitch lda_row_major<T>()) for NDHWC.
+template <typename T, bool CL>
+constexpr int a_tile_elems() {
+  return CL ? kBM * lda_row_major<T>() : kBK * kLds;
+}
+
+template <typename T, bool CL>
+constexpr int lateral_smem_bytes() {
+  using acc_t = typename AccType<T>::type;
+  constexpr int operands = (a_tile_elems<T, CL>() + kBK * kLds) * static_cast<int>(sizeof(T));
+  constexpr int staged = kBM * kLdc * static_cast<int>(sizeof(acc_t));
+  return operands > staged ? operands : staged;
+}
+
+// One thread's share of the A tile of rows [k0, k0 + kBK) x pixels [p0, p0 + kBM) of one output
+// frame, in two phases (see ActTileLoader): load() issues the global loads into registers, zero
+// outside the valid rows and pixels; store() applies the optional ReLU mask (grad_input) and writes
+// each access unit to shared memory as one store of the same width. Units run along the global
+// tensor's contiguous side (pixels for NCDHW, reduction channels for NDHWC), which is also the
+// contiguous side of the tile in shared memory.
+template <typename T, bool CL>
+struct LateralATile {
+  static constexpr int V = kVec<T>;
+  static constexpr int V8 = V / 2;  // elements per 8-byte access (1 for fp64: that is the scalar path)
+  static constexpr int kElems = kBK * kBM;
+
+  template <int W>
+  static constexpr int units_per_thread() {
+    return (kElems / W + kThreads - 1) / kThreads;
+  }
+  static constexpr int kRegElems = units_per_thread<V>() * V;  // the widest path holds the most
+  static_assert(kRegElems >= units_per_thread<1>() && kRegElems >= units_per_thread<V8>() * V8,
+                "register share holds every path's units");
+  static_assert((CL ? kBK : kBM) % V == 0, "tile's contiguous side must hold whole 16-byte units");
+  union Regs {
+    uint4 raw[kRegElems * sizeof(T) / 16];
+    T e[kRegElems];
+  };
+  Regs val, msk;
+
+  // (row of the step, pixel) of unit u of width W.
+  template <int W>
+  __device__ __forceinline__ static void unit_coords(int u, int& kl, int& px) {
+    constexpr int kRun = (CL ? kBK : kBM) / W;  // units along the contiguous side
+    const int o = u / kRun;
+    const int r = (u % kRun) * W;
+    kl = CL ? r : o;
+    px = CL ? o : r;
+  }
+
+  template <int W>
+  __device__ __forceinline__ void load_units(const LateralGemmParams<T>& p, int64_t n, const TapRun& taps,
+                                             uint32_t k0, int64_t p0) {
+    using U = Unit<T, W>;
+    const uint32_t red_ch = static_cast<uint32_t>(p.red_ch);
+#pragma unroll
+    for (int i = 0; i < units_per_thread<W>(); ++i) {
+      const int u = threadIdx.x + i * kThreads;
+      int kl, px;
+      unit_coords<W>(u, kl, px);
+      const uint32_t kk = k0 + static_cast<uint32_t>(kl);
+      U v{}, m{};
+      if (u < kElems / W && kk < taps.k_eff && p0 + px < p.av.hw) {
+        const uint32_t j = kk / red_ch;
+        const int64_t off = act_offset<CL>(p.av, n, kk - j * red_ch, taps.af0 + j, p0 + px);
+        v = *reinterpret_cast<const U*>(p.a + off);
+        if (p.mask != nullptr) m = *reinterpret_cast<const U*>(p.mask + off);
+      }
+      *reinterpret_cast<U*>(val.e + i * W) = v;
+      *reinterpret_cast<U*>(msk.e + i * W) = m;
+    }
+  }
+
+  template <int W>
+  __device__ __forceinline__ void store_units(T* As, bool masked) const {
+    using U = Unit<T, W>;
+#pragma unroll
+    for (int i = 0; i < units_per_thread<W>(); ++i) {
+      const int u = threadIdx.x + i * kThreads;
+      if (u >= kElems / W) continue;
+      int kl, px;
+      unit_coords<W>(u, kl, px);
+      union {
+        U raw;
+        T e[W];
+      } x;
+      x.raw = *reinterpret_cast<const U*>(val.e + i * W);
+      if (masked) {
+#pragma unroll
+        for (int e = 0; e < W; ++e) {
+          if (!positive(msk.e[i * W + e])) x.e[e] = T(0);
+        }
+      }
+      *reinterpret_cast<U*>(As + (CL ? px * lda_row_major<T>() + kl : kl * kLds + px)) = x.raw;
+    }
+  }
+
+  __device__ __forceinline__ void load(const LateralGemmParams<T>& p, int64_t n, const TapRun& taps, uint32_t k0,
+                                       int64_t p0) {
+    if (p.a_width == V) load_units<V>(p, n, taps, k0, p0);
+    else if (V8 > 1 && p.a_width == V8) load_units<V8>(p, n, taps, k0, p0);
+    else load_units<1>(p, n, taps, k0, p0);
+  }
+
+  __device__ __forceinline__ void store(T* As, bool masked, int width) const {
+    if (width == V) store_units<V>(As, masked);
+    else if (V8 > 1 && width == V8) store_units<V8>(As, masked);
+    else store_units<1>(As, masked);
+  }
+};
 
 template <typename T, typename acc_t>
 __device__ __forceinline__ T epilogue(const LateralGemmParams<T>& p, acc_t v, int64_t oc) {
@@ -99,49 +216,44 @@ __device__ __forceinline__ T epilogue(const LateralGemmParams<T>& p, acc_t v, in
   return static_cast<T>(v);
 }
 
-// Writes the staged tile along the output's contiguous dimension: pixels for NCDHW (Cs staged by
-// column: Cs[j][m]), output channels for NDHWC (Cs[m][j]).
-template <typename T, bool CL, typename acc_t>
-__device__ void store_tile(const LateralGemmParams<T>& p, const acc_t* Cs, int64_t n, int64_t f, int64_t p0,
-                           int64_t j0) {
-  constexpr int V = kVec<T>;
-  const int64_t hw = p.ov.hw;
-  if (p.out_vec) {
-    constexpr int kRun = CL ? kBN : kBM;
-    constexpr int kUnits = kRun / V;
-    for (int u = threadIdx.x; u < kBM * kBN / V; u += kThreads) {
-      const int o = u / kUnits;
-      const int r = (u % kUnits) * V;
-      const int m = CL ? o : r;
-      const int j = CL ? r : o;
-      if (p0 + m >= hw || j0 + j >= p.out_ch) continue;  // out_vec: the whole vector is in range
-      union {
-        uint4 raw;
-        T e[V];
-      } val;
+// Writes the staged tile along the output's contiguous dimension (pixels for NCDHW, Cs staged by
+// column: Cs[j][m]; output channels for NDHWC, Cs[m][j]) in units of W elements.
+template <typename T, bool CL, int W, typename acc_t>
+__device__ __forceinline__ void store_tile_units(const LateralGemmParams<T>& p, const acc_t* Cs, int64_t n,
+                                                 int64_t f, int64_t p0, int64_t j0) {
+  constexpr int kRun = (CL ? kBN : kBM) / W;
+  for (int u = threadIdx.x; u < kBM * kBN / W; u += kThreads) {
+    const int o = u / kRun;
+    const int r = (u % kRun) * W;
+    const int m = CL ? o : r;
+    const int j = CL ? r : o;
+    if (p0 + m >= p.ov.hw || j0 + j >= p.out_ch) continue;  // a unit is wholly in range or wholly out
+    union {
+      Unit<T, W> raw;
+      T e[W];
+    } val;
 #pragma unroll
-      for (int e = 0; e < V; ++e) {
-        const int cs = CL ? m * kLdc + j + e : j * kLdc + m + e;
-        val.e[e] = epilogue(p, Cs[cs], j0 + (CL ? j + e : j));
-      }
-      *reinterpret_cast<uint4*>(p.out + act_offset<CL>(p.ov, n, j0 + j, f, p0 + m)) = val.raw;
+    for (int e = 0; e < W; ++e) {
+      const int cs = CL ? m * kLdc + j + e : j * kLdc + m + e;
+      val.e[e] = epilogue(p, Cs[cs], j0 + (CL ? j + e : j));
     }
-  } else {
-    constexpr int kRun = CL ? kBN : kBM;
-    for (int u = threadIdx.x; u < kBM * kBN; u += kThreads) {
-      const int o = u / kRun;
-      const int r = u % kRun;
-      const int m = CL ? o : r;
-      const int j = CL ? r : o;
-      if (p0 + m >= hw || j0 + j >= p.out_ch) continue;
-      const int cs = CL ? m * kLdc + j : j * kLdc + m;
-      p.out[act_offset<CL>(p.ov, n, j0 + j, f, p0 + m)] = epilogue(p, Cs[cs], j0 + j);
-    }
+    store_global(reinterpret_cast<Unit<T, W>*>(p.out + act_offset<CL>(p.ov, n, j0 + j, f, p0 + m)), val.raw);
   }
 }
 
-// One thread's share of the weight tile Bs[c][j] for tap kt, in the same two phases as
-// ActTileLoader. forward: W[o = j, c_fast = c]; grad_input: W[o = c, c_fast = j] * scale[o].
+template <typename T, bool CL, typename acc_t>
+__device__ __forceinline__ void store_tile(const LateralGemmParams<T>& p, const acc_t* Cs, int64_t n, int64_t f,
+                                           int64_t p0, int64_t j0) {
+  constexpr int V = kVec<T>;
+  constexpr int V8 = V / 2;
+  if (p.out_width == V) store_tile_units<T, CL, V>(p, Cs, n, f, p0, j0);
+  else if (V8 > 1 && p.out_width == V8) store_tile_units<T, CL, V8>(p, Cs, n, f, p0, j0);
+  else store_tile_units<T, CL, 1>(p, Cs, n, f, p0, j0);
+}
+
+// One thread's share of the weight tile Bs[kk][j] for flat-K rows [k0, k0 + kBK), in the same two
+// phases as LateralATile. forward: W[o = j, c_fast = c, kt]; grad_input: W[o = c, c_fast = j, kt] *
+// scale[o], with (c, kt) the row's channel and tap.
 template <typename T>
 struct WeightTileLoader {
   static constexpr int kPerThread = kBK * kBN / kThreads;
@@ -149,17 +261,21 @@ struct WeightTileLoader {
   T w[kPerThread];
   T s[kPerThread];
 
-  __device__ __forceinline__ void load(const LateralGemmParams<T>& p, int64_t kt, int64_t c0, int64_t j0) {
+  __device__ __forceinline__ void load(const LateralGemmParams<T>& p, const TapRun& taps, uint32_t k0, int64_t j0) {
+    const uint32_t red_ch = static_cast<uint32_t>(p.red_ch);
 #pragma unroll
     for (int i = 0; i < kPerThread; ++i) {
       const int u = threadIdx.x + i * kThreads;
-      const int c = u / kBN;
+      const uint32_t kk = k0 + static_cast<uint32_t>(u / kBN);
       const int j = u % kBN;
       w[i] = T(0);
       s[i] = T(1);
-      if (c0 + c < p.red_ch && j0 + j < p.out_ch) {
-        const int64_t o = p.transposed ? c0 + c : j0 + j;
-        const int64_t cf = p.transposed ? j0 + j : c0 + c;
+      if (kk < taps.k_eff && j0 + j < p.out_ch) {
+        const uint32_t tap = kk / red_ch;
+        const int64_t c = kk - tap * red_ch;
+        const int64_t kt = taps.kt0 + static_cast<int64_t>(tap) * taps.kt_step;
+        const int64_t o = p.transposed ? c : j0 + j;
+        const int64_t cf = p.transposed ? j0 + j : c;
         w[i] = p.weight[(o * p.c_fast + cf) * p.k + kt];
         if (p.transposed && p.scale != nullptr) s[i] = p.scale[o];
       }
@@ -176,31 +292,13 @@ struct WeightTileLoader {
   }
 };
 
-// First tap >= kt whose reduction-operand frame exists, with that frame in af; p.k when none.
-template <typename T>
-__device__ __forceinline__ int64_t next_tap(const LateralGemmParams<T>& p, int64_t f, int64_t kt, int64_t& af) {
-  for (; kt < p.k; ++kt) {
-    if (!p.transposed) {
-      af = f * p.stride - p.pad + kt;
-      if (af >= 0 && af < p.av.frames) return kt;
-    } else {
-      const int64_t num = f + p.pad - kt;
-      if (num >= 0 && num % p.stride == 0 && num / p.stride < p.av.frames) {
-        af = num / p.stride;
-        return kt;
-      }
-    }
-  }
-  return kt;
-}
-
 template <typename T, bool CL, bool kUseWmma>
 __global__ void __launch_bounds__(kThreads, 2) lateral_gemm_kernel(const LateralGemmParams<T> p) {
-  using Mma = BlockMma<T, kUseWmma>;
+  using Mma = BlockMma<T, kUseWmma, CL>;
   using acc_t = typename Mma::acc_t;
-  __shared__ __align__(128) unsigned char smem[tile_smem_bytes<T>()];
-  T* As = reinterpret_cast<T*>(smem);  // As[c][m]: reduction channel x pixel
-  T* Bs = As + kBK * kLds;             // Bs[c][j]: reduction channel x output channel
+  __shared__ __align__(128) unsigned char smem[lateral_smem_bytes<T, CL>()];
+  T* As = reinterpret_cast<T*>(smem);   // NCDHW: As[kk][m]; NDHWC: As[m][kk]
+  T* Bs = As + a_tile_elems<T, CL>();  // Bs[kk][j]: reduction row x output channel
   acc_t* Cs = reinterpret_cast<acc_t*>(smem);
 
   const int64_t frames_out = p.ov.frames;
@@ -215,40 +313,28 @@ __global__ void __launch_bounds__(kThreads, 2) lateral_gemm_kernel(const Lateral
     const int64_t f = nf % frames_out;
     const int64_t p0 = pt * kBM;
     const int64_t j0 = jt * kBN;
+    const TapRun taps = tap_run(p, f);
 
-    if (p.slow != nullptr) copy_slow<T, CL>(p, n, f, p0, jt);
-
-    // Steps are (tap, 16-channel chunk) pairs; taps whose frame is padding are never loaded. The
-    // next step's loads are issued before the current step's MMA (one shared buffer, two barriers).
+    // One shared buffer, two barriers per step: the next step's loads are in flight during the MMA.
     Mma mma;
     mma.zero();
-    ActTileLoader<T, CL, kBK, kBM, kThreads> a;
+    LateralATile<T, CL> a;
     WeightTileLoader<T> w;
-    int64_t af = 0;
-    int64_t kt = p.red_ch > 0 ? next_tap(p, f, 0, af) : p.k;
-    int64_t c0 = 0;
-    if (kt < p.k) {
-      a.load(p.a, p.mask, p.av, n, af, c0, p.red_ch, p0, p.a_vec);
-      w.load(p, kt, c0, j0);
+    if (taps.k_eff > 0) {
+      a.load(p, n, taps, 0, p0);
+      w.load(p, taps, 0, j0);
     }
-    while (kt < p.k) {
-      a.store(As, kLds, 1, masked, p.a_vec);
+    for (uint32_t k0 = 0; k0 < taps.k_eff; k0 += kBK) {
+      a.store(As, masked, p.a_width);
       w.store(Bs);
       __syncthreads();
-      int64_t next_af = af, next_kt = kt, next_c0 = c0 + kBK;
-      if (next_c0 >= p.red_ch) {
-        next_c0 = 0;
-        next_kt = next_tap(p, f, kt + 1, next_af);
-      }
-      if (next_kt < p.k) {
-        a.load(p.a, p.mask, p.av, n, next_af, next_c0, p.red_ch, p0, p.a_vec);
-        w.load(p, next_kt, next_c0, j0);
+      const uint32_t next = k0 + kBK;
+      if (next < taps.k_eff) {
+        a.load(p, n, taps, next, p0);
+        w.load(p, taps, next, j0);
       }
       mma.step(As, Bs);
       __syncthreads();
-      kt = next_kt;
-      c0 = next_c0;
-      af = next_af;
     }
     mma.template store<!CL>(Cs);
     __syncthreads();
