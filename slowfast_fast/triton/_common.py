@@ -129,6 +129,45 @@ def spatial_strides(t: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int,
     return spatial_strides(t.contiguous(memory_format=output_memory_format(t)))
 
 
+def run_length(*values: int, limit: int = 16) -> int:
+    """The largest power of two up to ``limit`` dividing every one of ``values`` (0 counts as divisible).
+
+    Launchers pass it to kernels as the length of aligned runs of contiguous elements that the kernel
+    then tells the compiler about (``tl.multiple_of``/``tl.max_contiguous``/``tl.max_constancy``):
+    offsets computed with ``//`` and ``%`` by runtime sizes hide that from Triton's analysis, and
+    without it loads stay scalar. A wrong run length would make misaligned vector accesses, so it is
+    only ever computed here, from every size and stride that the kernel's offsets are made of."""
+    run = limit
+    for v in values:
+        while run > 1 and v % run:
+            run //= 2
+    return run
+
+
+def vector_runs(strides: tuple[int, int, int, int], hw: int, channels: tuple[int, ...]) -> tuple[int, int]:
+    """``(run along pixels, run along channels)`` for a tensor with merged ``(n, c, t, hw)`` ``strides``
+    (:func:`spatial_strides`): along pixels when those are contiguous (NCDHW), along channels when
+    those are (channels_last_3d), 1 along the other. ``channels`` are the channel counts and channel
+    offsets a kernel's channel tiles start from or stop at, which the runs must not straddle."""
+    sn, sc, st, shw = strides
+    if shw == 1:
+        return run_length(hw, sn, sc, st), 1
+    if sc == 1:
+        return 1, run_length(*channels, sn, st, shw)
+    return 1, 1
+
+
+def index_type(*tensors: torch.Tensor):
+    """``tl.int32`` when every element offset of ``tensors`` (and of one row past the last, which
+    masked tile rows may compute) fits in 32 bits, else ``tl.int64``. 32-bit offsets halve the
+    registers a tile's addresses take."""
+    for t in tensors:
+        reach = sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride(), strict=True))
+        if reach + max(t.stride(), default=0) >= 2**31 - 2**24:
+            return tl.int64
+    return tl.int32
+
+
 def dot_precision(dtype: torch.dtype) -> str:
     """tl.dot's input precision: fp32 uses TF32 exactly when cuDNN's convolutions would
     (:func:`slowfast_fast._precision.conv_allows_tf32`), so the fused op rounds like the conv it

@@ -1,11 +1,37 @@
-"""``lateral_concat`` forward: one kernel writes the whole concatenated output.
+"""``lateral_concat`` forward: one kernel writes the whole concatenated output, two kinds of programs.
 
-The lateral conv is an implicit GEMM: rows are the output pixels of one output frame ``(n, to)``
-(``hw`` in ``[0, H*W)``), columns the lateral channels, and the reduction runs over
-``(kt, c)``: ``A[hw, (kt, c)] = x_fast[n, c, to*stride - padding + kt, hw]``. The kt loop is clipped
-to the frames inside ``[0, T_fast)``, so padding frames cost nothing and, when stride > k, the fast
-frames between two windows are never read. Programs past the lateral channel tiles copy x_slow's
-channels of the same pixels into the front of the output, so no separate cat runs.
+Programs ``[0, gemm_programs)`` compute the lateral conv as an implicit GEMM. A program owns
+``BLOCK_M`` output pixels and ``BN`` lateral channels. Pixels are flattened over ``(n, t_out, hw)`` so
+small frames (14x14, 7x7) still fill a tile; the reduction is one flat loop over ``k = (kt, c)``
+(``K = KT * C_fast``, ``c`` fastest): ``A[m, k] = x_fast[n, c, t_out*stride - padding + kt, hw]``, zero
+outside ``[0, T_fast)`` (a masked load moves no bytes, so padding taps and, when stride > k, the frames
+between windows are never read). One flat loop with loads that depend only on ``k`` is what Triton's
+software pipeliner overlaps: ``num_stages`` tiles of A and B are in flight (cp.async) while the tensor
+cores (wgmma on sm_90) work on an earlier one. The weight comes in as ``(C_lat, K_pad)``, ``(kt, c)``
+order like A, rows padded to a multiple of 64 with zeros, so B tiles are contiguous along k and need no
+k mask. Tiles are sized to the problem: ``BN = min(BLOCK_N, C_lat rounded up to a power of two >= 16)``
+(conv1's 16 lateral channels get 16-wide tiles, not 64), ``BK = min(BLOCK_K, C_fast likewise)`` (16, the
+smallest tl.dot K, where C_fast is 8: its 40-long K runs in 3 steps across taps).
+
+The remaining programs copy x_slow into the output's first C_slow channels, with copy-shaped tiles of
+16 KiB (no accumulator, no shared memory use of their own): x_slow is dense in the output's memory
+format, so the copy is ``rows x inner`` with unit inner stride: N rows of ``C_slow*T*H*W`` in NCDHW, one
+row of ``C_slow`` channels per pixel in channels_last_3d. GEMM programs come first so that the long
+ones start first and the copies fill in behind them.
+
+Vector accesses: offsets built with ``//`` and ``%`` by runtime sizes hide their contiguity from
+Triton, so the launcher computes the aligned run lengths (:func:`_common.run_length`) and the kernel
+states them with ``tl.multiple_of``/``tl.max_contiguous``/``tl.max_constancy``: A and the output runs
+along pixels in NCDHW, along channels in channels_last_3d; copies along the inner extent. Every run
+of 16 bytes is then one 16-byte access (cp.async for A). Integer sizes and strides are not
+specialized by the JIT (the run lengths carry what matters), so one compiled variant serves many shapes.
+
+sm_90 resources (tests/test_triton_sm90_static.py compiles every config at the R50 4x16 and 8x8
+fusion points, batch 8): no spills; designed for 2 CTAs of 4 warps per SM (<= 255 registers, <= 113
+KiB of shared memory per CTA; measured at most 185 registers and 96 KiB, fp32 channels_last_3d).
+At 2 CTAs/SM a copy program keeps 16 KiB of loads in flight, 32 KiB per SM against the ~21 KiB that
+4 TB/s x ~0.7 us of latency over 132 SMs needs; a GEMM program keeps ``num_stages - 1`` tiles of A
+and B in flight: (128x32 + 32x64) elements per stage with the first config, 24 KiB in fp32.
 """
 
 from __future__ import annotations
@@ -21,104 +47,141 @@ from slowfast_fast.triton._common import (
     autotune_configs,
     batch_bucket,
     dot_precision,
+    index_type,
     launch,
+    max_block,
     on_device_of_first_tensor,
+    run_length,
     spatial_strides,
     upcast_dot,
+    vector_runs,
 )
 
 # Few configs: every one is compiled per dtype/epilogue variant before the first call can run.
 # The first is also the fixed default during CUDA-graph capture and must be a safe all-rounder.
-# The last suits the thin stem lateral (8 input, 16 output channels).
+# BLOCK_N and BLOCK_K are caps: the kernel shrinks them to the channel counts (see the docstring). The
+# second config covers up to 128 lateral channels per program (layers 2 and 3: x_fast is read by half
+# as many programs) with half the pixels, so its accumulator takes the same 64 registers per thread,
+# and one more pipeline stage to keep as many bytes in flight.
 _CONFIGS = autotune_configs(
     [
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 32, "BLOCK_K": 16}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=4),
     ],
     triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}, num_warps=1),
 )
+# Bytes one copy program moves: 16 KiB is 8 16-byte loads in flight per thread of 4 warps.
+_COPY_BYTES = 16384
+# Weight rows are padded to a multiple of this (>= every BLOCK_K): a K step never leaves its row.
+_K_PAD = max(64, max_block(_CONFIGS, "BLOCK_K"))
+
+_SIZES = ["C_SLOW", "C_FAST", "C_LAT", "T_SLOW", "T_FAST", "HW", "KT", "STRIDE", "PAD", "M_TOTAL"]
+_STRIDES = ["COPY_ROWS", "COPY_INNER", "xs_srow", "o_srow", "xf_sn", "xf_sc", "xf_st", "xf_shw"]
+_STRIDES += ["o_sn", "o_sc", "o_st", "o_shw"]
 
 
 @autotune(
     _CONFIGS,
     key=["C_SLOW", "C_FAST", "C_LAT", "KT", "HW", "CHANNELS_LAST", "BATCH_BUCKET"]
-    + ["HAS_SCALE", "HAS_SHIFT", "RELU", "PRECISION", "UPCAST"],
+    + ["HAS_SCALE", "HAS_SHIFT", "RELU", "PRECISION", "UPCAST"]
+    + ["A_RUN_M", "A_RUN_K", "O_RUN_M", "O_RUN_N", "COPY_RUN", "LAT_TILE", "K_TILE", "INDEX"],
 )
-@triton.jit(do_not_specialize=["CHANNELS_LAST", "BATCH_BUCKET"])
+@triton.jit(do_not_specialize=_SIZES + _STRIDES + ["CHANNELS_LAST", "BATCH_BUCKET"])
 def _lateral_concat_kernel(
     xs_ptr, xf_ptr, w_ptr, scale_ptr, shift_ptr, out_ptr,
-    C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD,
-    xs_sn, xs_sc, xs_st, xs_shw,
+    C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD, M_TOTAL, K_PAD,
+    COPY_ROWS, COPY_INNER, xs_srow, o_srow,
     xf_sn, xf_sc, xf_st, xf_shw,
-    w_so, w_sc, w_sk,
     o_sn, o_sc, o_st, o_shw,
     CHANNELS_LAST,  # only an autotune key: the best tiles differ between the two layouts
     BATCH_BUCKET,  # only an autotune key
     HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr, RELU: tl.constexpr,
     PRECISION: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
+    A_RUN_M: tl.constexpr, A_RUN_K: tl.constexpr, O_RUN_M: tl.constexpr, O_RUN_N: tl.constexpr,
+    COPY_RUN: tl.constexpr, LAT_TILE: tl.constexpr, K_TILE: tl.constexpr, INDEX: tl.constexpr,
+    BLOCK_COPY_R: tl.constexpr, BLOCK_COPY_I: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    # Channel tiles vary fastest so the programs sharing one pixel tile (and its x_fast rows) run together.
+    BN: tl.constexpr = min(BLOCK_N, LAT_TILE)
+    BK: tl.constexpr = min(BLOCK_K, K_TILE)
+    A_ALIGN: tl.constexpr = A_RUN_M * A_RUN_K  # one of the two is 1
+    O_ALIGN: tl.constexpr = O_RUN_M * O_RUN_N
     pid = tl.program_id(0)
-    lat_tiles = tl.cdiv(C_LAT, BLOCK_N)
-    channel_tiles = lat_tiles + tl.cdiv(C_SLOW, BLOCK_N)
-    tile_n = pid % channel_tiles
-    pid_m = pid // channel_tiles
-    hw_tiles = tl.cdiv(HW, BLOCK_M)
-    frame = pid_m // hw_tiles
-    n = (frame // T_SLOW).to(tl.int64)
-    to = frame % T_SLOW
-    hw = (pid_m % hw_tiles) * BLOCK_M + tl.arange(0, BLOCK_M)
-    hw_mask = hw < HW
-    hw = hw.to(tl.int64)
-    out_frame = out_ptr + n * o_sn + to.to(tl.int64) * o_st
-
-    if tile_n < lat_tiles:
-        o = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        o_mask = o < C_LAT
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
+    n_tiles = tl.cdiv(C_LAT, BN)
+    gemm_programs = tl.cdiv(M_TOTAL, BLOCK_M) * n_tiles
+    if pid < gemm_programs:
+        # Channel tiles vary fastest: the programs sharing one pixel tile (and its x_fast rows) run together.
+        tile_n = pid % n_tiles
+        m = (pid // n_tiles) * BLOCK_M + tl.arange(0, BLOCK_M)
+        m_ok = m < M_TOTAL
+        frame = m // HW
+        hw = (m % HW).to(INDEX)
+        n = (frame // T_SLOW).to(INDEX)
+        to = frame % T_SLOW
         t0 = to * STRIDE - PAD
-        for kt in range(tl.maximum(-t0, 0), tl.minimum(T_FAST - t0, KT)):
-            x_frame = xf_ptr + n * xf_sn + (t0 + kt).to(tl.int64) * xf_st
-            for c0 in range(0, C_FAST, BLOCK_K):
-                c = c0 + tl.arange(0, BLOCK_K)
-                c_mask = c < C_FAST
-                a = tl.load(
-                    x_frame + hw[:, None] * xf_shw + c.to(tl.int64)[None, :] * xf_sc,
-                    mask=hw_mask[:, None] & c_mask[None, :],
-                    other=0.0,
-                )
-                b = tl.load(
-                    w_ptr + o[None, :] * w_so + c[:, None] * w_sc + kt * w_sk,
-                    mask=c_mask[:, None] & o_mask[None, :],
-                    other=0.0,
-                )
-                if UPCAST:
-                    a = a.to(tl.float32)
-                    b = b.to(tl.float32)
-                acc = tl.dot(a, b, acc=acc, input_precision=PRECISION, out_dtype=ACC)
+        a_row = n * xf_sn + t0.to(INDEX) * xf_st + hw * xf_shw
+        a_row = tl.max_contiguous(tl.multiple_of(a_row, A_ALIGN), A_RUN_M)
+        o = tile_n * BN + tl.arange(0, BN)
+        o_ok = o < C_LAT
+        w_row = (o.to(INDEX) * K_PAD)[None, :]
+        k_total = KT * C_FAST
+
+        acc = tl.zeros((BLOCK_M, BN), dtype=ACC)
+        for k0 in range(0, k_total, BK):
+            k = k0 + tl.arange(0, BK)
+            kt = k // C_FAST
+            a_col = (k % C_FAST).to(INDEX) * xf_sc + kt.to(INDEX) * xf_st
+            a_col = tl.max_contiguous(tl.multiple_of(a_col, A_ALIGN), A_RUN_K)
+            t = t0[:, None] + kt[None, :]
+            a_mask = m_ok[:, None] & (k < k_total)[None, :] & (t >= 0) & (t < T_FAST)
+            a_mask = tl.max_constancy(a_mask, [A_RUN_M, A_RUN_K])
+            a = tl.load(xf_ptr + (a_row[:, None] + a_col[None, :]), mask=a_mask, other=0.0)
+            b = tl.load(w_ptr + (w_row + k[:, None]), mask=o_ok[None, :], other=0.0)
+            if UPCAST:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b, acc=acc, input_precision=PRECISION, out_dtype=ACC)
+
         if HAS_SCALE:
-            acc = acc * tl.load(scale_ptr + o, mask=o_mask, other=0.0).to(ACC)[None, :]
+            acc = acc * tl.load(scale_ptr + o, mask=o_ok, other=0.0).to(ACC)[None, :]
         if HAS_SHIFT:
-            acc = acc + tl.load(shift_ptr + o, mask=o_mask, other=0.0).to(ACC)[None, :]
+            acc = acc + tl.load(shift_ptr + o, mask=o_ok, other=0.0).to(ACC)[None, :]
         if RELU:
             acc = tl.maximum(acc, 0.0)
-        tl.store(
-            out_frame + hw[:, None] * o_shw + (C_SLOW + o).to(tl.int64)[None, :] * o_sc,
-            acc.to(out_ptr.dtype.element_ty),
-            mask=hw_mask[:, None] & o_mask[None, :],
-        )
+        o_row = n * o_sn + to.to(INDEX) * o_st + hw * o_shw
+        o_row = tl.max_contiguous(tl.multiple_of(o_row, O_ALIGN), O_RUN_M)
+        o_col = (C_SLOW + o).to(INDEX) * o_sc
+        o_col = tl.max_contiguous(tl.multiple_of(o_col, O_ALIGN), O_RUN_N)
+        o_mask = tl.max_constancy(m_ok[:, None] & o_ok[None, :], [O_RUN_M, O_RUN_N])
+        tl.store(out_ptr + (o_row[:, None] + o_col[None, :]), acc.to(out_ptr.dtype.element_ty), mask=o_mask)
     else:
-        c = (tile_n - lat_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
-        mask = hw_mask[:, None] & (c < C_SLOW)[None, :]
-        c = c.to(tl.int64)
-        v = tl.load(
-            xs_ptr + n * xs_sn + to.to(tl.int64) * xs_st + hw[:, None] * xs_shw + c[None, :] * xs_sc,
-            mask=mask,
-        )
-        tl.store(out_frame + hw[:, None] * o_shw + c[None, :] * o_sc, v, mask=mask)
+        program = pid - gemm_programs
+        i_tiles = tl.cdiv(COPY_INNER, BLOCK_COPY_I)
+        r = (program // i_tiles) * BLOCK_COPY_R + tl.arange(0, BLOCK_COPY_R)
+        i = (program % i_tiles) * BLOCK_COPY_I + tl.arange(0, BLOCK_COPY_I)
+        mask = (r < COPY_ROWS)[:, None] & tl.max_constancy(i < COPY_INNER, COPY_RUN)[None, :]
+        r = r.to(INDEX)
+        i = i.to(INDEX)[None, :]
+        src = tl.multiple_of(r * xs_srow, COPY_RUN)[:, None]
+        dst = tl.multiple_of(r * o_srow, COPY_RUN)[:, None]
+        tl.store(out_ptr + (dst + i), tl.load(xs_ptr + (src + i), mask=mask), mask=mask)
+
+
+def _lateral_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``(C_lat, K_pad)``: row o holds ``weight[o, c, kt]`` at ``kt * C_fast + c``, then zeros."""
+    c_lat, c_fast, kt = weight.shape[:3]
+    k_total = kt * c_fast
+    rows = weight.new_zeros((c_lat, triton.cdiv(k_total, _K_PAD) * _K_PAD))
+    rows[:, :k_total].view(c_lat, kt, c_fast).copy_(weight[..., 0, 0].permute(0, 2, 1))
+    return rows
+
+
+def _copy_geometry(x_slow: torch.Tensor, c_total: int, fmt) -> tuple[int, int, int, int]:
+    """``(rows, inner, source row stride, output row stride)`` of the x_slow copy, x_slow dense in ``fmt``."""
+    n, c_slow, t, h, w = x_slow.shape
+    if fmt == torch.channels_last_3d:
+        return n * t * h * w, c_slow, c_slow, c_total
+    return n, c_slow * t * h * w, c_slow * t * h * w, c_total * t * h * w
 
 
 @on_device_of_first_tensor
@@ -140,36 +203,47 @@ def lateral_concat(
     n, c_slow, t_slow, h, w = x_slow.shape
     c_fast, t_fast = x_fast.shape[1], x_fast.shape[2]
     c_lat, kt = weight.shape[0], weight.shape[2]
+    fmt = output_memory_format(x_slow)
     out = torch.empty(
-        (n, c_slow + c_lat, t_slow, h, w),
-        dtype=x_slow.dtype,
-        device=x_slow.device,
-        memory_format=output_memory_format(x_slow),
+        (n, c_slow + c_lat, t_slow, h, w), dtype=x_slow.dtype, device=x_slow.device, memory_format=fmt
     )
     if out.numel() == 0:
         return out
-    x_slow, xs_strides = spatial_strides(x_slow)
+    x_slow = x_slow.contiguous(memory_format=fmt)
     x_fast, xf_strides = spatial_strides(x_fast)
     _, o_strides = spatial_strides(out)
     # The kernel indexes the per-channel vectors densely; they are tiny.
     scale = None if scale is None else scale.contiguous()
     shift = None if shift is None else shift.contiguous()
+    w_rows = _lateral_weight(weight)
     hw = h * w
+    m_total = n * t_slow * hw
+    copy = _copy_geometry(x_slow, c_slow + c_lat, fmt)
+    copy_i = min(_COPY_BYTES // x_slow.element_size(), triton.next_power_of_2(max(copy[1], 1)))
+    copy_r = _COPY_BYTES // x_slow.element_size() // copy_i
+    copy_programs = triton.cdiv(copy[0], copy_r) * triton.cdiv(copy[1], copy_i) if copy[1] else 0
+    lat_tile = max(16, triton.next_power_of_2(c_lat))
+    a_run_m, a_run_k = vector_runs(xf_strides, hw, (c_fast,))
+    o_run_m, o_run_n = vector_runs(o_strides, hw, (c_slow, c_lat))
 
     def grid(meta):
-        channel_tiles = triton.cdiv(c_lat, meta["BLOCK_N"]) + triton.cdiv(c_slow, meta["BLOCK_N"])
-        return (n * t_slow * triton.cdiv(hw, meta["BLOCK_M"]) * channel_tiles,)
+        lat_tiles = triton.cdiv(c_lat, min(meta["BLOCK_N"], lat_tile))
+        return (triton.cdiv(m_total, meta["BLOCK_M"]) * lat_tiles + copy_programs,)
 
     launch(
         _lateral_concat_kernel, grid,
-        x_slow, x_fast, weight,
-        weight if scale is None else scale,
-        weight if shift is None else shift,
+        x_slow, x_fast, w_rows,
+        w_rows if scale is None else scale,
+        w_rows if shift is None else shift,
         out,
-        c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding,
-        *xs_strides, *xf_strides, weight.stride(0), weight.stride(1), weight.stride(2), *o_strides,
+        c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding, m_total, w_rows.shape[1],
+        *copy, *xf_strides, *o_strides,
         int(xf_strides[1] == 1 and c_fast > 1), batch_bucket(n),
         HAS_SCALE=scale is not None, HAS_SHIFT=shift is not None, RELU=relu,
         PRECISION=dot_precision(x_fast.dtype), ACC=accumulator(x_fast.dtype), UPCAST=upcast_dot(x_fast.dtype),
+        A_RUN_M=a_run_m, A_RUN_K=a_run_k, O_RUN_M=o_run_m, O_RUN_N=o_run_n,
+        COPY_RUN=run_length(copy[1], copy[2], copy[3]), LAT_TILE=lat_tile,
+        K_TILE=max(16, triton.next_power_of_2(c_fast)), INDEX=index_type(x_slow, x_fast, out),
+        BLOCK_COPY_R=copy_r, BLOCK_COPY_I=copy_i,
     )  # fmt: skip
     return out
