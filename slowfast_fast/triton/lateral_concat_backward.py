@@ -2,14 +2,29 @@
 
 With ``g`` the lateral channels of ``grad_out`` (zeroed where the forward ReLU was inactive):
 
-* ``grad_x_fast`` is the transposed temporal conv of ``g * scale``. A program owns pixels of one fast
-  frame ``t``; only the taps with ``(t + padding - kt) % stride == 0`` land on it, so its kt loop
-  steps by ``stride`` and frames no window reads (stride > k) get zeros without any loads.
+* ``grad_x_fast`` is the transposed temporal conv of ``g * scale``: an implicit GEMM with
+  ``M`` = the pixels of one fast frame ``t`` over the whole batch (``(n, hw)`` flattened, so 14x14 and
+  7x7 frames fill a tile), ``N`` = the fast channels and ``K`` = (tap, lateral channel) for just the
+  taps that land on ``t``: ``(t + padding - kt) % stride == 0`` and the output frame exists. That tap
+  set is the same for every pixel of the program, so the K loop is one flat loop over
+  ``(tap, o)`` (the software pipeliner overlaps its loads), and frames no window reads (stride > k)
+  get zeros without a load. The weight comes in as ``(KT, C_lat, C_fast_pad)`` with the scale folded
+  in (a tiny tensor made per call), contiguous along the fast channels, rows padded so B tiles need
+  no channel mask.
 * ``G[o, c, kt] = sum over (n, to, hw) of g[n, o, to, hw] * x_fast[n, c, to*stride - padding + kt, hw]``
-  is a reduction over all output pixels. The pixels are cut into equal chunks; each split (a run of
-  chunks) writes its own fp32 partial of G and of ``sum g`` per channel, and a second small kernel
-  adds the partials in a fixed order (deterministic, no atomics) and produces
-  ``grad_weight = G * scale``, ``grad_scale = sum_k W * G`` and ``grad_shift = sum g``.
+  is a reduction over all output pixels, flattened over ``(n, to, hw)`` and cut into chunks of
+  ``BLOCK_M`` (the same for every config). Each split (a run of chunks) writes its own fp32 partial of
+  G and of ``sum g`` per channel, and a second small kernel adds the partials in a fixed order
+  (deterministic, no atomics) and produces ``grad_weight = G * scale``, ``grad_scale = sum_k W * G``
+  and ``grad_shift = sum g``. The reduction dimension is only 32 pixels per step so that three pipeline
+  stages of both tiles fit in a quarter of the shared memory (the old 128-pixel steps took 115-184 KB:
+  one CTA per SM).
+
+Vector accesses follow the forward (see lateral_concat.py): the launchers compute aligned run
+lengths, the kernels state them to the compiler; integer sizes are not specialized by the JIT.
+
+sm_90 resources (tests/test_triton_sm90_static.py): both GEMM kernels are designed for 2 CTAs/SM
+(<= 255 registers at 4 warps, <= 113 KiB shared memory), no spills.
 """
 
 from __future__ import annotations
@@ -26,42 +41,50 @@ from slowfast_fast.triton._common import (
     autotune_configs,
     batch_bucket,
     dot_precision,
+    index_type,
     launch,
     max_block,
     num_sms,
     on_device_of_first_tensor,
     spatial_strides,
     upcast_dot,
+    vector_runs,
 )
 
 # Few configs: every one is compiled per dtype/epilogue variant before the first call can run. The
 # first of each list is also the fixed default during CUDA-graph capture; the first weight config is
-# the one pinned under torch.use_deterministic_algorithms(True).
+# the one pinned under torch.use_deterministic_algorithms(True). BLOCK_N/BLOCK_O/BLOCK_C/BLOCK_K are
+# caps that the kernels shrink to the channel counts (powers of two, at least 16 for tl.dot).
 _INPUT_CONFIGS = autotune_configs(
     [
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 64}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=3),
     ],
     triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}, num_warps=1),
 )
 
 _WEIGHT_CONFIGS = autotune_configs(
     [
-        triton.Config({"BLOCK_O": 64, "BLOCK_C": 64, "BLOCK_M": 64}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_C": 32, "BLOCK_M": 128}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_O": 128, "BLOCK_C": 64, "BLOCK_M": 64}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_O": 32, "BLOCK_C": 32, "BLOCK_M": 128}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_O": 64, "BLOCK_C": 64, "BLOCK_M": 32}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_O": 64, "BLOCK_C": 128, "BLOCK_M": 32}, num_warps=4, num_stages=3),
     ],
     triton.Config({"BLOCK_O": 16, "BLOCK_C": 16, "BLOCK_M": 16}, num_warps=1),
 )
-# Pixels per chunk of the grad_weight reduction: a multiple of every BLOCK_M, fixed before autotuning
+# Pixels per chunk of the grad_weight reduction: every config's BLOCK_M, fixed before autotuning
 # picks one, because the number of partials (allocated up front) depends on it.
 _CHUNK_HW = max_block(_WEIGHT_CONFIGS, "BLOCK_M")
+assert all(c.kwargs["BLOCK_M"] == _CHUNK_HW for c in _WEIGHT_CONFIGS)
 # Output tile used only to estimate how many programs one split launches.
 _TILE_ESTIMATE = 64
 # The config of the partial kernel under torch.use_deterministic_algorithms(True).
 DETERMINISTIC_WEIGHT_CONFIG = _WEIGHT_CONFIGS[0]
+# Fast-channel rows of the grad_input weight are padded to a multiple of this (>= every BLOCK_N).
+_C_PAD = max_block(_INPUT_CONFIGS, "BLOCK_N")
+
+_SIZES = ["C_SLOW", "C_FAST", "C_LAT", "T_SLOW", "T_FAST", "HW", "KT", "STRIDE", "PAD", "PIXELS", "M_TOTAL"]
+_G_STRIDES = ["g_sn", "g_sc", "g_st", "g_shw"]
+_X_STRIDES = ["xf_sn", "xf_sc", "xf_st", "xf_shw"]
+_DX_STRIDES = ["dx_sn", "dx_sc", "dx_st", "dx_shw"]
 
 
 def weight_splits(
@@ -70,7 +93,7 @@ def weight_splits(
     """``(chunks, chunks_per_split, splits)`` of the grad_weight reduction: enough splits to fill
     ``sms`` multiprocessors a few times over with the output tiles, never an empty split. The split
     count fixes the order partial sums are added in, so it depends on ``sms`` only through here."""
-    chunks = n * t_slow * triton.cdiv(hw, _CHUNK_HW)
+    chunks = triton.cdiv(n * t_slow * hw, _CHUNK_HW)
     tiles = triton.cdiv(c_lat, _TILE_ESTIMATE) * kt * triton.cdiv(c_fast, _TILE_ESTIMATE)
     wanted = max(1, min(chunks, triton.cdiv(4 * sms, tiles)))
     chunks_per_split = max(1, triton.cdiv(chunks, wanted))
@@ -79,146 +102,154 @@ def weight_splits(
 
 @autotune(
     _INPUT_CONFIGS,
-    key=["C_FAST", "C_LAT", "KT", "STRIDE", "HW", "CHANNELS_LAST", "BATCH_BUCKET"]
-    + ["HAS_SCALE", "RELU", "PRECISION", "UPCAST"],
+    key=["C_FAST", "C_LAT", "KT", "STRIDE", "HW", "CHANNELS_LAST", "BATCH_BUCKET", "RELU", "PRECISION"]
+    + ["UPCAST", "A_RUN_M", "A_RUN_K", "O_RUN_M", "O_RUN_N", "C_TILE", "K_TILE", "INDEX"],
 )
-@triton.jit(do_not_specialize=["CHANNELS_LAST", "BATCH_BUCKET"])
+@triton.jit(do_not_specialize=_SIZES + _G_STRIDES + _DX_STRIDES + ["CHANNELS_LAST", "BATCH_BUCKET"])
 def _grad_input_kernel(
-    g_ptr, out_ptr, w_ptr, scale_ptr, dx_ptr,
-    C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD,
+    g_ptr, out_ptr, w_ptr, dx_ptr,
+    C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD, PIXELS, C_PAD,
     g_sn, g_sc, g_st, g_shw,
-    out_sn, out_sc, out_st, out_shw,
-    w_so, w_sc, w_sk,
     dx_sn, dx_sc, dx_st, dx_shw,
     CHANNELS_LAST, BATCH_BUCKET,  # only autotune keys
-    HAS_SCALE: tl.constexpr, RELU: tl.constexpr,
-    PRECISION: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
+    RELU: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
+    A_RUN_M: tl.constexpr, A_RUN_K: tl.constexpr, O_RUN_M: tl.constexpr, O_RUN_N: tl.constexpr,
+    C_TILE: tl.constexpr, K_TILE: tl.constexpr, INDEX: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
+    # out (the forward output, read for the ReLU mask) has g's strides: the launcher sees to that.
+    BN: tl.constexpr = min(BLOCK_N, C_TILE)
+    BK: tl.constexpr = min(BLOCK_K, K_TILE)
+    A_ALIGN: tl.constexpr = A_RUN_M * A_RUN_K  # one of the two is 1
+    O_ALIGN: tl.constexpr = O_RUN_M * O_RUN_N
+    # Program = (t, pixel tile, channel tile), channel tiles fastest: they share the g tiles.
     pid = tl.program_id(0)
-    c_tiles = tl.cdiv(C_FAST, BLOCK_N)
+    c_tiles = tl.cdiv(C_FAST, BN)
+    m_tiles = tl.cdiv(PIXELS, BLOCK_M)
     tile_c = pid % c_tiles
-    pid_m = pid // c_tiles
-    hw_tiles = tl.cdiv(HW, BLOCK_M)
-    frame = pid_m // hw_tiles
-    n = (frame // T_FAST).to(tl.int64)
-    t = frame % T_FAST
-    hw = (pid_m % hw_tiles) * BLOCK_M + tl.arange(0, BLOCK_M)
-    hw_mask = hw < HW
-    hw = hw.to(tl.int64)
-    c = tile_c * BLOCK_N + tl.arange(0, BLOCK_N)
-    c_mask = c < C_FAST
+    tile_m = (pid // c_tiles) % m_tiles
+    t = pid // (c_tiles * m_tiles)
+    m = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_ok = m < PIXELS
+    n = (m // HW).to(INDEX)
+    hw = (m % HW).to(INDEX)
+    c = tile_c * BN + tl.arange(0, BN)
+    c_ok = c < C_FAST
 
     # Tap kt reads frame t from output frame to = (t + PAD - kt) / STRIDE; it must divide exactly and
     # land in [0, T_SLOW). The first such kt is at least r - STRIDE*(T_SLOW-1), rounded up to r's residue.
     r = t + PAD
     kt_min = tl.maximum(r - STRIDE * (T_SLOW - 1), 0)
     kt_start = kt_min + (r - kt_min) % STRIDE
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
-    for kt in range(kt_start, tl.minimum(r + 1, KT), STRIDE):
-        to = ((r - kt) // STRIDE).to(tl.int64)
-        g_frame = g_ptr + n * g_sn + to * g_st
-        out_frame = out_ptr + n * out_sn + to * out_st
-        for o0 in range(0, C_LAT, BLOCK_K):
-            o = o0 + tl.arange(0, BLOCK_K)
-            o_mask = o < C_LAT
-            mask = hw_mask[:, None] & o_mask[None, :]
-            ch = (C_SLOW + o).to(tl.int64)[None, :]
-            a = tl.load(g_frame + hw[:, None] * g_shw + ch * g_sc, mask=mask, other=0.0)
-            if RELU:
-                active = tl.load(out_frame + hw[:, None] * out_shw + ch * out_sc, mask=mask, other=0.0) > 0
-                a = tl.where(active, a, tl.zeros_like(a))
-            # Scale folds into the (small) weight tile rather than into the gradient tile.
-            b = tl.load(
-                w_ptr + o[:, None] * w_so + c[None, :] * w_sc + kt * w_sk,
-                mask=o_mask[:, None] & c_mask[None, :],
-                other=0.0,
-            )
-            if HAS_SCALE:
-                b = (b.to(ACC) * tl.load(scale_ptr + o, mask=o_mask, other=0.0).to(ACC)[:, None]).to(a.dtype)
-            if UPCAST:
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
-            acc = tl.dot(a, b, acc=acc, input_precision=PRECISION, out_dtype=ACC)
-    tl.store(
-        dx_ptr + n * dx_sn + t.to(tl.int64) * dx_st + hw[:, None] * dx_shw + c.to(tl.int64)[None, :] * dx_sc,
-        acc.to(dx_ptr.dtype.element_ty),
-        mask=hw_mask[:, None] & c_mask[None, :],
-    )
+    taps = tl.maximum(tl.cdiv(tl.minimum(r + 1, KT) - kt_start, STRIDE), 0)
+    k_end = taps * C_LAT
+    a_row = n * g_sn + hw * g_shw
+    a_row = tl.max_contiguous(tl.multiple_of(a_row, A_ALIGN), A_RUN_M)
+    acc = tl.zeros((BLOCK_M, BN), dtype=ACC)
+    for k0 in range(0, k_end, BK):
+        k = k0 + tl.arange(0, BK)
+        k_ok = k < k_end
+        o = k % C_LAT
+        kt = kt_start + (k // C_LAT) * STRIDE
+        to = (r - kt) // STRIDE
+        a_col = to.to(INDEX) * g_st + (C_SLOW + o).to(INDEX) * g_sc
+        a_col = tl.max_contiguous(tl.multiple_of(a_col, A_ALIGN), A_RUN_K)
+        a_mask = tl.max_constancy(m_ok[:, None] & k_ok[None, :], [A_RUN_M, A_RUN_K])
+        offsets = a_row[:, None] + a_col[None, :]
+        a = tl.load(g_ptr + offsets, mask=a_mask, other=0.0)
+        if RELU:
+            a = tl.where(tl.load(out_ptr + offsets, mask=a_mask, other=0.0) > 0, a, tl.zeros_like(a))
+        w_row = ((kt * C_LAT + o).to(INDEX) * C_PAD)[:, None]
+        b = tl.load(w_ptr + (w_row + c[None, :]), mask=k_ok[:, None], other=0.0)
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc=acc, input_precision=PRECISION, out_dtype=ACC)
+
+    o_row = n * dx_sn + t.to(INDEX) * dx_st + hw * dx_shw
+    o_row = tl.max_contiguous(tl.multiple_of(o_row, O_ALIGN), O_RUN_M)
+    o_col = tl.max_contiguous(tl.multiple_of(c.to(INDEX) * dx_sc, O_ALIGN), O_RUN_N)
+    o_mask = tl.max_constancy(m_ok[:, None] & c_ok[None, :], [O_RUN_M, O_RUN_N])
+    tl.store(dx_ptr + (o_row[:, None] + o_col[None, :]), acc.to(dx_ptr.dtype.element_ty), mask=o_mask)
 
 
 @autotune(
     _WEIGHT_CONFIGS,
-    key=["C_FAST", "C_LAT", "KT", "HW", "CHANNELS_LAST", "BATCH_BUCKET", "RELU", "PRECISION", "UPCAST"],
+    key=["C_FAST", "C_LAT", "KT", "HW", "CHANNELS_LAST", "BATCH_BUCKET", "RELU", "PRECISION", "UPCAST"]
+    + ["G_RUN_M", "G_RUN_O", "X_RUN_M", "X_RUN_C", "O_TILE", "C_TILE", "INDEX"],
 )
-@triton.jit(do_not_specialize=["CHANNELS_LAST", "BATCH_BUCKET"])
+@triton.jit(do_not_specialize=_SIZES + _G_STRIDES + _X_STRIDES + ["CHUNKS", "CHUNKS_PER_SPLIT"]
+            + ["CHANNELS_LAST", "BATCH_BUCKET"])  # fmt: skip
 def _grad_weight_partial_kernel(
     g_ptr, out_ptr, xf_ptr, part_ptr, shift_part_ptr,
-    C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD, CHUNKS, CHUNKS_PER_SPLIT,
+    C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD, M_TOTAL, CHUNKS, CHUNKS_PER_SPLIT,
     g_sn, g_sc, g_st, g_shw,
-    out_sn, out_sc, out_st, out_shw,
     xf_sn, xf_sc, xf_st, xf_shw,
     CHANNELS_LAST, BATCH_BUCKET,  # only autotune keys
     RELU: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
-    CHUNK_HW: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_M: tl.constexpr,
+    G_RUN_M: tl.constexpr, G_RUN_O: tl.constexpr, X_RUN_M: tl.constexpr, X_RUN_C: tl.constexpr,
+    O_TILE: tl.constexpr, C_TILE: tl.constexpr, INDEX: tl.constexpr,
+    BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_M: tl.constexpr,
 ):  # fmt: skip
+    # out (the forward output, read for the ReLU mask) has g's strides: the launcher sees to that.
+    BO: tl.constexpr = min(BLOCK_O, O_TILE)
+    BC: tl.constexpr = min(BLOCK_C, C_TILE)
+    G_ALIGN: tl.constexpr = G_RUN_M * G_RUN_O  # one of the two is 1
+    X_ALIGN: tl.constexpr = X_RUN_M * X_RUN_C
     # Program = (split, kt, o tile, c tile), the tiles fastest so the programs reading the same
     # gradient and input pixels run together and share them through L2.
     pid = tl.program_id(0)
-    c_tiles = tl.cdiv(C_FAST, BLOCK_C)
-    o_tiles = tl.cdiv(C_LAT, BLOCK_O)
+    c_tiles = tl.cdiv(C_FAST, BC)
+    o_tiles = tl.cdiv(C_LAT, BO)
     tile_c = pid % c_tiles
     tile_o = (pid // c_tiles) % o_tiles
     kt = (pid // (c_tiles * o_tiles)) % KT
     split = pid // (c_tiles * o_tiles * KT)
-    o = tile_o * BLOCK_O + tl.arange(0, BLOCK_O)
-    o_mask = o < C_LAT
-    c = tile_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = c < C_FAST
-    g_ch = (C_SLOW + o).to(tl.int64)[:, None]
-    x_ch = c.to(tl.int64)[None, :]
+    o = tile_o * BO + tl.arange(0, BO)
+    o_ok = o < C_LAT
+    c = tile_c * BC + tl.arange(0, BC)
+    c_ok = c < C_FAST
+    g_col = tl.max_contiguous(tl.multiple_of((C_SLOW + o).to(INDEX) * g_sc, G_ALIGN), G_RUN_O)[:, None]
+    x_col = tl.max_contiguous(tl.multiple_of(c.to(INDEX) * xf_sc, X_ALIGN), X_RUN_C)[None, :]
     # One program per split also sums g for grad_shift, over every pixel (padding taps included).
     sums_shift = (kt == 0) & (tile_c == 0)
 
-    acc = tl.zeros((BLOCK_O, BLOCK_C), dtype=ACC)
-    shift_acc = tl.zeros((BLOCK_O,), dtype=ACC)
-    chunks_per_frame = tl.cdiv(HW, CHUNK_HW)
+    acc = tl.zeros((BO, BC), dtype=ACC)
+    shift_acc = tl.zeros((BO,), dtype=ACC)
     first = split * CHUNKS_PER_SPLIT
     for chunk in range(first, tl.minimum(first + CHUNKS_PER_SPLIT, CHUNKS)):
-        frame = chunk // chunks_per_frame
-        n = (frame // T_SLOW).to(tl.int64)
+        m = chunk * BLOCK_M + tl.arange(0, BLOCK_M)
+        m_ok = m < M_TOTAL
+        frame = m // HW
+        hw = (m % HW).to(INDEX)
+        n = (frame // T_SLOW).to(INDEX)
         to = frame % T_SLOW
         t = to * STRIDE - PAD + kt
-        t_ok = (t >= 0) & (t < T_FAST)
-        g_frame = g_ptr + n * g_sn + to.to(tl.int64) * g_st
-        out_frame = out_ptr + n * out_sn + to.to(tl.int64) * out_st
-        x_frame = xf_ptr + n * xf_sn + t.to(tl.int64) * xf_st
-        for hw0 in range(0, CHUNK_HW, BLOCK_M):
-            hw = (chunk % chunks_per_frame) * CHUNK_HW + hw0 + tl.arange(0, BLOCK_M)
-            hw_mask = hw < HW
-            hw = hw.to(tl.int64)
-            # Masked-off loads move no data: a tap outside [0, T_FAST) reads nothing.
-            g_mask = o_mask[:, None] & hw_mask[None, :] & (t_ok | sums_shift)
-            g = tl.load(g_frame + g_ch * g_sc + hw[None, :] * g_shw, mask=g_mask, other=0.0)
-            if RELU:
-                out = tl.load(out_frame + g_ch * out_sc + hw[None, :] * out_shw, mask=g_mask, other=0.0)
-                g = tl.where(out > 0, g, tl.zeros_like(g))
-            x = tl.load(
-                x_frame + hw[:, None] * xf_shw + x_ch * xf_sc,
-                mask=hw_mask[:, None] & c_mask[None, :] & t_ok,
-                other=0.0,
-            )
-            if UPCAST:
-                g = g.to(tl.float32)
-                x = x.to(tl.float32)
-            acc = tl.dot(g, x, acc=acc, input_precision=PRECISION, out_dtype=ACC)
+        t_ok = m_ok & (t >= 0) & (t < T_FAST)
+        g_row = n * g_sn + to.to(INDEX) * g_st + hw * g_shw
+        g_row = tl.max_contiguous(tl.multiple_of(g_row, G_ALIGN), G_RUN_M)[None, :]
+        x_row = n * xf_sn + t.to(INDEX) * xf_st + hw * xf_shw
+        x_row = tl.max_contiguous(tl.multiple_of(x_row, X_ALIGN), X_RUN_M)[:, None]
+        # Masked-off loads move no data: a tap outside [0, T_FAST) reads nothing.
+        g_mask = o_ok[:, None] & (t_ok | (m_ok & sums_shift))[None, :]
+        g_mask = tl.max_constancy(g_mask, [G_RUN_O, G_RUN_M])
+        g = tl.load(g_ptr + (g_col + g_row), mask=g_mask, other=0.0)
+        if RELU:
+            g = tl.where(tl.load(out_ptr + (g_col + g_row), mask=g_mask, other=0.0) > 0, g, tl.zeros_like(g))
+        x_mask = tl.max_constancy(t_ok[:, None] & c_ok[None, :], [X_RUN_M, X_RUN_C])
+        x = tl.load(xf_ptr + (x_row + x_col), mask=x_mask, other=0.0)
+        if UPCAST:
+            g = g.to(tl.float32)
+            x = x.to(tl.float32)
+        acc = tl.dot(g, x, acc=acc, input_precision=PRECISION, out_dtype=ACC)
+        if sums_shift:
             shift_acc += tl.sum(g.to(ACC), axis=1)
 
     # Partials are laid out like the weight, (C_LAT, C_FAST, KT), one slab per split.
     k_total = C_FAST * KT
     part = part_ptr + split.to(tl.int64) * C_LAT * k_total
-    tl.store(part + o[:, None] * k_total + c[None, :] * KT + kt, acc, mask=o_mask[:, None] & c_mask[None, :])
-    tl.store(shift_part_ptr + split * C_LAT + o, shift_acc, mask=o_mask & sums_shift)
+    tl.store(part + o[:, None] * k_total + c[None, :] * KT + kt, acc, mask=o_ok[:, None] & c_ok[None, :])
+    tl.store(shift_part_ptr + split * C_LAT + o, shift_acc, mask=o_ok & sums_shift)
 
 
 @triton.jit
@@ -258,6 +289,39 @@ def _grad_weight_reduce_kernel(
     tl.store(gshift_ptr + o, tl.sum(shift_acc, axis=0).to(gshift_ptr.dtype.element_ty))
 
 
+def _matching(grad_out: torch.Tensor, out: torch.Tensor | None):
+    """``(grad_out, out, strides)`` with H and W merged, ``out`` (None without ReLU) laid out like
+    ``grad_out`` so that the kernels read both at the same offsets. When their strides differ (mixed
+    layouts, an expanded gradient), both are made dense in out's memory format."""
+    grad_out, g_strides = spatial_strides(grad_out)
+    if out is None:
+        return grad_out, grad_out, g_strides
+    out, out_strides = spatial_strides(out)
+    if out_strides != g_strides:
+        fmt = output_memory_format(out)
+        grad_out, g_strides = spatial_strides(grad_out.contiguous(memory_format=fmt))
+        out, out_strides = spatial_strides(out.contiguous(memory_format=fmt))
+    return grad_out, out, g_strides
+
+
+def _input_weight(weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    """``(KT, C_lat, C_pad)``: ``weight[o, c, kt] * scale[o]`` at ``[kt, o, c]`` (the product rounded
+    once to weight's dtype, as the forward's epilogue scales), zeros for ``c >= C_fast``."""
+    c_lat, c_fast, kt = weight.shape[:3]
+    w = weight[..., 0, 0]
+    if scale is not None:
+        wide = torch.float64 if weight.dtype == torch.float64 else torch.float32
+        w = (w.to(wide) * scale.to(wide)[:, None, None]).to(weight.dtype)
+    rows = weight.new_zeros((kt, c_lat, triton.cdiv(c_fast, _C_PAD) * _C_PAD))
+    rows[..., :c_fast].copy_(w.permute(2, 0, 1))
+    return rows
+
+
+def _tile(channels: int) -> int:
+    """The largest channel tile a kernel may use for ``channels``: a power of two, at least tl.dot's 16."""
+    return max(16, triton.next_power_of_2(channels))
+
+
 @on_device_of_first_tensor
 def lateral_concat_grad_input(
     grad_out: torch.Tensor,
@@ -282,25 +346,29 @@ def lateral_concat_grad_input(
     )
     if dx.numel() == 0:
         return dx
-    grad_out, g_strides = spatial_strides(grad_out)
-    out_strides = g_strides
-    if out is not None:
-        out, out_strides = spatial_strides(out)
+    relu = out is not None
+    grad_out, out, g_strides = _matching(grad_out, out)
     _, dx_strides = spatial_strides(dx)
-    scale = None if scale is None else scale.contiguous()  # indexed densely; tiny
+    w_rows = _input_weight(weight, scale)
     hw = h * w
+    pixels = n * hw
+    a_run_m, a_run_k = vector_runs(g_strides, hw, (c_slow, c_lat))
+    o_run_m, o_run_n = vector_runs(dx_strides, hw, (c_fast,))
+    c_tile = _tile(c_fast)
 
     def grid(meta):
-        return (n * t_fast * triton.cdiv(hw, meta["BLOCK_M"]) * triton.cdiv(c_fast, meta["BLOCK_N"]),)
+        c_tiles = triton.cdiv(c_fast, min(meta["BLOCK_N"], c_tile))
+        return (t_fast * triton.cdiv(pixels, meta["BLOCK_M"]) * c_tiles,)
 
     launch(
         _grad_input_kernel, grid,
-        grad_out, grad_out if out is None else out, weight, weight if scale is None else scale, dx,
-        c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding,
-        *g_strides, *out_strides, weight.stride(0), weight.stride(1), weight.stride(2), *dx_strides,
+        grad_out, out, w_rows, dx,
+        c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding, pixels, w_rows.shape[2],
+        *g_strides, *dx_strides,
         int(dx_strides[1] == 1 and c_fast > 1), batch_bucket(n),
-        HAS_SCALE=scale is not None, RELU=out is not None,
-        PRECISION=dot_precision(x_fast.dtype), ACC=accumulator(x_fast.dtype), UPCAST=upcast_dot(x_fast.dtype),
+        RELU=relu, PRECISION=dot_precision(x_fast.dtype), ACC=accumulator(x_fast.dtype),
+        UPCAST=upcast_dot(x_fast.dtype), A_RUN_M=a_run_m, A_RUN_K=a_run_k, O_RUN_M=o_run_m, O_RUN_N=o_run_n,
+        C_TILE=c_tile, K_TILE=_tile(c_lat), INDEX=index_type(grad_out, out, dx),
     )  # fmt: skip
     return dx
 
@@ -336,24 +404,27 @@ def lateral_concat_grad_weight(
     partials = alloc((splits, c_lat, k_total), dtype=part_dtype, device=weight.device)
     shift_partials = alloc((splits, c_lat), dtype=part_dtype, device=weight.device)
     if chunks > 0:
-        grad_out, g_strides = spatial_strides(grad_out)
-        out_strides = g_strides
-        if out is not None:
-            out, out_strides = spatial_strides(out)
+        relu = out is not None
+        grad_out, out, g_strides = _matching(grad_out, out)
         x_fast, xf_strides = spatial_strides(x_fast)
+        g_run_m, g_run_o = vector_runs(g_strides, hw, (c_slow, c_lat))
+        x_run_m, x_run_c = vector_runs(xf_strides, hw, (c_fast,))
+        o_tile, c_tile = _tile(c_lat), _tile(c_fast)
 
         def grid(meta):
-            return (splits * kt * triton.cdiv(c_lat, meta["BLOCK_O"]) * triton.cdiv(c_fast, meta["BLOCK_C"]),)
+            o_tiles = triton.cdiv(c_lat, min(meta["BLOCK_O"], o_tile))
+            return (splits * kt * o_tiles * triton.cdiv(c_fast, min(meta["BLOCK_C"], c_tile)),)
 
         args = (
-            grad_out, grad_out if out is None else out, x_fast, partials, shift_partials,
-            c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding, chunks, chunks_per_split,
-            *g_strides, *out_strides, *xf_strides,
+            grad_out, out, x_fast, partials, shift_partials,
+            c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding, n * t_slow * hw,
+            chunks, chunks_per_split, *g_strides, *xf_strides,
             int(xf_strides[1] == 1 and c_fast > 1), batch_bucket(n),
         )  # fmt: skip
         flags = dict(
-            RELU=out is not None, PRECISION=dot_precision(x_fast.dtype), ACC=acc,
-            UPCAST=upcast_dot(x_fast.dtype), CHUNK_HW=_CHUNK_HW,
+            RELU=relu, PRECISION=dot_precision(x_fast.dtype), ACC=acc, UPCAST=upcast_dot(x_fast.dtype),
+            G_RUN_M=g_run_m, G_RUN_O=g_run_o, X_RUN_M=x_run_m, X_RUN_C=x_run_c,
+            O_TILE=o_tile, C_TILE=c_tile, INDEX=index_type(grad_out, out, x_fast),
         )  # fmt: skip
         if deterministic:
             # The tile along the reduced pixels sets the summation order: pin it, never autotune.
