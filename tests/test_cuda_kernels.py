@@ -235,19 +235,22 @@ def test_lateral_concat_forward_backward(geom, dtype, fmt, affine, relu):
 
 
 # Shapes that take each access width of the forward's x_slow copy and of the lateral GEMM's operand
-# loads and output stores (16 bytes, 8 bytes, one element; see access_width and copy_rows in
-# csrc/cuda/lateral_concat.cu), and its flat K loop across taps. (N, C_slow, C_fast, C_lat, T_fast, H,
-# W, k, stride, padding); the widths named are fp16's / fp32's.
+# loads and output stores (16, 8 and, for 2-byte types, 4 bytes, or one element; see access_width and
+# copy_rows in csrc/cuda/lateral_concat.cu), its flat K loop across taps, and both of its K loops:
+# cp.async (accesses of 4 bytes or more, no ReLU mask) and registers (grad_input with the ReLU mask,
+# 2-byte elements one at a time). (N, C_slow, C_fast, C_lat, T_fast, H, W, k, stride, padding); the
+# widths named are fp16's / fp32's.
 ACCESS_GEOMETRIES = {
     # H*W = 196: NCDHW 8-byte (fp16) / 16-byte (fp32) tiles; C_fast = 8 with k = 5: every K step of 16
     # spans two taps; copy rows of 2 x 16 x 196 elements in 16-byte units, several chunks per row.
     "14x14": (2, 16, 8, 16, 16, 14, 14, 5, 8, 2),
-    # H*W = 49 and 15: NCDHW element-wide tiles; one sample (a single copy row: its strides never
-    # matter) of 90 elements: a 16-byte body and a 2-element tail; NDHWC C_slow = 3: 2- / 4-byte copy.
+    # H*W = 49 and 15: NCDHW element-wide tiles (fp16: the register K loop; fp32: 4-byte cp.async);
+    # one sample (a single copy row: its strides never matter) of 90 elements: a 16-byte body and a
+    # 2-element tail; NDHWC C_slow = 3: 2- / 4-byte copy.
     "7x7": (2, 8, 8, 16, 16, 7, 7, 5, 8, 2),
     "5x3": (1, 3, 8, 5, 16, 5, 3, 5, 8, 2),
-    # H*W = 30: NCDHW element-wide (fp16) / 8-byte (fp32) tiles; NDHWC C_fast = 6 and C_slow = 6:
-    # element-wide (fp16) / 8-byte (fp32) operand loads, copy and output stores.
+    # H*W = 30: NCDHW 4-byte (fp16) / 8-byte (fp32) tiles; NDHWC C_fast = 6 and C_slow = 6: 4-byte
+    # (fp16) / 8-byte (fp32) operand loads, copy and output stores.
     "5x6": (2, 6, 6, 10, 12, 5, 6, 3, 4, 1),
     # C_fast = 12: NDHWC 8-byte (fp16) / 16-byte (fp32) operand loads, K steps crossing taps at 12.
     "3x4": (2, 4, 12, 12, 10, 3, 4, 3, 2, 1),
@@ -263,14 +266,17 @@ ALL_DTYPES = (*DTYPES, torch.float64)
 @pytest.mark.parametrize("name", list(ACCESS_GEOMETRIES))
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
 @pytest.mark.parametrize("fmt", [NC, CL], ids=["ncdhw", "ndhwc"])
-def test_lateral_concat_access_widths(name, dtype, fmt):
+@pytest.mark.parametrize("relu", [True, False], ids=["relu", "linear"])
+def test_lateral_concat_access_widths(name, dtype, fmt, relu):
+    """With relu, grad_input applies the ReLU mask and so takes the register K loop; without, the
+    cp.async one wherever its accesses are 4 bytes or wider."""
     geom = ACCESS_GEOMETRIES[name]
     inputs = _lateral_inputs(geom, dtype, fmt, affine=True, seed=7)
     n, c_s, _, c_l, _, h, w = geom[:7]
     grad_out = _rand(
         n, c_s + c_l, inputs[0].shape[2], h, w, dtype=dtype, fmt=fmt, gen=torch.Generator().manual_seed(8)
     )
-    _check_lateral(inputs, True, grad_out, dtype, tf32=False)
+    _check_lateral(inputs, relu, grad_out, dtype, tf32=False)
 
 
 def _at_offset(t, offset):

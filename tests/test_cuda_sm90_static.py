@@ -16,7 +16,7 @@ For every kernel of the package, on sm_90:
   resident at once (DESIGNS below says which, and why that occupancy is what the design needs);
 * the x_slow copy of lateral_concat uses 16-byte global loads and stores in its 16-byte variant
   (and 8-byte ones in its 8-byte variant), so it runs at copy bandwidth; the lateral GEMM has 16- and
-  8-byte operand loads and output stores.
+  8-byte operand loads and output stores, and fetches its activation tiles with cp.async.
 """
 
 from __future__ import annotations
@@ -232,3 +232,15 @@ def test_gemm_operands_and_epilogue_have_16_and_8_byte_paths(kernels):
         accesses = _global_accesses(_sass(tool, library, mangled))
         wanted = {"LDG.E.128", "LDG.E.64", "STG.E.128", "STG.E.64"}
         assert wanted <= accesses, (demangled, sorted(accesses))
+
+
+def test_gemm_fetches_activation_tiles_with_cp_async(kernels):
+    """Each lateral GEMM fetches its activation tiles with cp.async, 16 and 8 bytes at a time
+    (sm_90 SASS: LDGSTS.E.BYPASS.128, LDGSTS.E.64), into its multi-stage ring."""
+    tool, library, found = kernels
+    gemms = [(m, d) for m, d, _ in found if _kernel_name(d) == "lateral_gemm_kernel"]
+    assert gemms, "no lateral_gemm_kernel in the library"
+    for mangled, demangled in gemms:
+        sass = _sass(tool, library, mangled)
+        copies = set(re.findall(r"\bLDGSTS\.E(?:\.BYPASS)?(?:\.64|\.128)?\b", sass))
+        assert {"LDGSTS.E.BYPASS.128", "LDGSTS.E.64"} <= copies, (demangled, sorted(copies))

@@ -58,11 +58,11 @@ const T* data_or_null(const std::optional<at::Tensor>& t) {
 // Elements per global access of a GEMM operand or output along its contiguous run: 16 bytes when
 // the base address (`addr`, the OR of every pointer accessed this way) and every extent the offsets
 // are built from (`extents`: H*W for NCDHW; channel counts and offsets for NDHWC) are multiples of
-// it, so every access is aligned and none straddles a frame or a channel range; else 8 bytes; else one
-// element.
+// it, so every access is aligned and none straddles a frame or a channel range; else 8 bytes; else
+// (2-byte types) 4 bytes; else one element.
 template <typename T>
 int access_width(std::uintptr_t addr, std::initializer_list<int64_t> extents) {
-  for (const int w : {kVec<T>, kVec<T> / 2}) {
+  for (const int w : {kVec<T>, kVec<T> / 2, kVec<T> / 4}) {
     if (w < 2 || addr % (static_cast<std::uintptr_t>(w) * sizeof(T)) != 0) continue;
     if (std::all_of(extents.begin(), extents.end(), [w](int64_t e) { return e % w == 0; })) return w;
   }
@@ -228,6 +228,7 @@ at::Tensor lateral_concat_cuda(const at::Tensor& x_slow, const at::Tensor& x_fas
       p.a_width = access_width<T>(address_bits(p.a), {hw});
       p.out_width = access_width<T>(address_bits(p.out), {hw});
     }
+    p.a_async = p.a_width * sizeof(T) >= 4;
     launch_lateral_gemm(p, cl, conv_allows_tf32());
   });
   return out;
@@ -298,6 +299,7 @@ at::Tensor lateral_concat_grad_input_cuda(const at::Tensor& grad_out, const at::
                                       p.a_width = access_width<T>(a_bits, {h * w});
                                       p.out_width = access_width<T>(address_bits(p.out), {h * w});
                                     }
+                                    p.a_async = p.mask == nullptr && p.a_width * sizeof(T) >= 4;
                                     launch_lateral_gemm(p, cl, conv_allows_tf32());
                                   });
   return grad_x;

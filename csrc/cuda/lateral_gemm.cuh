@@ -13,10 +13,13 @@
 // found once per tile: frames the conv never reads are never loaded), in steps of 16 that cross tap
 // boundaries, so a reduction of 8 channels per tap does not pad every step with zeros. Operands go
 // through shared memory in the global tensor's own order (pixel-major for NCDHW, channel-major for
-// NDHWC), each global access 16 bytes, else 8, else one element wide, stored to shared memory at the
-// same width. The next step's loads are issued before the current step's MMA. The accumulator tile
-// is staged in shared memory so the epilogue writes along whichever dimension is contiguous in the
-// output's memory format.
+// NDHWC), each global access 16 bytes, else 8, else (2-byte types) 4, else one element wide. The A
+// tiles (the activations: nearly all of the GEMM's bytes) are fetched with cp.async kStages - 1 steps
+// ahead into a ring of shared buffers (k_loop_async); where cp.async cannot serve (a ReLU mask to
+// apply, or 2-byte elements one at a time) they go through registers one step ahead
+// (k_loop_registers). The weight tile is fetched one step ahead through registers in both. The
+// accumulator tile is staged in shared memory so the epilogue writes along whichever dimension is
+// contiguous in the output's memory format.
 //
 // launch_lateral_gemm<T> is instantiated once per dtype, each in its own translation unit
 // (lateral_gemm_<dtype>.cu), so that a parallel build compiles the kernels side by side; the
@@ -57,7 +60,57 @@ struct LateralGemmParams {
   // the edge of a tile's valid range (see access_width in lateral_concat.cu).
   int a_width;
   int out_width;
+  // Whether a's tiles are fetched with cp.async into a ring of kStages<T> shared buffers: without a
+  // ReLU mask to apply on the way (forward and grad_input without relu) and with accesses of at
+  // least 4 bytes (cp.async's smallest), i.e. everything but 2-byte types at odd extents.
+  bool a_async;
 };
+
+// Access widths (elements) a kernel handles for T: 16, 8 and, for 2-byte types, 4 bytes; else 1.
+template <typename T>
+constexpr int kW16 = kVec<T>;
+template <typename T>
+constexpr int kW8 = kVec<T> / 2 > 1 ? kVec<T> / 2 : 1;
+template <typename T>
+constexpr int kW4 = kVec<T> / 4 > 1 ? kVec<T> / 4 : 1;
+
+// A tiles in flight: the ring holds the tile being multiplied and kStages - 1 being fetched. fp64's
+// larger tiles get two stages, so its static shared memory stays under 48 KB.
+template <typename T>
+constexpr int kStages = sizeof(T) == 8 ? 2 : 3;
+
+// cp.async of kBytes from global to shared memory, zero-filled when !valid (then nothing is read from
+// src, which must still be a valid address). sm_80+; older targets copy synchronously.
+template <int kBytes>
+__device__ __forceinline__ void cp_async(void* dst, const void* src, bool valid) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  const int src_bytes = valid ? kBytes : 0;
+  if constexpr (kBytes == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(src_bytes) : "memory");
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(s), "l"(src), "n"(kBytes), "r"(src_bytes)
+                 : "memory");
+  }
+#else
+  using U = typename UnitType<kBytes>::type;
+  *static_cast<U*>(dst) = valid ? *static_cast<const U*>(src) : U{};
+#endif
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+// Waits until at most kPending of this thread's committed cp.async groups are still in flight.
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+#endif
+}
 
 // The taps of one output frame f whose operand frame exists, as flat-K rows: row kk of the
 // reduction is channel kk % red_ch of tap j = kk / red_ch, which reads operand frame af0 + j with
@@ -103,10 +156,14 @@ constexpr int a_tile_elems() {
   return CL ? kBM * lda_row_major<T>() : kBK * kLds;
 }
 
+constexpr int kBTileElems = kBK * kLds;  // Bs[kk][j]
+
+// kStages A tiles, then two B tiles (double-buffered); the accumulator tile is staged over them
+// after the K loop.
 template <typename T, bool CL>
 constexpr int lateral_smem_bytes() {
   using acc_t = typename AccType<T>::type;
-  constexpr int operands = (a_tile_elems<T, CL>() + kBK * kLds) * static_cast<int>(sizeof(T));
+  constexpr int operands = (kStages<T> * a_tile_elems<T, CL>() + 2 * kBTileElems) * static_cast<int>(sizeof(T));
   constexpr int staged = kBM * kLdc * static_cast<int>(sizeof(acc_t));
   return operands > staged ? operands : staged;
 }
@@ -114,13 +171,14 @@ constexpr int lateral_smem_bytes() {
 // One thread's share of the A tile of rows [k0, k0 + kBK) x pixels [p0, p0 + kBM) of one output
 // frame, in two phases (see ActTileLoader): load() issues the global loads into registers, zero
 // outside the valid rows and pixels; store() applies the optional ReLU mask (grad_input) and writes
-// each access unit to shared memory as one store of the same width. Units run along the global
-// tensor's contiguous side (pixels for NCDHW, reduction channels for NDHWC), which is also the
-// contiguous side of the tile in shared memory.
+// each access unit to shared memory as one store of the same width; or in one, issue(), with
+// cp.async. Units run along the global tensor's contiguous side (pixels for NCDHW, reduction
+// channels for NDHWC), which is also the contiguous side of the tile in shared memory.
 template <typename T, bool CL>
 struct LateralATile {
-  static constexpr int V = kVec<T>;
-  static constexpr int V8 = V / 2;  // elements per 8-byte access (1 for fp64: that is the scalar path)
+  static constexpr int V = kW16<T>;
+  static constexpr int V8 = kW8<T>;  // 1 for fp64: its 8-byte access is the element path
+  static constexpr int V4 = kW4<T>;  // 2-byte types only, else 1
   static constexpr int kElems = kBK * kBM;
 
   template <int W>
@@ -128,7 +186,8 @@ struct LateralATile {
     return (kElems / W + kThreads - 1) / kThreads;
   }
   static constexpr int kRegElems = units_per_thread<V>() * V;  // the widest path holds the most
-  static_assert(kRegElems >= units_per_thread<1>() && kRegElems >= units_per_thread<V8>() * V8,
+  static_assert(kRegElems >= units_per_thread<1>() && kRegElems >= units_per_thread<V8>() * V8 &&
+                    kRegElems >= units_per_thread<V4>() * V4,
                 "register share holds every path's units");
   static_assert((CL ? kBK : kBM) % V == 0, "tile's contiguous side must hold whole 16-byte units");
   union Regs {
@@ -198,13 +257,49 @@ struct LateralATile {
                                        int64_t p0) {
     if (p.a_width == V) load_units<V>(p, n, taps, k0, p0);
     else if (V8 > 1 && p.a_width == V8) load_units<V8>(p, n, taps, k0, p0);
+    else if (V4 > 1 && p.a_width == V4) load_units<V4>(p, n, taps, k0, p0);
     else load_units<1>(p, n, taps, k0, p0);
   }
 
   __device__ __forceinline__ void store(T* As, bool masked, int width) const {
     if (width == V) store_units<V>(As, masked);
     else if (V8 > 1 && width == V8) store_units<V8>(As, masked);
+    else if (V4 > 1 && width == V4) store_units<V4>(As, masked);
     else store_units<1>(As, masked);
+  }
+
+  // The asynchronous alternative to load() + store() (p.a_async): this thread's units of the tile
+  // go straight to shared memory with cp.async (zero-filled outside the valid rows and pixels), in
+  // the cp.async group the caller commits next.
+  template <int W>
+  __device__ __forceinline__ static void issue_units(const LateralGemmParams<T>& p, int64_t n, const TapRun& taps,
+                                                     uint32_t k0, int64_t p0, T* As) {
+    const uint32_t red_ch = static_cast<uint32_t>(p.red_ch);
+#pragma unroll
+    for (int i = 0; i < units_per_thread<W>(); ++i) {
+      const int u = threadIdx.x + i * kThreads;
+      if (u >= kElems / W) continue;
+      int kl, px;
+      unit_coords<W>(u, kl, px);
+      const uint32_t kk = k0 + static_cast<uint32_t>(kl);
+      const bool valid = kk < taps.k_eff && p0 + px < p.av.hw;
+      const T* src = p.a;
+      if (valid) {
+        const uint32_t j = kk / red_ch;
+        src = p.a + act_offset<CL>(p.av, n, kk - j * red_ch, taps.af0 + j, p0 + px);
+      }
+      cp_async<W * static_cast<int>(sizeof(T))>(As + (CL ? px * lda_row_major<T>() + kl : kl * kLds + px), src,
+                                                valid);
+    }
+  }
+
+  __device__ __forceinline__ static void issue(const LateralGemmParams<T>& p, int64_t n, const TapRun& taps,
+                                               uint32_t k0, int64_t p0, T* As) {
+    // The host sets a_async only for widths of at least 4 bytes.
+    if (p.a_width == V) issue_units<V>(p, n, taps, k0, p0, As);
+    else if (V8 > 1 && p.a_width == V8) issue_units<V8>(p, n, taps, k0, p0, As);
+    else if constexpr (V4 > 1) issue_units<V4>(p, n, taps, k0, p0, As);
+    else if constexpr (sizeof(T) >= 4) issue_units<1>(p, n, taps, k0, p0, As);
   }
 };
 
@@ -244,10 +339,10 @@ __device__ __forceinline__ void store_tile_units(const LateralGemmParams<T>& p, 
 template <typename T, bool CL, typename acc_t>
 __device__ __forceinline__ void store_tile(const LateralGemmParams<T>& p, const acc_t* Cs, int64_t n, int64_t f,
                                            int64_t p0, int64_t j0) {
-  constexpr int V = kVec<T>;
-  constexpr int V8 = V / 2;
+  constexpr int V = kW16<T>, V8 = kW8<T>, V4 = kW4<T>;
   if (p.out_width == V) store_tile_units<T, CL, V>(p, Cs, n, f, p0, j0);
   else if (V8 > 1 && p.out_width == V8) store_tile_units<T, CL, V8>(p, Cs, n, f, p0, j0);
+  else if (V4 > 1 && p.out_width == V4) store_tile_units<T, CL, V4>(p, Cs, n, f, p0, j0);
   else store_tile_units<T, CL, 1>(p, Cs, n, f, p0, j0);
 }
 
@@ -292,18 +387,77 @@ struct WeightTileLoader {
   }
 };
 
+// The K loop with cp.async (p.a_async): A tiles are fetched kStages - 1 steps ahead into a ring of
+// shared buffers, the weight tile one step ahead through registers into one of two shared buffers;
+// one barrier per step. Step i's A tile is complete for this thread after wait_group(kStages - 2)
+// (groups 0..i of the (kStages - 1) + i committed so far) and for the block after the barrier; the
+// ring slot refilled after that barrier, (i + kStages - 1) % kStages, was last read by step i - 1's
+// MMA, which every thread finished before it. The B buffer step i writes, i % 2, was last read by
+// step i - 2's MMA, before step i - 1's barrier.
+template <typename T, bool CL, typename Mma>
+__device__ __forceinline__ void k_loop_async(const LateralGemmParams<T>& p, Mma& mma, T* As, T* Bs, int64_t n,
+                                             const TapRun& taps, int64_t p0, int64_t j0) {
+  constexpr int S = kStages<T>;
+  constexpr int kA = a_tile_elems<T, CL>();
+  const uint32_t steps = (taps.k_eff + kBK - 1) / kBK;
+#pragma unroll
+  for (int s = 0; s < S - 1; ++s) {
+    if (static_cast<uint32_t>(s) < steps) LateralATile<T, CL>::issue(p, n, taps, s * kBK, p0, As + s * kA);
+    cp_async_commit();  // empty groups too: the group count stays one per step
+  }
+  WeightTileLoader<T> w;
+  if (steps > 0) w.load(p, taps, 0, j0);
+  for (uint32_t i = 0; i < steps; ++i) {
+    T* b = Bs + (i % 2) * kBTileElems;
+    w.store(b);
+    cp_async_wait<S - 2>();
+    __syncthreads();
+    const uint32_t ahead = i + S - 1;
+    if (ahead < steps) LateralATile<T, CL>::issue(p, n, taps, ahead * kBK, p0, As + (ahead % S) * kA);
+    cp_async_commit();
+    if (i + 1 < steps) w.load(p, taps, (i + 1) * kBK, j0);
+    mma.step(As + (i % S) * kA, b);
+  }
+  cp_async_wait<0>();  // only empty groups can be left; none outlives the tile
+}
+
+// The K loop through registers (a ReLU mask to apply, or 2-byte elements one at a time): the next
+// step's loads are in flight during the current step's MMA; one A and one B buffer, two barriers.
+template <typename T, bool CL, typename Mma>
+__device__ __forceinline__ void k_loop_registers(const LateralGemmParams<T>& p, Mma& mma, T* As, T* Bs, int64_t n,
+                                                 const TapRun& taps, int64_t p0, int64_t j0) {
+  const bool masked = p.mask != nullptr;
+  LateralATile<T, CL> a;
+  WeightTileLoader<T> w;
+  if (taps.k_eff > 0) {
+    a.load(p, n, taps, 0, p0);
+    w.load(p, taps, 0, j0);
+  }
+  for (uint32_t k0 = 0; k0 < taps.k_eff; k0 += kBK) {
+    a.store(As, masked, p.a_width);
+    w.store(Bs);
+    __syncthreads();
+    const uint32_t next = k0 + kBK;
+    if (next < taps.k_eff) {
+      a.load(p, n, taps, next, p0);
+      w.load(p, taps, next, j0);
+    }
+    mma.step(As, Bs);
+    __syncthreads();
+  }
+}
+
 template <typename T, bool CL, bool kUseWmma>
 __global__ void __launch_bounds__(kThreads, 2) lateral_gemm_kernel(const LateralGemmParams<T> p) {
   using Mma = BlockMma<T, kUseWmma, CL>;
   using acc_t = typename Mma::acc_t;
   __shared__ __align__(128) unsigned char smem[lateral_smem_bytes<T, CL>()];
-  T* As = reinterpret_cast<T*>(smem);   // NCDHW: As[kk][m]; NDHWC: As[m][kk]
-  T* Bs = As + a_tile_elems<T, CL>();  // Bs[kk][j]: reduction row x output channel
+  T* As = reinterpret_cast<T*>(smem);                       // ring of A tiles: NCDHW As[kk][m], NDHWC As[m][kk]
+  T* Bs = As + kStages<T> * a_tile_elems<T, CL>();  // two B tiles Bs[kk][j]: reduction row x output channel
   acc_t* Cs = reinterpret_cast<acc_t*>(smem);
 
   const int64_t frames_out = p.ov.frames;
   const int64_t num_tiles = p.batch * frames_out * p.num_pt * p.num_jt;
-  const bool masked = p.mask != nullptr;
   for (int64_t tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
     // Output-channel tiles vary fastest so blocks sharing an input tile run together (L2 reuse).
     const int64_t jt = tile % p.num_jt;
@@ -315,27 +469,11 @@ __global__ void __launch_bounds__(kThreads, 2) lateral_gemm_kernel(const Lateral
     const int64_t j0 = jt * kBN;
     const TapRun taps = tap_run(p, f);
 
-    // One shared buffer, two barriers per step: the next step's loads are in flight during the MMA.
     Mma mma;
     mma.zero();
-    LateralATile<T, CL> a;
-    WeightTileLoader<T> w;
-    if (taps.k_eff > 0) {
-      a.load(p, n, taps, 0, p0);
-      w.load(p, taps, 0, j0);
-    }
-    for (uint32_t k0 = 0; k0 < taps.k_eff; k0 += kBK) {
-      a.store(As, masked, p.a_width);
-      w.store(Bs);
-      __syncthreads();
-      const uint32_t next = k0 + kBK;
-      if (next < taps.k_eff) {
-        a.load(p, n, taps, next, p0);
-        w.load(p, taps, next, j0);
-      }
-      mma.step(As, Bs);
-      __syncthreads();
-    }
+    if (p.a_async) k_loop_async<T, CL>(p, mma, As, Bs, n, taps, p0, j0);
+    else k_loop_registers<T, CL>(p, mma, As, Bs, n, taps, p0, j0);
+    __syncthreads();  // the last MMA's reads before Cs overwrites the operands
     mma.template store<!CL>(Cs);
     __syncthreads();
     store_tile<T, CL>(p, Cs, n, f, p0, j0);
