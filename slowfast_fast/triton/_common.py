@@ -177,6 +177,23 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype in (torch.float32, torch.float64) else "tf32"
 
 
+# Widest output-channel tile and K step of a tl.dot that runs in IEEE fp32 (fp32 with TF32 off): no
+# tensor cores, operands and accumulator live in registers. At R50's layers 1-3 on sm_90, 64-wide
+# tiles spilled in the forward, and 32-wide K steps left grad_input a 4-byte spill (NCDHW).
+IEEE_TILE = 32
+IEEE_K_STEP = 16
+
+
+def channel_tile(channels: int, dtype: torch.dtype, reduced: bool = False) -> int:
+    """The widest tile a kernel may give ``channels`` channels: a power of two covering them, at least
+    tl.dot's 16; where tl.dot runs in IEEE fp32 (:func:`dot_precision`) at most :data:`IEEE_TILE`, or
+    :data:`IEEE_K_STEP` for the ``reduced`` (K) dimension."""
+    tile = max(16, triton.next_power_of_2(channels))
+    if dtype == torch.float32 and dot_precision(dtype) == "ieee":
+        return min(tile, IEEE_K_STEP if reduced else IEEE_TILE)
+    return tile
+
+
 def accumulator(dtype: torch.dtype):
     """Accumulate in fp64 for fp64 inputs (CPU gradcheck), else in fp32."""
     return tl.float64 if dtype == torch.float64 else tl.float32

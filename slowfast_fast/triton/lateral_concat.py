@@ -46,6 +46,7 @@ from slowfast_fast.triton._common import (
     autotune,
     autotune_configs,
     batch_bucket,
+    channel_tile,
     dot_precision,
     index_type,
     launch,
@@ -222,7 +223,7 @@ def lateral_concat(
     copy_i = min(_COPY_BYTES // x_slow.element_size(), triton.next_power_of_2(max(copy[1], 1)))
     copy_r = _COPY_BYTES // x_slow.element_size() // copy_i
     copy_programs = triton.cdiv(copy[0], copy_r) * triton.cdiv(copy[1], copy_i) if copy[1] else 0
-    lat_tile = max(16, triton.next_power_of_2(c_lat))
+    lat_tile = channel_tile(c_lat, x_fast.dtype)
     a_run_m, a_run_k = vector_runs(xf_strides, hw, (c_fast,))
     o_run_m, o_run_n = vector_runs(o_strides, hw, (c_slow, c_lat))
 
@@ -243,7 +244,7 @@ def lateral_concat(
         PRECISION=dot_precision(x_fast.dtype), ACC=accumulator(x_fast.dtype), UPCAST=upcast_dot(x_fast.dtype),
         A_RUN_M=a_run_m, A_RUN_K=a_run_k, O_RUN_M=o_run_m, O_RUN_N=o_run_n,
         COPY_RUN=run_length(copy[1], copy[2], copy[3]), LAT_TILE=lat_tile,
-        K_TILE=max(16, triton.next_power_of_2(c_fast)), INDEX=index_type(x_slow, x_fast, out),
+        K_TILE=channel_tile(c_fast, x_fast.dtype, reduced=True), INDEX=index_type(x_slow, x_fast, out),
         BLOCK_COPY_R=copy_r, BLOCK_COPY_I=copy_i,
     )  # fmt: skip
     return out

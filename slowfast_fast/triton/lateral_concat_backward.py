@@ -40,6 +40,7 @@ from slowfast_fast.triton._common import (
     autotune,
     autotune_configs,
     batch_bucket,
+    channel_tile,
     dot_precision,
     index_type,
     launch,
@@ -252,7 +253,7 @@ def _grad_weight_partial_kernel(
     tl.store(shift_part_ptr + split * C_LAT + o, shift_acc, mask=o_ok & sums_shift)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["SPLITS", "C_LAT", "C_FAST", "KT", "w_so", "w_sc", "w_sk"])
 def _grad_weight_reduce_kernel(
     part_ptr, shift_part_ptr, w_ptr, scale_ptr, gw_ptr, gscale_ptr, gshift_ptr,
     SPLITS, C_LAT, C_FAST, KT, w_so, w_sc, w_sk,
@@ -317,11 +318,6 @@ def _input_weight(weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Ten
     return rows
 
 
-def _tile(channels: int) -> int:
-    """The largest channel tile a kernel may use for ``channels``: a power of two, at least tl.dot's 16."""
-    return max(16, triton.next_power_of_2(channels))
-
-
 @on_device_of_first_tensor
 def lateral_concat_grad_input(
     grad_out: torch.Tensor,
@@ -354,7 +350,7 @@ def lateral_concat_grad_input(
     pixels = n * hw
     a_run_m, a_run_k = vector_runs(g_strides, hw, (c_slow, c_lat))
     o_run_m, o_run_n = vector_runs(dx_strides, hw, (c_fast,))
-    c_tile = _tile(c_fast)
+    c_tile = channel_tile(c_fast, x_fast.dtype)
 
     def grid(meta):
         c_tiles = triton.cdiv(c_fast, min(meta["BLOCK_N"], c_tile))
@@ -368,7 +364,8 @@ def lateral_concat_grad_input(
         int(dx_strides[1] == 1 and c_fast > 1), batch_bucket(n),
         RELU=relu, PRECISION=dot_precision(x_fast.dtype), ACC=accumulator(x_fast.dtype),
         UPCAST=upcast_dot(x_fast.dtype), A_RUN_M=a_run_m, A_RUN_K=a_run_k, O_RUN_M=o_run_m, O_RUN_N=o_run_n,
-        C_TILE=c_tile, K_TILE=_tile(c_lat), INDEX=index_type(grad_out, out, dx),
+        C_TILE=c_tile, K_TILE=channel_tile(c_lat, x_fast.dtype, reduced=True),
+        INDEX=index_type(grad_out, out, dx),
     )  # fmt: skip
     return dx
 
@@ -409,7 +406,7 @@ def lateral_concat_grad_weight(
         x_fast, xf_strides = spatial_strides(x_fast)
         g_run_m, g_run_o = vector_runs(g_strides, hw, (c_slow, c_lat))
         x_run_m, x_run_c = vector_runs(xf_strides, hw, (c_fast,))
-        o_tile, c_tile = _tile(c_lat), _tile(c_fast)
+        o_tile, c_tile = channel_tile(c_lat, x_fast.dtype), channel_tile(c_fast, x_fast.dtype)
 
         def grid(meta):
             o_tiles = triton.cdiv(c_lat, min(meta["BLOCK_O"], o_tile))
