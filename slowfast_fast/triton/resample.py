@@ -1,19 +1,24 @@
 """Nearest temporal resampling, the pathway split, and the resampling backward.
 
 Nearest resampling maps output frames to source frames monotonically, so every source frame ``t``
-feeds one contiguous run of output frames ``[first(t), first(t) + count(t))``. Programs are indexed
-by source frame: a program loads its piece of frame ``t`` once (only if some output uses it: frames a
-downsampling skips are never read) and stores it to every output frame of the run, for one or two
-outputs, so the pathway split reads the clip once. The backward is the same walk in reverse: the
-gradient of source frame ``t`` sums the gradient frames of its run, a gather with a fixed summation
-order instead of a scatter-add with atomics, and frames no output used get zeros.
+feeds one contiguous run of output frames ``[first(t), first(t) + count(t))``. The forward's programs
+are indexed by the source frames actually read, a compacted table ``(t, first1, count1, first2,
+count2)`` of just those (a 1/8 downsampling of 32 frames launches 4 frames' programs, not 32, of
+which 28 would only have checked that they had nothing to do): a program loads its piece of frame
+``t`` once and stores it to every output frame of the run, for one or two outputs, so the pathway
+split reads the clip once. The backward is the same walk in reverse over every source frame (each
+writes its gradient: the sum of the gradient frames of its run, a gather with a fixed summation
+order instead of a scatter-add with atomics, or zeros where no output used it).
 
 Within a frame, a tile covers ``(rows, inner)`` pixels: ``(C, H*W)`` in NCDHW, and one row of
-``H*W*C`` contiguous values in channels_last_3d, so both layouts load whole contiguous vectors.
+``H*W*C`` contiguous values in channels_last_3d, so both layouts load whole contiguous vectors
+(16-byte accesses: tests/test_triton_sm90_static.py). A tile is 8 KiB (2048 fp32 or 4096 16-bit
+values: 4 or 8 16-byte loads in flight per thread of 4 warps, 32 registers, 8 CTAs per SM).
 The grid is one axis of (frame, tile) programs: a second axis would cap a frame at 65,535 tiles.
 
-The run table is built on the device by tensor ops (no host-to-device copy, no synchronization), so
-every launch is legal inside CUDA-graph capture.
+The run tables are built on the device by tensor ops (no host-to-device copy, no synchronization),
+so every launch is legal inside CUDA-graph capture; only the number of frames read, which sizes the
+grid, is computed on the host, by the same float32 index rule on the CPU.
 
 Index rule, on every device: source frame ``min(floor(d * float32(1 / scale)), T_in - 1)`` with the
 product in float32, and no special case when the lengths agree. That is what ``F.interpolate``
@@ -32,25 +37,25 @@ from slowfast_fast import reference
 from slowfast_fast._layout import output_memory_format
 from slowfast_fast.triton._common import accumulator, capturing, on_device_of_first_tensor, spatial_strides
 
-# Elements one program moves per frame: 4 KiB of fp32 for 4 warps, plenty of bytes in flight.
-_TILE = 1024
+# Bytes one program moves per frame (see the module docstring).
+_TILE_BYTES = 8192
 
 
 @triton.jit
 def _gather_frames_kernel(
-    x_ptr, y1_ptr, y2_ptr, runs_ptr,
-    T_IN, ROWS, INNER, FRAME_TILES,
+    x_ptr, y1_ptr, y2_ptr, read_ptr,
+    READ, ROWS, INNER, FRAME_TILES,
     x_sn, x_st, x_sr, x_si,
     y1_sn, y1_st, y1_sr, y1_si,
     y2_sn, y2_st, y2_sr, y2_si,
     TWO: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
 ):  # fmt: skip
-    # One axis (up to 2^31 - 1 programs): FRAME_TILES tiles of each (n, t) frame, tiles fastest.
+    # One axis (up to 2^31 - 1 programs): FRAME_TILES tiles of each (n, frame read), tiles fastest.
     pid = tl.program_id(0)
     frame = pid // FRAME_TILES
     tile = pid % FRAME_TILES
-    n = (frame // T_IN).to(tl.int64)
-    t = frame % T_IN
+    n = (frame // READ).to(tl.int64)
+    row = read_ptr + (frame % READ) * 5
     inner_tiles = tl.cdiv(INNER, BLOCK_I)
     r = (tile // inner_tiles) * BLOCK_R + tl.arange(0, BLOCK_R)
     i = (tile % inner_tiles) * BLOCK_I + tl.arange(0, BLOCK_I)
@@ -58,12 +63,12 @@ def _gather_frames_kernel(
     r = r.to(tl.int64)[:, None]
     i = i.to(tl.int64)[None, :]
 
-    first1 = tl.load(runs_ptr + t * 4)
-    count1 = tl.load(runs_ptr + t * 4 + 1)
-    first2 = tl.load(runs_ptr + t * 4 + 2)
-    count2 = tl.load(runs_ptr + t * 4 + 3)
-    used = count1 + count2 > 0
-    v = tl.load(x_ptr + n * x_sn + t.to(tl.int64) * x_st + r * x_sr + i * x_si, mask=mask & used)
+    t = tl.load(row)
+    first1 = tl.load(row + 1)
+    count1 = tl.load(row + 2)
+    first2 = tl.load(row + 3)
+    count2 = tl.load(row + 4)
+    v = tl.load(x_ptr + n * x_sn + t.to(tl.int64) * x_st + r * x_sr + i * x_si, mask=mask)
     # Pointers advance frame by frame: 64-bit arithmetic without widening the loop counter.
     y1 = y1_ptr + n * y1_sn + first1.to(tl.int64) * y1_st + r * y1_sr + i * y1_si
     for _ in range(count1):
@@ -144,12 +149,41 @@ def _run_table(t_in: int, scale1: float, scale2: float | None, device: torch.dev
     return table
 
 
+def _frames_read(t_in: int, scales: tuple[float, ...]) -> int:
+    """How many distinct source frames the outputs at ``scales`` read, computed on the host (the CPU
+    applies the same float32 index rule), so the grid needs nothing from the device."""
+    read = torch.zeros(t_in, dtype=torch.bool)
+    for scale in scales:
+        read[reference.source_frame_indices(t_in, scale, torch.device("cpu"))] = True
+    return int(read.sum())
+
+
+def _read_table(t_in: int, scales: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """int32 ``(frames read, 5)`` table ``(t, first1, count1, first2, count2)`` of the source frames
+    some output reads, ascending, on ``device``: :func:`_run_table`'s rows of those frames, selected
+    by device ops (a stable sort puts them first) and kept per shape like it."""
+    key = ("read", t_in, *scales, device)
+    table = _TABLES.get(key)
+    if table is not None:
+        return table
+    runs = _run_table(t_in, scales[0], scales[1] if len(scales) == 2 else None, device)
+    unread = (runs[:, 1] + runs[:, 3] == 0).to(torch.int8)
+    frames = torch.sort(unread, stable=True).indices[: _frames_read(t_in, scales)]
+    table = torch.cat((frames.to(torch.int32)[:, None], runs[frames]), dim=1).contiguous()
+    if not capturing():
+        if len(_TABLES) >= _MAX_TABLES:
+            _TABLES.clear()
+        _TABLES[key] = table
+    return table
+
+
 def frame_grid(
-    batch: int, t_in: int, rows: int, inner: int, block_r: int, block_i: int
+    batch: int, frames: int, rows: int, inner: int, block_r: int, block_i: int
 ) -> tuple[tuple[int], int]:
-    """``((programs,), tiles_per_frame)``: one program per tile of each (n, t) frame, on one axis."""
+    """``((programs,), tiles_per_frame)``: one program per tile of each of ``frames`` frames of each
+    sample, on one axis."""
     tiles = triton.cdiv(rows, block_r) * triton.cdiv(inner, block_i)
-    return (batch * t_in * tiles,), tiles
+    return (batch * frames * tiles,), tiles
 
 
 def _frame_view(t: torch.Tensor, other: torch.Tensor) -> tuple[tuple[int, int, int, int], int, int]:
@@ -167,10 +201,12 @@ def _frame_view(t: torch.Tensor, other: torch.Tensor) -> tuple[tuple[int, int, i
     return (sn, st, sc, shw), c, hw
 
 
-def _tile(rows: int, inner: int) -> tuple[int, int]:
-    """``(BLOCK_R, BLOCK_I)``: as much of the contiguous inner extent as fits in one tile, then rows."""
-    block_i = min(_TILE, triton.next_power_of_2(inner))
-    return min(triton.next_power_of_2(rows), _TILE // block_i), block_i
+def _tile(rows: int, inner: int, itemsize: int = 4) -> tuple[int, int]:
+    """``(BLOCK_R, BLOCK_I)`` for ``itemsize``-byte values: as much of the contiguous inner extent as
+    fits in one tile of :data:`_TILE_BYTES`, then rows."""
+    values = _TILE_BYTES // itemsize
+    block_i = min(values, triton.next_power_of_2(inner))
+    return min(triton.next_power_of_2(rows), values // block_i), block_i
 
 
 def _empty_frames(x: torch.Tensor, t: int, fmt: torch.memory_format) -> torch.Tensor:
@@ -188,11 +224,11 @@ def _gather(x: torch.Tensor, scales: tuple[float, ...]) -> tuple[torch.Tensor, .
     x, _ = spatial_strides(x)
     x_strides, rows, inner = _frame_view(x, ys[0])
     y_strides = [_frame_view(y, x)[0] for y in ys]
-    block_r, block_i = _tile(rows, inner)
-    runs = _run_table(t_in, scales[0], scales[1] if len(scales) == 2 else None, x.device)
-    grid, tiles = frame_grid(x.shape[0], t_in, rows, inner, block_r, block_i)
+    block_r, block_i = _tile(rows, inner, x.element_size())
+    read = _read_table(t_in, scales, x.device)
+    grid, tiles = frame_grid(x.shape[0], read.shape[0], rows, inner, block_r, block_i)
     _gather_frames_kernel[grid](
-        x, ys[0], ys[-1], runs, t_in, rows, inner, tiles, *x_strides, *y_strides[0], *y_strides[-1],
+        x, ys[0], ys[-1], read, read.shape[0], rows, inner, tiles, *x_strides, *y_strides[0], *y_strides[-1],
         TWO=len(ys) == 2, BLOCK_R=block_r, BLOCK_I=block_i,
     )  # fmt: skip
     return ys
@@ -221,7 +257,7 @@ def temporal_resample_backward(grad_out: torch.Tensor, t_in: int, scale_factor: 
     grad_out, _ = spatial_strides(grad_out)
     gy_strides, rows, inner = _frame_view(grad_out, grad_x)
     gx_strides = _frame_view(grad_x, grad_out)[0]
-    block_r, block_i = _tile(rows, inner)
+    block_r, block_i = _tile(rows, inner, grad_out.element_size())
     runs = _run_table(t_in, scale_factor, None, grad_out.device)
     grid, tiles = frame_grid(grad_out.shape[0], t_in, rows, inner, block_r, block_i)
     _sum_runs_kernel[grid](
