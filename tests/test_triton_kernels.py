@@ -427,6 +427,52 @@ def test_pathway_split_matches_two_resamples(fmt, dtype):
     assert slow.is_contiguous(memory_format=fmt) and fast.is_contiguous(memory_format=fmt)
 
 
+@pytest.mark.parametrize(
+    "t_in,scales",
+    [(32, (1 / 8,)), (32, (1 / 4, 1.0)), (13, (1 / 3, 0.5)), (11, (2.5,)), (21, (1 / 4, 1 / 3))],
+)
+def test_resample_programs_cover_only_the_frames_read(t_in, scales):
+    """The forward's grid runs over the compacted table of source frames some output reads: each
+    such frame once, ascending, with its runs for both outputs, and no other frame."""
+    from slowfast_fast.triton import resample as res
+
+    device = torch.device(_device())
+    table = res._read_table(t_in, scales, device).cpu()
+    sources = [reference.source_frame_indices(t_in, s).tolist() for s in scales]
+    read = sorted(set().union(*sources))
+    assert table[:, 0].tolist() == read
+    for row in table.tolist():
+        for (first, count), src in zip((row[1:3], row[3:5]), sources + [[]], strict=False):
+            assert [d for d, t in enumerate(src) if t == row[0]] == list(range(first, first + count))
+    grid, tiles = res.frame_grid(2, table.shape[0], 3, 25, *res._tile(3, 25))
+    assert grid == (2 * len(read) * tiles,)
+
+
+@pytest.mark.parametrize("fmt", [CONTIG, CL], ids=["ncdhw", "ndhwc"])
+def test_resample_never_reads_unused_frames(fmt):
+    """NaN in the frames a 1/4 downsampling skips must not reach the output: they are never loaded."""
+    x = _rand((2, 3, 16, 3, 5), torch.float32, fmt)
+    unread = [t for t in range(16) if t % 4]
+    x[:, :, unread] = float("nan")
+    out = TRITON_OPS.temporal_resample(x, 1 / 4)
+    assert torch.equal(out, F.interpolate(x, mode="nearest", scale_factor=(1 / 4, 1, 1)))
+    assert not out.isnan().any()
+
+
+@pytest.mark.parametrize("fmt", [CONTIG, CL], ids=["ncdhw", "ndhwc"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_resample_16bit_frames_over_several_tiles(fmt, dtype):
+    """3 x 40 x 40 frames are 4800 values: two 8 KiB tiles of 16-bit values (a partial second one)."""
+    x = _rand((2, 3, 9, 40, 40), dtype, fmt)
+    slow, fast = TRITON_OPS.pathway_split(x, 1 / 3, 0.5)
+    assert torch.equal(slow, reference.temporal_resample(x, 1 / 3))
+    assert torch.equal(fast, reference.temporal_resample(x, 0.5))
+    grad = TRITON_OPS.temporal_resample_backward(fast, 9, 0.5)
+    x64 = x.double().requires_grad_()
+    (truth,) = torch.autograd.grad(reference.temporal_resample(x64, 0.5), x64, fast.double())
+    assert torch.equal(grad.double(), truth)  # each frame's gradient is one copied frame or zeros
+
+
 def _resample_grad_bound(grad_out, t_in, scale_factor, dtype):
     """Per-element bound for a gradient summed in fp32 then rounded once: |sum of |terms|| * eps."""
     x = torch.zeros((*grad_out.shape[:2], t_in, *grad_out.shape[3:]), dtype=torch.float64, requires_grad=True)
