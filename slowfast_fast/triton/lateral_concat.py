@@ -23,8 +23,12 @@ Vector accesses: offsets built with ``//`` and ``%`` by runtime sizes hide their
 Triton, so the launcher computes the aligned run lengths (:func:`_common.run_length`) and the kernel
 states them with ``tl.multiple_of``/``tl.max_contiguous``/``tl.max_constancy``: A and the output runs
 along pixels in NCDHW, along channels in channels_last_3d; copies along the inner extent. Every run
-of 16 bytes is then one 16-byte access (cp.async for A). Integer sizes and strides are not
-specialized by the JIT (the run lengths carry what matters), so one compiled variant serves many shapes.
+of 16 bytes is then one 16-byte access: copies and output stores, and A's cp.async in 16-bit types
+and in channels_last_3d. fp32 NCDHW A tiles go by 4-byte cp.async (still coalesced, a warp covers
+128 contiguous bytes): TF32 wgmma reads A K-major from shared memory, so that copy transposes.
+Integer sizes and strides are not specialized by the JIT (the run lengths carry what matters), so
+one compiled variant serves many shapes. With TF32 off (IEEE fp32 on CUDA cores) tiles are capped at
+32 lateral channels and K steps at 16 (``_common.channel_tile``): wider ones spill there.
 
 sm_90 resources (tests/test_triton_sm90_static.py compiles every config at the R50 4x16 and 8x8
 fusion points, batch 8): no spills; designed for 2 CTAs of 4 warps per SM (<= 255 registers, <= 113
