@@ -193,6 +193,7 @@ def test_registers_and_shared_memory_fit_the_designed_occupancy(kernels):
     assert not bad, "below the designed occupancy:\n" + "\n".join(bad) + "\n" + _table_text(found)
 
 
+@cache
 def _sass(tool: str, library: str, mangled: str) -> str:
     done = _run(tool, "-sass", "-arch", ARCH, "-fun", mangled, library)
     assert done.returncode == 0, done.stderr[-2000:]
