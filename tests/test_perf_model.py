@@ -138,7 +138,7 @@ def _design(base, **changes):
 
 
 def test_a_design_with_no_extra_bytes_moves_exactly_the_minimum():
-    minimal = _design(dm.NEW_DESIGN_PLACEHOLDER, x_fast_frames="once", output_channel_tile=None)
+    minimal = _design(dm.TARGET, x_fast_frames="once", output_channel_tile=None)
     for shape in ALL_POINTS:
         for dtype, itemsize in dm.ITEMSIZE.items():
             assert dm.predict(minimal, shape, dtype).bytes == shape.forward_bytes(itemsize)
@@ -226,7 +226,7 @@ def test_flags_that_fill_tiles_or_copy_at_copy_bandwidth_never_predict_slower():
     ],
 )
 def test_extra_bytes_never_predict_faster(change):
-    base_design = _design(dm.NEW_DESIGN_PLACEHOLDER, x_fast_frames="once")
+    base_design = _design(dm.TARGET, x_fast_frames="once")
     grew = 0
     for shape in ALL_POINTS:
         for dtype in dm.ITEMSIZE:
@@ -268,4 +268,4 @@ def test_script_prints_every_fusion_point_labelled_as_predictions():
     for design in dm.DESIGNS:
         assert f"| {design['name']} |" in out
     # 8 point tables x 6 rows (2 dtypes x 3 designs), plus the sums and the issue-10 check.
-    assert out.count("| fp32 | old |") == 8 and out.count("| bf16 | new (placeholder) |") == 8
+    assert out.count("| fp32 | old |") == 8 and out.count("| bf16 | new CUDA |") == 8
