@@ -72,12 +72,19 @@ def _kernels_built(request):
 
 @contextlib.contextmanager
 def _tf32(enabled: bool):
-    previous = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = enabled
+    """cuDNN convs with or without TF32, set through the precision API this torch has (as conftest's
+    ``no_tf32``): once any test used the new API, the legacy ``allow_tf32`` getter throws."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        owner, attr, value = conv, "fp32_precision", "tf32" if enabled else "ieee"
+    else:
+        owner, attr, value = torch.backends.cudnn, "allow_tf32", enabled
+    previous = getattr(owner, attr)
+    setattr(owner, attr, value)
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32 = previous
+        setattr(owner, attr, previous)
 
 
 def _rand(*shape, dtype=torch.float32, fmt=NC, gen=None):
