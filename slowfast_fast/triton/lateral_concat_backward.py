@@ -313,9 +313,9 @@ def _input_weight(weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Ten
     once to weight's dtype, as the forward's epilogue scales), zeros for ``c >= C_fast``."""
     c_lat, c_fast, kt = weight.shape[:3]
     w = weight[..., 0, 0]
-    if scale is not None:
+    if scale is not None:  # the copy below rounds the product to weight's dtype
         wide = torch.float64 if weight.dtype == torch.float64 else torch.float32
-        w = (w.to(wide) * scale.to(wide)[:, None, None]).to(weight.dtype)
+        w = w.to(wide) * scale.to(wide)[:, None, None]
     rows = weight.new_zeros((kt, c_lat, triton.cdiv(c_fast, _C_PAD) * _C_PAD))
     rows[..., :c_fast].copy_(w.permute(2, 0, 1))
     return rows
