@@ -105,12 +105,24 @@ def usable(backend: str, device: torch.device) -> tuple[bool, str]:
 AUTO_ORDER = {"cuda": ("cuda", "triton"), "cpu": ("cpu",)}
 
 
+# What ``auto`` resolved to per device type: availability is fixed once the extension and Triton
+# have loaded, and every public op call asks. Keyed by ``usable`` itself too, so that replacing it
+# (tests do) is never answered from the cache.
+_AUTO_CACHE: dict[tuple[str, object], str] = {}
+
+
 def _auto(device: torch.device) -> str:
-    order = AUTO_ORDER.get(device.type, ())
-    for candidate in order:
+    key = (device.type, usable)
+    cached = _AUTO_CACHE.get(key)
+    if cached is not None:
+        return cached
+    name = "reference"
+    for candidate in AUTO_ORDER.get(device.type, ()):
         if usable(candidate, device)[0]:
-            return candidate
-    return "reference"
+            name = candidate
+            break
+    _AUTO_CACHE[key] = name
+    return name
 
 
 def resolve(device: torch.device, backend: str | None = None) -> str:
@@ -177,8 +189,11 @@ def resolve_lateral_concat(
 ) -> str:
     """:func:`resolve` for ``lateral_concat``: under ``auto`` on CPU the reference runs where it
     measured faster than the compiled kernels (:func:`cpu_lateral_beats_reference`)."""
-    name = resolve(x_slow.device, backend)
-    if name != "cpu" or (backend if backend is not None else get_backend()) != "auto":
+    requested = _validate(backend) if backend is not None else get_backend()
+    if requested != "auto":
+        return resolve(x_slow.device, requested)
+    name = _auto(x_slow.device)
+    if name != "cpu" or not any(dtype is x_fast.dtype for dtype, _ in _REFERENCE_WINS_ON_CPU):
         return name
     channels_last = not x_fast.is_contiguous() and x_fast.is_contiguous(memory_format=torch.channels_last_3d)
     return name if cpu_lateral_beats_reference(x_fast.dtype, channels_last) else "reference"
