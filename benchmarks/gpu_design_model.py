@@ -158,6 +158,32 @@ NEW_CUDA = {
     "x_fast_frames": "per_output_frame",
 }
 
+# The redesigned Triton forward (slowfast_fast/triton, 2026-11-30; compiled for sm_90 by
+# tests/test_triton_sm90_static.py, never run on a GPU): one kernel (plus two small launches that
+# build the zero-padded weight) whose GEMM programs tile 128 pixels flattened over (n, t_out, hw) x
+# min(64, C_lat) channels with one flat (kt, c) K loop of 32-channel steps, 3 pipeline stages (2 tiles
+# in flight), and whose copy programs move x_slow in 16 KiB tiles, 8 loads of 16 B in flight per thread
+# of 128, at the kernel's occupancy: 2 CTAs/SM in fp32 (registers; 3 in bf16, taken as 2 here).
+NEW_TRITON = {
+    "name": "new Triton",
+    "summary": "the redesigned Triton kernel (GEMM and copy programs), from source and sm_90 resources",
+    "launches": 3,
+    "lateral_round_trip": False,
+    "slow_copy": "in_gemm_blocks",
+    "copy_threads": 128,
+    "copy_loads_per_thread": 8,
+    "copy_vector_bytes": 16,
+    "copy_scalar_tail": False,
+    "gemm_ctas_per_sm": 2,
+    "gemm_stages": 2,
+    "k_step_channels": 32,
+    "flat_k_loop": True,
+    "pixel_tile": 128,
+    "tiles_span_frames": True,
+    "output_channel_tile": 64,
+    "x_fast_frames": "per_output_frame",
+}
+
 # What issue 10 asks for, as a target to compare the designs with: the x_slow copy at copy
 # bandwidth, x_fast read once (one output-channel tile of all C_lat), a flat K loop, pixel tiles
 # across frames, and 2 CTAs x 2 stages x 32 channels x 64 pixels = 32 KB in flight per SM in fp32
@@ -182,7 +208,7 @@ TARGET = {
     "x_fast_frames": "per_output_frame",
 }
 
-DESIGNS = (REFERENCE, OLD, NEW_CUDA, TARGET)
+DESIGNS = (REFERENCE, OLD, NEW_CUDA, NEW_TRITON, TARGET)
 
 ITEMSIZE = {"fp32": 4, "bf16": 2}
 
