@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import math
 import os
+import random
 import statistics
 import time
 
@@ -36,9 +37,9 @@ REP_MS = 300  # per contender and case; --rep-ms changes it
 
 
 def _interleaved(contenders: dict, budget: timing.Budget) -> dict[str, timing.Timing]:
-    """:func:`slowfast_fast.bench.timing.measure_all`'s CPU schedule (warmup, then interleaved rounds
-    with the order rotated, each call timed on its own) for ``name -> (prepare, fn)`` pairs, where
-    ``prepare`` runs before each call, outside the timer."""
+    """Like :func:`slowfast_fast.bench.timing.measure_all` on CPU (warmup, then interleaved rounds,
+    each call timed on its own), for ``name -> (prepare, fn)`` pairs, where ``prepare`` runs before
+    each call, outside the timer, and with the order shuffled every round."""
     names = list(contenders)
     for name in names:
         prepare, fn = contenders[name]
@@ -47,13 +48,17 @@ def _interleaved(contenders: dict, budget: timing.Budget) -> dict[str, timing.Ti
             prepare()
             fn()
     times: dict[str, list[float]] = {name: [] for name in names}
+    # A new random order every round: with a fixed cyclic order each contender always ran right after
+    # the same one, and the contender after the reference (which writes an extra lateral tensor)
+    # always found the inputs evicted from cache, a bias of up to 30% at these cache-sized shapes.
+    rng, order = random.Random(0), list(names)
     start = time.perf_counter()
     rounds = 0
     while rounds < budget.max_reps and (
         rounds < budget.min_reps or (time.perf_counter() - start) * 1e3 < budget.rep_ms * len(names)
     ):
-        for i in range(len(names)):
-            name = names[(rounds + i) % len(names)]
+        rng.shuffle(order)
+        for name in order:
             prepare, fn = contenders[name]
             prepare()
             t0 = time.perf_counter()

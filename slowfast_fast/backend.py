@@ -8,7 +8,7 @@ Backends:
     ``auto``       the first available for the tensor's device: CPU -> cpu; CUDA -> cuda, then triton.
                    On CPU, ``lateral_concat`` under ``auto`` runs the reference instead where the
                    compiled forward measured slower than it (:func:`cpu_lateral_beats_reference`:
-                   dtype, layout, the CPU's native bf16/fp16 support), and the ``cpu`` backend's
+                   dtype, layout, k*C_fast, the CPU's native bf16 support), and the ``cpu`` backend's
                    forward picks its own path per call by a measured rule (csrc/cpu/lateral_concat.cpp).
                    On CUDA the compiled kernels come first: they cost nothing at start-up, where
                    Triton compiles each kernel variant (seconds each) and autotunes every new shape
@@ -166,22 +166,28 @@ def _cpu_flags() -> frozenset[str]:
 
 _CPU_FLAGS: frozenset[str] | None = None
 
-# Where the reference's lateral_concat forward measured faster than the compiled CPU kernels, as
-# (dtype, channels_last) -> whether the CPU must have native 16-bit matrix units (AMX / AVX512-BF16 or
-# AVX512-FP16) for the reference to win. From benchmarks/cpu_lateral_paths.py (RESULTS.md, "auto
-# rule"): on such CPUs oneDNN's bf16 conv3d runs on AMX, which the kernels here (fp32 arithmetic on
-# widened inputs) cannot match.
-_REFERENCE_WINS_ON_CPU: dict[tuple[torch.dtype, bool], str] = {
-    (torch.bfloat16, False): "avx512_bf16",
-    (torch.bfloat16, True): "avx512_bf16",
+# Where the reference's lateral_concat forward measured faster than the compiled CPU kernels:
+# (dtype, channels_last) -> (CPU feature flag, largest k*C_fast the kernels still win at). On a CPU
+# with the flag, ``auto`` runs the reference for reductions above that size. From
+# benchmarks/cpu_lateral_paths.py (RESULTS.md, "CPU lateral paths"): with AVX512-BF16 and AMX,
+# oneDNN's bf16 conv3d runs on AMX, which the kernels here (fp32 arithmetic on widened inputs)
+# match only on the stem's thin lateral (k*C_fast = 40 and 56: 1.4-2.4x the reference); at layer1 and
+# beyond they were 0.4-1.2x.
+_REFERENCE_WINS_ON_CPU: dict[tuple[torch.dtype, bool], tuple[str, int]] = {
+    (torch.bfloat16, False): ("avx512_bf16", 64),
+    (torch.bfloat16, True): ("avx512_bf16", 64),
 }
 
 
-def cpu_lateral_beats_reference(dtype: torch.dtype, channels_last: bool) -> bool:
+def cpu_lateral_beats_reference(dtype: torch.dtype, channels_last: bool, reduction: int) -> bool:
     """Whether the compiled CPU ``lateral_concat`` forward measured faster than the reference for
-    inputs of ``dtype`` and layout on this CPU (the rule ``auto`` follows; see the table above)."""
-    needs = _REFERENCE_WINS_ON_CPU.get((dtype, channels_last))
-    return needs is None or needs not in _cpu_flags()
+    inputs of ``dtype``, layout and ``reduction`` = k * C_fast on this CPU (the rule ``auto``
+    follows; see the table above)."""
+    rule = _REFERENCE_WINS_ON_CPU.get((dtype, channels_last))
+    if rule is None:
+        return True
+    flag, largest = rule
+    return reduction <= largest or flag not in _cpu_flags()
 
 
 def resolve_lateral_concat(
@@ -196,7 +202,8 @@ def resolve_lateral_concat(
     if name != "cpu" or not any(dtype is x_fast.dtype for dtype, _ in _REFERENCE_WINS_ON_CPU):
         return name
     channels_last = not x_fast.is_contiguous() and x_fast.is_contiguous(memory_format=torch.channels_last_3d)
-    return name if cpu_lateral_beats_reference(x_fast.dtype, channels_last) else "reference"
+    reduction = weight.shape[1] * weight.shape[2]
+    return name if cpu_lateral_beats_reference(x_fast.dtype, channels_last, reduction) else "reference"
 
 
 def available_backends(device: torch.device | str) -> list[str]:

@@ -92,8 +92,12 @@ def test_fake_tensors_do_not_reach_the_kernel():
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last_3d])
 def test_auto_runs_the_reference_for_bf16_on_cpus_with_native_bf16(fmt, monkeypatch):
-    args = _inputs(torch.bfloat16, fmt)
+    args = _inputs(torch.bfloat16, fmt)  # k*C_fast = 15: the kernels win
     monkeypatch.setattr(backend, "_CPU_FLAGS", frozenset({"avx512f", "avx512_bf16"}))
+    assert backend.resolve_lateral_concat(*args[:3]) == "cpu"
+    wide = torch.randn(6, 32, 5, 1, 1).bfloat16()  # k*C_fast = 160: the reference wins
+    x_fast = torch.randn(2, 32, 32, 5, 3).bfloat16().contiguous(memory_format=fmt)
+    args = (args[0], x_fast, wide)
     assert backend.resolve_lateral_concat(*args[:3]) == "reference"
     assert backend.resolve_lateral_concat(*args[:3], backend="cpu") == "cpu"  # an explicit choice stands
     with backend.use_backend("cpu"):

@@ -335,8 +335,8 @@ void lateral_forward_blas(const Tensor& x_slow, const Tensor& x_fast, const Tens
 // The forward as k GEMMs per block, one per tap, each reading x_fast where it lies (no gather):
 // out[lateral channels of frame t] += W[:, :, kt] (C_lat x C_fast) @ x_fast[n, :, t*s - p + kt]
 // over the taps inside the clip. Only the weight is repacked, to (k, C_lat, C_fast), which is small
-// next to the columns when frames are large; each GEMM's reduction is only C_fast long, so this
-// pays where H*W is large and C_fast small (see choose_forward). fp32/fp64 without affine or ReLU.
+// next to the columns when frames are large; each GEMM's reduction is only C_fast long. fp32/fp64
+// without affine or ReLU; only when forced (choose_forward says why).
 template <typename scalar_t>
 void lateral_forward_taps(const Tensor& x_slow, const Tensor& x_fast, const Tensor& weight,
                           const Conv& cv, Tensor& out) {
@@ -385,42 +385,27 @@ void lateral_forward_conv(const Tensor& x_slow, const Tensor& x_fast, const Tens
   at::cat_out(out, {x_slow, lateral}, 1);
 }
 
-// Which forward runs. From interleaved timings against the reference on the R50 4x16 fusion points
-// (k*C_fast = 40, 160, 320, 640; batch 2, one thread, medians; an Intel Xeon with AVX-512, AMX and
-// AVX512-FP16 on a loaded shared machine: rough ratios for a quiet run to confirm), NCDHW/CL:
-//   fp32         simd 1.9-2.7x / 1.9-2.2x at 40, 1.3-1.4x / 1.2x at 160, 0.86-0.9x / 1.1x at 320,
-//                0.65x / 0.82x at 640; blas (MKL) 1.1x / 1.1x at 320 and 640;
-//                8x8 (56, 224, 448, 896): simd 1.6x / 1.7x, 1.0x / 1.1x; blas 0.84x / 0.96x at 448
-//                (simd 0.73x / 1.0x), 0.89x / 1.02x at 896, where "onednn" is 0.95x / 0.97x;
-//   fp16         the same shape of result (simd 2.1x/1.2x, 1.3x/1.05x; at 320 and 640 nothing here
-//                reaches the reference: blas 0.88-0.99x, simd 0.75-1.06x);
-//   bf16         the reference's oneDNN conv uses AMX and wins everywhere but at 40 (blas 2.4x/1.1x);
-//                elsewhere the best here is "onednn" (the reference's own computation, cat into the
-//                output: 0.8-0.95x, the op's dispatch costs being what is lost).
-// fp16 takes the fp32 rule. bf16 takes it too on CPUs without AVX512-BF16, where oneDNN's bf16 conv
-// is the slow case the issue measured (unmeasured here: no such CPU was at hand).
+// Which forward runs, from benchmarks/cpu_lateral_paths.py (RESULTS.md, "CPU lateral paths",
+// 2026-11-30: every path timed interleaved against the reference at the R50 4x16 and 8x8 fusion
+// points, batch 2, two threads, on an Intel Xeon with AVX-512, AVX512-BF16/FP16 and AMX):
+//   fp32, fp16   the SIMD kernel at k*C_fast <= 256 (conv1 and layer1: 40-224), where it was the
+//                fastest path in both layouts (1.2-2.4x the reference); BLAS above (layer2 and layer3:
+//                320-896), where the SIMD kernel's register blocks run out of reuse (0.55-0.9x) and
+//                MKL's GEMM was best (1.0-1.6x);
+//   bf16         BLAS: with AVX512-BF16 the SIMD kernel's bf16 loads and stores cost more than they
+//                save (BLAS 1.1-2.4x where anything here wins; ``auto`` sends the rest to the
+//                reference, see slowfast_fast/backend.py);
+//   fp64         BLAS (exact, for gradcheck).
+// "taps" (a GEMM per tap, no gather) was within noise of BLAS or slower at these sizes, and
+// "onednn" (PyTorch's conv3d, then a cat into the output) 0.7-0.9x the reference everywhere: both are
+// kept for SLOWFAST_FAST_CPU_LATERAL only.
 constexpr int64_t kSimdMaxReduction = 256;
-constexpr int64_t kBlasMaxReduction = 640;
-constexpr int64_t kBlasMaxReductionNativeLowp = 64;
 
 enum class Forward { kSimd, kBlas, kTaps, kOnednn };
 
-bool cpu_has_native_bf16() {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  return __builtin_cpu_supports("avx512bf16");
-#else
-  return false;
-#endif
-}
-
 Forward choose_forward(at::ScalarType dtype, const Conv& cv) {
-  if (dtype == at::kDouble) return Forward::kBlas;  // fp64 is for gradcheck: the exact BLAS path
-  const int64_t reduction = cv.k * cv.c_fast;
-  if (dtype == at::kBFloat16 && cpu_has_native_bf16()) {
-    return reduction <= kBlasMaxReductionNativeLowp ? Forward::kBlas : Forward::kOnednn;
-  }
-  if (reduction <= kSimdMaxReduction) return Forward::kSimd;
-  return reduction <= kBlasMaxReduction ? Forward::kBlas : Forward::kOnednn;
+  if (dtype == at::kDouble || dtype == at::kBFloat16) return Forward::kBlas;
+  return cv.k * cv.c_fast <= kSimdMaxReduction ? Forward::kSimd : Forward::kBlas;
 }
 
 // SLOWFAST_FAST_CPU_LATERAL=simd|onednn|blas overrides the rule above, read at every call: for the
