@@ -389,9 +389,10 @@ void lateral_forward_conv(const Tensor& x_slow, const Tensor& x_fast, const Tens
 // 2026-11-30: every path timed interleaved against the reference at the R50 4x16 and 8x8 fusion
 // points, batch 2, two threads, on an Intel Xeon with AVX-512, AVX512-BF16/FP16 and AMX):
 //   fp32, fp16   the SIMD kernel at k*C_fast <= 256 (conv1 and layer1: 40-224), where it was the
-//                fastest path in both layouts (1.2-2.4x the reference); BLAS above (layer2 and layer3:
-//                320-896), where the SIMD kernel's register blocks run out of reuse (0.55-0.9x) and
-//                MKL's GEMM was best (1.0-1.6x);
+//                fastest path in both layouts (1.3-2.6x the reference), and in channels_last_3d up
+//                to 448 (layer2: 1.1-1.2x, where BLAS measured 0.97-1.3x); BLAS above (NCDHW layer2,
+//                layer3: 320-896), where the SIMD kernel's register blocks run out of reuse
+//                (0.6-0.9x) and MKL's GEMM was best (1.1-1.6x);
 //   bf16         BLAS: with AVX512-BF16 the SIMD kernel's bf16 loads and stores cost more than they
 //                save (BLAS 1.1-2.4x where anything here wins; ``auto`` sends the rest to the
 //                reference, see slowfast_fast/backend.py);
@@ -400,12 +401,14 @@ void lateral_forward_conv(const Tensor& x_slow, const Tensor& x_fast, const Tens
 // "onednn" (PyTorch's conv3d, then a cat into the output) 0.7-0.9x the reference everywhere: both are
 // kept for SLOWFAST_FAST_CPU_LATERAL only.
 constexpr int64_t kSimdMaxReduction = 256;
+constexpr int64_t kSimdMaxReductionChannelsLast = 448;
 
 enum class Forward { kSimd, kBlas, kTaps, kOnednn };
 
-Forward choose_forward(at::ScalarType dtype, const Conv& cv) {
+Forward choose_forward(at::ScalarType dtype, const Conv& cv, bool channels_last) {
   if (dtype == at::kDouble || dtype == at::kBFloat16) return Forward::kBlas;
-  return cv.k * cv.c_fast <= kSimdMaxReduction ? Forward::kSimd : Forward::kBlas;
+  const int64_t largest = channels_last ? kSimdMaxReductionChannelsLast : kSimdMaxReduction;
+  return cv.k * cv.c_fast <= largest ? Forward::kSimd : Forward::kBlas;
 }
 
 // SLOWFAST_FAST_CPU_LATERAL=simd|onednn|blas overrides the rule above, read at every call: for the
@@ -425,7 +428,7 @@ void lateral_forward(const Tensor& x_slow, const Tensor& x_fast, const Tensor& w
                        : forced == "blas"   ? Forward::kBlas
                        : forced == "onednn" ? Forward::kOnednn
                        : forced == "taps"   ? Forward::kTaps
-                                            : choose_forward(x_fast.scalar_type(), cv);
+                                            : choose_forward(x_fast.scalar_type(), cv, is_channels_last(out));
   if (path == Forward::kOnednn && cv.batch > 0 && cv.hw > 0) {
     return lateral_forward_conv(x_slow, x_fast, weight, scale, shift, relu, cv, out);
   }
