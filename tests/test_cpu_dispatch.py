@@ -31,7 +31,7 @@ def _inputs(dtype=torch.float32, fmt=torch.contiguous_format, grad=False):
 
 def test_plain_inputs_take_the_direct_call_and_match_the_reference():
     args = _inputs()
-    assert lateral_module._direct_cpu_call(args[:3] + (None, None))
+    assert lateral_module._direct_cpu_call(*args[:3], None, None)
     out = slowfast_fast.lateral_concat(*args, backend="cpu")
     torch.testing.assert_close(out, reference.lateral_concat(*args), rtol=1e-5, atol=1e-5)
 
@@ -39,14 +39,14 @@ def test_plain_inputs_take_the_direct_call_and_match_the_reference():
 def test_inference_mode_tensors_take_the_direct_call():
     with torch.inference_mode():
         args = _inputs()
-        assert lateral_module._direct_cpu_call(args[:3] + (None, None))
+        assert lateral_module._direct_cpu_call(*args[:3], None, None)
         out = slowfast_fast.lateral_concat(*args, backend="cpu")
         torch.testing.assert_close(out, reference.lateral_concat(*args), rtol=1e-5, atol=1e-5)
 
 
 def test_inputs_needing_grad_go_through_autograd():
     args = _inputs(grad=True)
-    assert not lateral_module._direct_cpu_call(args[:3] + (None, None))
+    assert not lateral_module._direct_cpu_call(*args[:3], None, None)
     out = slowfast_fast.lateral_concat(*args, backend="cpu")
     assert out.grad_fn is not None
     out.square().sum().backward()
@@ -55,7 +55,7 @@ def test_inputs_needing_grad_go_through_autograd():
     for ours, ref in zip(args[:3], ref_args[:3], strict=True):
         torch.testing.assert_close(ours.grad, ref.grad, rtol=1e-5, atol=1e-4)
     with torch.no_grad():
-        assert lateral_module._direct_cpu_call(args[:3] + (None, None))
+        assert lateral_module._direct_cpu_call(*args[:3], None, None)
 
 
 def test_a_dispatch_mode_still_sees_the_op():
@@ -130,3 +130,34 @@ def test_cpu_flags_are_read_from_linux():
     except OSError:
         has_flags_line = False
     assert bool(flags) == has_flags_line
+
+
+def test_fast_path_raises_the_documented_errors():
+    """The direct call lets the kernel check shapes; its failures are re-raised as the Python checks'
+    messages (the same as every other backend's)."""
+    x_slow, x_fast, weight, s, p = _inputs()
+    assert lateral_module._fast_cpu_call(x_slow, x_fast, weight, s, p, None, None, False, None)
+    with pytest.raises(RuntimeError, match="H/W mismatch"):
+        slowfast_fast.lateral_concat(x_slow, x_fast[..., :2], weight, s, p)
+    with pytest.raises(RuntimeError, match="padding must be in"):
+        slowfast_fast.lateral_concat(x_slow, x_fast, weight, s, 5)
+    with pytest.raises(TypeError, match="stride must be an int"):
+        slowfast_fast.lateral_concat(x_slow, x_fast, weight, True, p)
+
+
+def test_fast_path_is_not_taken_where_it_would_change_meaning():
+    x_slow, x_fast, weight, s, p = _inputs()
+    fast = lateral_module._fast_cpu_call
+    assert not fast(x_slow, x_fast, weight, s, p, None, None, False, "reference")
+    assert not fast(x_slow, x_fast, weight, float(s), p, None, None, False, None)
+    assert not fast(x_slow.bfloat16(), x_fast.bfloat16(), weight.bfloat16(), s, p, None, None, False, None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fast(x_slow, x_fast, weight, s, p, None, None, False, None)
+    with backend.use_backend("reference"):
+        assert not fast(x_slow, x_fast, weight, s, p, None, None, False, None)
+
+    def inside_vmap(x):
+        assert not lateral_module._direct_cpu_call(x_slow, x_fast, weight, None, None)
+        return x
+
+    torch.func.vmap(inside_vmap)(torch.randn(3, 2))

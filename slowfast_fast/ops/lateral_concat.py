@@ -38,34 +38,90 @@ def _autocast_inputs(x_slow, x_fast, weight, scale, shift):
     return x_slow.to(out_dtype), cast(x_fast), cast(weight), cast(scale), cast(shift)
 
 
-# The dispatch keys of a plain CPU tensor (autograd, autocast and ADInplaceOrView included); an
-# inference tensor has a subset of them. Any other key (Python for fake/functional tensors and
-# __torch_dispatch__ subclasses, functorch wrappers, ...) needs the full dispatcher.
-_PLAIN_CPU_KEYS = torch._C._dispatch_keys(torch.empty(0)).raw_repr()
 _CPU_KERNEL_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
+# Tensor classes whose calls the dispatcher handles like plain tensors (no __torch_dispatch__ or
+# __torch_function__ of their own). FakeTensor, FunctionalTensor and other subclasses are other types;
+# functorch's wrappers (vmap, grad) are plain Tensors, caught by its interpreter stack instead.
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
-def _plain_cpu(t: torch.Tensor | None) -> bool:
-    return t is None or (torch._C._dispatch_keys(t).raw_repr() | _PLAIN_CPU_KEYS) == _PLAIN_CPU_KEYS
-
-
-def _direct_cpu_call(tensors) -> bool:
+def _direct_cpu_call(x_slow, x_fast, weight, scale, shift) -> bool:
     """Whether the compiled CPU kernel may be called straight through the dispatcher's CPU key.
 
-    The full call passes the autograd layer, a Python kernel from ``torch.library.register_autograd``
-    that costs about 5 us even when nothing needs a gradient (a third of the stem lateral's time on
-    two cores). Skipping it is exact when no input needs a gradient, nothing is being traced or
-    compiled (dynamo) or traced (TorchScript, as the ONNX TorchScript exporter does), no dispatch or
-    torch-function mode is active, and every input is a plain CPU tensor:
-    then the autograd layer would only have passed the call down to the CPU kernel. Autocast was
-    already applied by the public op (``_autocast_inputs``)."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch._C._len_torch_dispatch_stack() != 0:
+    The full call passes the autograd layer, a Python kernel from ``torch.library.register_autograd``.
+    Skipping it is exact when no input needs a gradient, nothing is being compiled (dynamo) or traced
+    (TorchScript, as the ONNX TorchScript exporter does), no dispatch mode, torch-function mode or
+    functorch transform is active, and every input is a plain tensor: then the autograd layer would
+    only have passed the call down to the CPU kernel. Autocast is the caller's business (the public
+    op applies it first, or only takes this path without it). Written without generators or per-tensor
+    dispatch-key lookups: every Python step here is on the hot path (see :func:`_fast_cpu_call`)."""
+    if (
+        torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or torch._C._len_torch_dispatch_stack()
+        or torch._C._is_torch_function_mode_enabled()
+        or torch._C._functorch.peek_interpreter_stack() is not None
+    ):
         return False
-    if torch._C._is_torch_function_mode_enabled():
+    plain = _PLAIN_TYPES
+    if type(x_slow) not in plain or type(x_fast) not in plain or type(weight) not in plain:
         return False
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+    if scale is not None and type(scale) not in _PLAIN_TYPES:
         return False
-    return all(_plain_cpu(t) for t in tensors)
+    if shift is not None and type(shift) not in _PLAIN_TYPES:
+        return False
+    if torch.is_grad_enabled():
+        if x_slow.requires_grad or x_fast.requires_grad or weight.requires_grad:
+            return False
+        if (scale is not None and scale.requires_grad) or (shift is not None and shift.requires_grad):
+            return False
+    return True
+
+
+_CPU_KERNELS: bool | None = None  # whether slowfast_fast._C has CPU kernels; looked up once
+_CPU_OP = None  # torch.ops.slowfast_fast.lateral_concat.default, looked up once
+
+
+def _cpu_op():
+    global _CPU_OP
+    if _CPU_OP is None:
+        _CPU_OP = torch.ops.slowfast_fast.lateral_concat.default
+    return _CPU_OP
+
+
+def _cpu_kernels() -> bool:
+    global _CPU_KERNELS
+    if _CPU_KERNELS is None:
+        _CPU_KERNELS = _backend.usable("cpu", torch.device("cpu"))[0]
+    return _CPU_KERNELS
+
+
+def _fast_cpu_call(x_slow, x_fast, weight, stride, padding, scale, shift, relu, backend) -> bool:
+    """Whether a call can go straight to the compiled CPU kernel with no Python checks first: plain
+    argument types, CPU tensors, the ``cpu`` backend chosen (explicitly, or by ``auto`` for a dtype
+    its rule never sends to the reference), no autocast, and :func:`_direct_cpu_call`. The kernel
+    checks shapes, dtypes and devices itself; when it raises, the caller runs the Python checks to
+    raise their clearer error.
+
+    Why bother: on a 2-core CPU the few microseconds of Python checks before the kernel measured
+    40-80 us per call (the OpenMP workers of the previous op spin on the other core meanwhile),
+    half the stem lateral's time."""
+    if type(x_slow) not in _PLAIN_TYPES or type(x_fast) not in _PLAIN_TYPES:
+        return False
+    if backend is None:
+        if _backend.get_backend() != "auto" or x_fast.dtype is torch.bfloat16:
+            return False
+    elif backend != "cpu":
+        return False
+    return (
+        type(stride) is int
+        and type(padding) is int
+        and type(relu) is bool
+        and x_slow.is_cpu
+        and _cpu_kernels()
+        and not torch.is_autocast_enabled("cpu")
+        and _direct_cpu_call(x_slow, x_fast, weight, scale, shift)
+    )
 
 
 def lateral_concat(
@@ -102,14 +158,27 @@ def lateral_concat(
         TypeError: an argument of the wrong type (e.g. a numpy array, or a tuple ``stride``).
         RuntimeError: shapes, dtypes, devices or values that do not fit together.
     """
+    if _fast_cpu_call(x_slow, x_fast, weight, stride, padding, scale, shift, relu, backend):
+        try:
+            return _cpu_op().redispatch(
+                _CPU_KERNEL_KEYS, x_slow, x_fast, weight, stride, padding, scale, shift, relu
+            )
+        except (RuntimeError, TypeError):
+            # The documented error for the same input (the checks below raise it); re-raise the
+            # kernel's own if they find nothing.
+            _validate.check_lateral_concat_types(
+                x_slow, x_fast, weight, stride, padding, scale, shift, relu, backend
+            )
+            _validate.check_lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift)
+            raise
     _validate.check_lateral_concat_types(x_slow, x_fast, weight, stride, padding, scale, shift, relu, backend)
     x_slow, x_fast, weight, scale, shift = _autocast_inputs(x_slow, x_fast, weight, scale, shift)
     _validate.check_lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift)
     name = _backend.resolve_lateral_concat(x_slow, x_fast, weight, backend)
     if name == "reference":
         return reference.lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift, relu)
-    if name == "cpu" and _direct_cpu_call((x_slow, x_fast, weight, scale, shift)):
-        return torch.ops.slowfast_fast.lateral_concat.default.redispatch(
+    if name == "cpu" and _direct_cpu_call(x_slow, x_fast, weight, scale, shift):
+        return _cpu_op().redispatch(
             _CPU_KERNEL_KEYS, x_slow, x_fast, weight, stride, padding, scale, shift, relu
         )
     return op_namespace(name).lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift, relu)
