@@ -169,12 +169,14 @@ _CPU_FLAGS: frozenset[str] | None = None
 # Where the reference's lateral_concat forward measured faster than the compiled CPU kernels:
 # (dtype, channels_last) -> (CPU feature flag, largest k*C_fast the kernels still win at). On a CPU
 # with the flag, ``auto`` runs the reference for reductions above that size. From
-# benchmarks/cpu_lateral_paths.py (RESULTS.md, "CPU lateral paths"): with AVX512-BF16 and AMX,
-# oneDNN's bf16 conv3d runs on AMX, which the kernels here (fp32 arithmetic on widened inputs)
-# match only on the stem's thin lateral (k*C_fast = 40 and 56: 1.4-2.4x the reference); at layer1 and
-# beyond they were 0.4-1.2x.
+# benchmarks/cpu_lateral_paths.py (RESULTS.md, "CPU lateral paths", 2026-11-30): with AVX512-BF16 and
+# AMX, oneDNN's bf16 conv3d runs on AMX, which the kernels here (fp32 arithmetic on widened inputs)
+# beat in NCDHW up to k*C_fast = 640 (4x16's four points and 8x8's first two: 0.9-2.4x the reference,
+# where the reference reached through this op measured 0.8-0.9x: the op's own Python costs that) but
+# not at 8x8's 448 and 896 (0.7-0.8x), and in channels_last_3d only on the stem's thin lateral
+# (k*C_fast = 40, 56: 1.2-2x; 0.4-0.9x beyond).
 _REFERENCE_WINS_ON_CPU: dict[tuple[torch.dtype, bool], tuple[str, int]] = {
-    (torch.bfloat16, False): ("avx512_bf16", 64),
+    (torch.bfloat16, False): ("avx512_bf16", 640),
     (torch.bfloat16, True): ("avx512_bf16", 64),
 }
 

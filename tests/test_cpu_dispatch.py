@@ -95,10 +95,11 @@ def test_auto_runs_the_reference_for_bf16_on_cpus_with_native_bf16(fmt, monkeypa
     args = _inputs(torch.bfloat16, fmt)  # k*C_fast = 15: the kernels win
     monkeypatch.setattr(backend, "_CPU_FLAGS", frozenset({"avx512f", "avx512_bf16"}))
     assert backend.resolve_lateral_concat(*args[:3]) == "cpu"
-    wide = torch.randn(6, 32, 5, 1, 1).bfloat16()  # k*C_fast = 160: the reference wins
-    x_fast = torch.randn(2, 32, 32, 5, 3).bfloat16().contiguous(memory_format=fmt)
+    wide = torch.randn(6, 128, 7, 1, 1).bfloat16()  # k*C_fast = 896: the reference wins
+    x_fast = torch.randn(2, 128, 32, 5, 3).bfloat16().contiguous(memory_format=fmt)
     args = (args[0], x_fast, wide)
     assert backend.resolve_lateral_concat(*args[:3]) == "reference"
+    assert not lateral_module._fast_cpu_call(*args, 4, 3, None, None, False, None)
     assert backend.resolve_lateral_concat(*args[:3], backend="cpu") == "cpu"  # an explicit choice stands
     with backend.use_backend("cpu"):
         assert backend.resolve_lateral_concat(*args[:3]) == "cpu"
@@ -150,7 +151,6 @@ def test_fast_path_is_not_taken_where_it_would_change_meaning():
     fast = lateral_module._fast_cpu_call
     assert not fast(x_slow, x_fast, weight, s, p, None, None, False, "reference")
     assert not fast(x_slow, x_fast, weight, float(s), p, None, None, False, None)
-    assert not fast(x_slow.bfloat16(), x_fast.bfloat16(), weight.bfloat16(), s, p, None, None, False, None)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not fast(x_slow, x_fast, weight, s, p, None, None, False, None)
     with backend.use_backend("reference"):

@@ -109,7 +109,12 @@ def _fast_cpu_call(x_slow, x_fast, weight, stride, padding, scale, shift, relu, 
     if type(x_slow) not in _PLAIN_TYPES or type(x_fast) not in _PLAIN_TYPES:
         return False
     if backend is None:
-        if _backend.get_backend() != "auto" or x_fast.dtype is torch.bfloat16:
+        if _backend.get_backend() != "auto":
+            return False
+        if (
+            x_fast.dtype is torch.bfloat16
+            and _backend.resolve_lateral_concat(x_slow, x_fast, weight) != "cpu"
+        ):
             return False
     elif backend != "cpu":
         return False
