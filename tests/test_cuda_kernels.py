@@ -110,6 +110,10 @@ GEOMETRIES = [
     (2, 24, 16, 32, 16, 8, 8, 5, 8, 2),  # 16-byte vector paths in both layouts, all dtypes
     (1, 40, 24, 72, 10, 11, 12, 3, 2, 1),  # 2 pixel tiles, 2 channel tiles, 2 reduction chunks
     (1, 8, 20, 130, 9, 9, 15, 7, 1, 3),  # 3 output-channel tiles, odd pixel count
+    # C_fast > 64: grad_input's several output tiles (its outputs are x_fast's channels) and
+    # grad_weight's several fast-channel tiles, as at R50's layer3 lateral (C_fast = 128)
+    (1, 8, 130, 16, 9, 3, 5, 7, 2, 3),
+    (2, 8, 128, 64, 16, 4, 4, 5, 8, 2),
 ]
 
 
@@ -322,9 +326,11 @@ def test_lateral_concat_offset_views(offset, dtype, fmt):
 @cuda
 @pytest.mark.parametrize("k", range(1, 8))
 @pytest.mark.parametrize("s", range(1, 9))
-def test_lateral_concat_every_kernel_and_stride_channels_last(k, s):
+@pytest.mark.parametrize("relu", [True, False], ids=["relu", "linear"])
+def test_lateral_concat_every_kernel_and_stride_channels_last(k, s, relu):
     """The tap runs of the flat K loop (forward: consecutive taps; grad_input: every s-th tap) with
-    16-byte NDHWC tiles and K steps that span taps (C_fast = 8, C_lat = 16 in bf16)."""
+    16-byte NDHWC tiles and K steps that span taps (C_fast = 8, C_lat = 16 in bf16). Without ReLU,
+    grad_input takes the cp.async K loop; with it, the register loop that applies the mask."""
     p = (k - 1) // 2
     geom = (2, 8, 8, 16, 2 * s + k + 1, 3, 4, k, s, p)
     inputs = _lateral_inputs(geom, torch.bfloat16, CL, affine=True, seed=k * 10 + s)
@@ -338,7 +344,7 @@ def test_lateral_concat_every_kernel_and_stride_channels_last(k, s):
         fmt=CL,
         gen=torch.Generator().manual_seed(4),
     )
-    _check_lateral(inputs, True, grad_out, torch.bfloat16, tf32=False)
+    _check_lateral(inputs, relu, grad_out, torch.bfloat16, tf32=False)
 
 
 @cuda
@@ -413,6 +419,24 @@ def test_lateral_concat_grad_weight_large_reduction():
     want = _reference_grads(inputs, _masked(grad_out, out, x_slow.shape[1], True))
     for g, w in zip(got, want[2:], strict=True):
         assert _err(g, w) <= 1e-5
+
+
+@cuda
+def test_lateral_concat_grad_weight_deterministic():
+    """Under torch.use_deterministic_algorithms the split reduction gives the same bits every call."""
+    inputs = _lateral_inputs((4, 8, 32, 64, 32, 28, 28, 5, 8, 2), torch.float32, CL, affine=True)
+    x_slow, x_fast, weight, s, p, scale, shift = inputs
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        out = OPS.lateral_concat(x_slow, x_fast, weight, s, p, scale, shift, True)
+        grad_out = torch.randn_like(out)
+        first = OPS.lateral_concat_grad_weight(grad_out, x_fast, weight, scale, out, s, p)
+        second = OPS.lateral_concat_grad_weight(grad_out, x_fast, weight, scale, out, s, p)
+    finally:
+        torch.use_deterministic_algorithms(before)
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
 
 
 @cuda
