@@ -546,10 +546,9 @@ class LateralGrad {
 // The transposed conv as a GEMM and a gather: for every run of output frames,
 // Y (k*C_fast x nt*H*W) = (W * scale)^T @ g; then fast frame tf of sample n is the sum of the
 // blocks Y[(:, kt), t] with t*s - p + kt == tf (at most ceil(k/s) of them), and zeros when no tap
-// reads it (stride > k). Y's rows are ordered (c, kt) like the stored weight, whose transpose is
-// then the GEMM's operand without a repack; Y is laid out like grad_x (rows of H*W pixels in
-// NCDHW, pixels of k*C_fast values in channels_last_3d), and the two phases need no atomics: each
-// fast frame is owned by one task.
+// reads it (stride > k). Y's rows are ordered (c, kt) in NCDHW and (kt, c) in channels_last_3d; Y
+// is laid out like grad_x (rows of H*W pixels in NCDHW, pixels of k*C_fast values in
+// channels_last_3d), and the two phases need no atomics: each fast frame is owned by one task.
 template <typename scalar_t>
 void lateral_grad_input(const GradArgs& a, const Tensor& weight, const std::optional<Tensor>& scale,
                         Tensor& grad_x) {
@@ -558,12 +557,16 @@ void lateral_grad_input(const GradArgs& a, const Tensor& weight, const std::opti
   const Conv& cv = a.cv;
   const int64_t c_lat = cv.c_lat, c_fast = cv.c_fast, hw = cv.hw, kc = cv.k * c_fast;
   const int64_t per_sample = kc * cv.t_slow * hw;  // Y's elements per sample
-  // (W * scale)^T, rows ordered (c, kt), made row-major by ATen's blocked transpose copy: MKL's
-  // small-matrix kernels run a transposed operand at about half speed (measured at layer3).
-  const Tensor w_t_acc = scaled_weight<scalar_t, acc_t>(weight, scale).reshape({c_lat, kc}).t().contiguous();
+  const bool cl_x = is_channels_last(grad_x);
+  // (W * scale)^T made row-major by ATen's copy (MKL's small-matrix kernels run a transposed operand
+  // at about half speed, measured at layer3), its rows ordered (c, kt) in NCDHW, where Y's rows are
+  // whole planes, and (kt, c) in channels_last_3d, so that the gather below reads each pixel's
+  // C_fast values of one tap contiguously instead of k apart.
+  const Tensor w_scaled = scaled_weight<scalar_t, acc_t>(weight, scale).reshape({c_lat, c_fast, cv.k});
+  const Tensor w_t_acc = cl_x ? w_scaled.permute({2, 1, 0}).contiguous()
+                              : w_scaled.reshape({c_lat, kc}).t().contiguous();
   const Mat<const acc_t> w_t{w_t_acc.const_data_ptr<acc_t>(), c_lat, 1};
   const LateralGrad<scalar_t, acc_t> lateral(a);
-  const bool cl_x = is_channels_last(grad_x);
   // Y of sample n as a (k*C_fast x T_slow*H*W) matrix; a run starting at t0 is a column offset.
   auto y_mat = [&](acc_t* y, int64_t n, int64_t t0) -> Mat<acc_t> {
     acc_t* base = y + n * per_sample;
@@ -599,10 +602,12 @@ void lateral_grad_input(const GradArgs& a, const Tensor& weight, const std::opti
       const int64_t t_lo = lo_num <= 0 ? 0 : (lo_num + cv.stride - 1) / cv.stride;
       const int64_t t_hi = std::min(cv.t_slow - 1, reach / cv.stride);
       for (int64_t t = t_lo; t <= t_hi; ++t) {
-        // Y's rows (c, kt) of tap kt = reach - t*s: C_fast rows k apart.
+        // Y's rows of tap kt = reach - t*s: C_fast rows k apart in (c, kt) order, consecutive in
+        // (kt, c) order.
         const Mat<acc_t> yt = y_mat(y.data(), n, t);
-        const acc_t* src = yt.ptr + (reach - t * cv.stride) * yt.rs;
-        const int64_t src_rs = cv.k * yt.rs;
+        const int64_t kt = reach - t * cv.stride;
+        const acc_t* src = yt.ptr + (cl_x ? kt * c_fast : kt) * yt.rs;
+        const int64_t src_rs = cl_x ? yt.rs : cv.k * yt.rs;
         const bool first = t == t_lo;
         for_each(acc, c_fast, hw, [&](int64_t c, int64_t i) {
           const acc_t v = src[c * src_rs + i * yt.cs];
