@@ -6,6 +6,7 @@ import types
 
 import pytest
 import torch
+from _tf32 import conv_tf32
 
 # Without a GPU the Triton kernels run under Triton's CPU interpreter. The flag is read when a kernel
 # is decorated, so it must be set before slowfast_fast (which imports the Triton kernels) is imported.
@@ -53,20 +54,9 @@ def mmaction_backbones():
 
 @pytest.fixture
 def no_tf32():
-    """fp32 convs (and so the GPU backends, which follow them) without TF32, set through the precision
-    API this torch has: once the new API is used, the legacy flag's getter throws. Restored after."""
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    owner, attr, off = (
-        (conv, "fp32_precision", "ieee")
-        if conv is not None and hasattr(conv, "fp32_precision")
-        else (torch.backends.cudnn, "allow_tf32", False)
-    )
-    previous = getattr(owner, attr)
-    setattr(owner, attr, off)
-    try:
+    """fp32 convs (and so the GPU backends, which follow them) without TF32, restored after."""
+    with conv_tf32(False):
         yield
-    finally:
-        setattr(owner, attr, previous)
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,13 @@ the largest magnitude of that fp64 result):
 
 from __future__ import annotations
 
-import contextlib
 import pathlib
 import re
 
 import pytest
 import torch
 import torch.nn.functional as F
+from _tf32 import conv_tf32
 
 from slowfast_fast import ops as sf_ops
 from slowfast_fast import reference
@@ -68,23 +68,6 @@ def _kernels_built(request):
         assert torch._C._dispatch_has_kernel_for_dispatch_key("slowfast_fast::lateral_concat", "CUDA"), (
             "slowfast_fast._C was built without CUDA kernels"
         )
-
-
-@contextlib.contextmanager
-def _tf32(enabled: bool):
-    """cuDNN convs with or without TF32, set through the precision API this torch has (as conftest's
-    ``no_tf32``): once any test used the new API, the legacy ``allow_tf32`` getter throws."""
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):
-        owner, attr, value = conv, "fp32_precision", "tf32" if enabled else "ieee"
-    else:
-        owner, attr, value = torch.backends.cudnn, "allow_tf32", enabled
-    previous = getattr(owner, attr)
-    setattr(owner, attr, value)
-    try:
-        yield
-    finally:
-        setattr(owner, attr, previous)
 
 
 def _rand(*shape, dtype=torch.float32, fmt=NC, gen=None):
@@ -206,7 +189,7 @@ def _masked(grad_out, out, c_slow, relu):
 
 def _check_lateral(inputs, relu, grad_out, dtype, tf32):
     c_slow = inputs[0].shape[1]
-    with _tf32(tf32):
+    with conv_tf32(tf32):
         out, grads = _ours(inputs, relu, grad_out)
         same_out = _reference(inputs, relu, dtype)
         masked = _masked(grad_out, out, c_slow, relu)
@@ -350,7 +333,7 @@ def test_lateral_concat_every_kernel_and_stride_channels_last(k, s, relu):
 @cuda
 @pytest.mark.parametrize("fmt", [NC, CL], ids=["ncdhw", "ndhwc"])
 @pytest.mark.parametrize("geom", [GEOMETRIES[0], GEOMETRIES[9], GEOMETRIES[11]])
-def test_lateral_concat_fp32_tf32(geom, fmt):
+def test_lateral_concat_fp32conv_tf32(geom, fmt):
     """With torch.backends.cudnn.allow_tf32 (PyTorch's default) fp32 runs on TF32 tensor cores."""
     inputs = _lateral_inputs(geom, torch.float32, fmt, affine=True)
     n, c_s, _, c_l, _, h, w = geom[:7]
@@ -377,7 +360,7 @@ def test_lateral_concat_mixed_layouts_and_noncontiguous():
     )
     x_fast = x_fast.contiguous()
     weight_nc = weight.transpose(0, 1).contiguous().transpose(0, 1)
-    with _tf32(False):
+    with conv_tf32(False):
         out = OPS.lateral_concat(x_slow, x_fast, weight_nc, s, p, scale, shift, True)
         assert out.is_contiguous(memory_format=CL)
         want = OPS.lateral_concat(x_slow.contiguous(), x_fast, weight, s, p, scale, shift, True)
@@ -412,7 +395,7 @@ def test_lateral_concat_grad_weight_large_reduction():
     """Many splits of the pixel reduction (batch x frames x pixels far above one block's share)."""
     inputs = _lateral_inputs((4, 8, 32, 64, 32, 28, 28, 5, 8, 2), torch.float32, CL, affine=True)
     x_slow, x_fast, weight, s, p, scale, shift = inputs
-    with _tf32(False):
+    with conv_tf32(False):
         out = OPS.lateral_concat(x_slow, x_fast, weight, s, p, scale, shift, True)
         grad_out = torch.randn_like(out)
         got = OPS.lateral_concat_grad_weight(grad_out, x_fast, weight, scale, out, s, p)
