@@ -22,9 +22,6 @@ import argparse
 import dataclasses
 import math
 import os
-import random
-import statistics
-import time
 
 import torch
 
@@ -34,43 +31,6 @@ from slowfast_fast.bench import cases, load, timing
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PATHS = ("simd", "blas", "taps", "onednn")
 REP_MS = 300  # per contender and case; --rep-ms changes it
-
-
-def _interleaved(contenders: dict, budget: timing.Budget) -> dict[str, timing.Timing]:
-    """Like :func:`slowfast_fast.bench.timing.measure_all` on CPU (warmup, then interleaved rounds,
-    each call timed on its own), for ``name -> (prepare, fn)`` pairs, where ``prepare`` runs before
-    each call, outside the timer, and with the order shuffled every round."""
-    names = list(contenders)
-    for name in names:
-        prepare, fn = contenders[name]
-        start = time.perf_counter()
-        while (time.perf_counter() - start) * 1e3 < budget.warmup_ms:
-            prepare()
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    # A new random order every round: with a fixed cyclic order each contender always ran right after
-    # the same one, and the contender after the reference (which writes an extra lateral tensor)
-    # always found the inputs evicted from cache, a bias of up to 30% at these cache-sized shapes.
-    rng, order = random.Random(0), list(names)
-    start = time.perf_counter()
-    rounds = 0
-    while rounds < budget.max_reps and (
-        rounds < budget.min_reps or (time.perf_counter() - start) * 1e3 < budget.rep_ms * len(names)
-    ):
-        rng.shuffle(order)
-        for name in order:
-            prepare, fn = contenders[name]
-            prepare()
-            t0 = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - t0) * 1e3)
-        rounds += 1
-    out = {}
-    for name, values in times.items():
-        values.sort()
-        p20, p80 = values[len(values) // 5], values[(4 * len(values)) // 5]
-        out[name] = timing.Timing(statistics.median(values), p20, p80, values[0], rounds)
-    return out
 
 
 def _unforced() -> None:
@@ -159,7 +119,12 @@ def main() -> None:
                     for shape in shapes:
                         for kind, make in (("fwd", _forward), ("fwd+bwd", _training)):
                             fns = make(_inputs(shape, dtype, layout, grad=kind != "fwd"))
-                            t = _interleaved(fns, budget)
+                            t = timing.time_cpu(
+                                {name: fn for name, (_, fn) in fns.items()},
+                                budget,
+                                prepare={name: prep for name, (prep, _) in fns.items()},
+                                shuffle=True,
+                            )
                             base = t["reference"].median_ms
                             cells = []
                             for name, tm in t.items():

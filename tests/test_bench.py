@@ -11,7 +11,7 @@ import re
 import pytest
 
 from slowfast_fast import reference
-from slowfast_fast.bench import cli, implementations, load, markdown, plots, report
+from slowfast_fast.bench import cli, implementations, load, markdown, plots, report, timing
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
@@ -262,3 +262,16 @@ def test_bad_threads_is_a_usage_error(capsys):
         cli.parse_args(["--threads", "0"])
     assert exit_info.value.code == 2
     assert "--threads must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_time_cpu_runs_prepare_before_every_call_and_can_shuffle():
+    """``prepare`` runs right before each call of its contender (warmup included); with ``shuffle``
+    every contender still runs once per round."""
+    log: list[str] = []
+    fns = {name: (lambda n=name: log.append(n)) for name in ("a", "b", "c")}
+    prepare = {"a": lambda: log.append("prep a")}
+    budget = timing.Budget(warmup_ms=0, rep_ms=0, min_reps=5)
+    out = timing.time_cpu(fns, budget, prepare=prepare, shuffle=True)
+    assert all(t.reps == 5 for t in out.values())
+    assert [log[i + 1] for i, e in enumerate(log) if e == "prep a"] == ["a"] * 5
+    assert log.count("a") == log.count("b") == log.count("c") == 5

@@ -9,6 +9,7 @@ default thread count, the contenders of a case interleaved. Both give the median
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -45,24 +46,47 @@ def _quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-def _time_cpu(fns: dict[str, Callable[[], object]], budget: Budget) -> dict[str, Timing]:
+def time_cpu(
+    fns: dict[str, Callable[[], object]],
+    budget: Budget,
+    *,
+    prepare: dict[str, Callable[[], object]] | None = None,
+    shuffle: bool = False,
+) -> dict[str, Timing]:
     """Warm every function up (``warmup_ms`` each; none when 0, for calls so slow that the caller's
     first call is warmup enough), then time them in interleaved rounds (each call timed on its own,
     the order rotated every round), so that load from other processes, which varies over seconds,
-    falls on every contender alike instead of on whichever ran during a busy spell."""
+    falls on every contender alike instead of on whichever ran during a busy spell.
+
+    ``prepare[name]``, where given, runs before each call of ``fns[name]``, outside the timer.
+    ``shuffle`` draws a new random order every round instead of rotating a fixed one: with more than
+    two contenders a fixed cyclic order always runs each one right after the same other one (the one
+    after a contender that writes extra tensors then always finds cold caches)."""
     names = list(fns)
+    prepare = prepare or {}
+
+    def before(name: str) -> None:
+        if name in prepare:
+            prepare[name]()
+
     for name in names:
         start = time.perf_counter()
         while (time.perf_counter() - start) * 1e3 < budget.warmup_ms:
+            before(name)
             fns[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
+    rng = random.Random(0)
     start = time.perf_counter()
     rounds = 0
     while rounds < budget.max_reps and (
         rounds < budget.min_reps or (time.perf_counter() - start) * 1e3 < budget.rep_ms * len(names)
     ):
-        for i in range(len(names)):
-            name = names[(rounds + i) % len(names)]
+        if shuffle:
+            order = rng.sample(names, len(names))
+        else:
+            order = [names[(rounds + i) % len(names)] for i in range(len(names))]
+        for name in order:
+            before(name)
             t0 = time.perf_counter()
             fns[name]()
             times[name].append((time.perf_counter() - t0) * 1e3)
@@ -96,7 +120,7 @@ def measure_all(
     autotuning). The contenders of one case are timed together so that they are comparable."""
     if device.type == "cuda":
         return _time_cuda(fns, budget)
-    return _time_cpu(fns, budget)
+    return time_cpu(fns, budget)
 
 
 def measure(fn: Callable[[], object], device: torch.device, budget: Budget) -> Timing:
