@@ -6,7 +6,7 @@ against the reference, interleaved in one process, and the geomean speedups the 
 Rows per (config, dtype, layout, threads, fusion point), forward: ``reference`` (mmaction2's
 computation), ``auto`` (the public op as users call it: its Python rule may send a call to the
 reference), ``cpu`` (the compiled op with its own path rule), and the op forced onto each of its
-paths with SLOWFAST_FAST_CPU_LATERAL (``simd``, ``blas``, ``taps``, ``onednn``; see
+paths with SLOWFAST_FAST_CPU_LATERAL (``simd``, ``blas``; see
 csrc/cpu/lateral_concat.cpp; the variable is set before each timed call, outside the timer) so the
 rules can be checked against what each path measures here; forward+backward: ``reference`` and
 ``auto`` under autograd (grads of x_slow, x_fast, weight).
@@ -29,7 +29,7 @@ from slowfast_fast import ops, reference
 from slowfast_fast.bench import cases, load, timing
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-PATHS = ("simd", "blas", "taps", "onednn")
+PATHS = ("simd", "blas")
 REP_MS = 300  # per contender and case; --rep-ms changes it
 
 

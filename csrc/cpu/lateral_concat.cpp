@@ -10,9 +10,6 @@
 // gathered, and the fp32 result is rounded once on the way out.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <ATen/ops/cat.h>
-#include <ATen/ops/conv3d.h>
-#include <ATen/ops/relu.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
@@ -332,59 +329,6 @@ void lateral_forward_blas(const Tensor& x_slow, const Tensor& x_fast, const Tens
   });
 }
 
-// The forward as k GEMMs per block, one per tap, each reading x_fast where it lies (no gather):
-// out[lateral channels of frame t] += W[:, :, kt] (C_lat x C_fast) @ x_fast[n, :, t*s - p + kt]
-// over the taps inside the clip. Only the weight is repacked, to (k, C_lat, C_fast), which is small
-// next to the columns when frames are large; each GEMM's reduction is only C_fast long. fp32/fp64
-// without affine or ReLU; only when forced (choose_forward says why).
-template <typename scalar_t>
-void lateral_forward_taps(const Tensor& x_slow, const Tensor& x_fast, const Tensor& weight,
-                          const Conv& cv, Tensor& out) {
-  const int64_t c_slow = x_slow.size(1), c_total = out.size(1), c_lat = cv.c_lat, c_fast = cv.c_fast;
-  const bool cl = is_channels_last(out);
-  TORCH_INTERNAL_ASSERT(is_channels_last(x_fast) == cl);
-  // (k, C_lat, C_fast): tap kt's matrix is row-major (C_lat x C_fast).
-  const Tensor w = weight.reshape({c_lat, c_fast, cv.k}).permute({2, 0, 1}).contiguous();
-  const scalar_t* wp = w.const_data_ptr<scalar_t>();
-  const scalar_t* xs = x_slow.const_data_ptr<scalar_t>();
-  const scalar_t* xf = x_fast.const_data_ptr<scalar_t>();
-  scalar_t* y = out.mutable_data_ptr<scalar_t>();
-  // Pixel blocks keep a block's output tile (C_lat x pixels), written k times, L2-sized.
-  const int64_t pixels = std::min(cv.hw, std::max<int64_t>(64, kForwardBudget / std::max<int64_t>(1, c_lat) / 16 * 16));
-  const Blocks blocks{cv.t_slow, 1, (cv.hw + pixels - 1) / pixels, pixels};
-  at::parallel_for(0, blocks.count(cv.batch), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const Block b = blocks.at(task, cv);
-      copy_slow_block(xs, y, c_slow, c_total, cv.t_slow, cv.hw, cl, b);
-      Mat<scalar_t> dst = frame(y, c_total, cv.t_slow, cv.hw, cl, b.n, b.t0, c_slow);
-      dst.ptr += b.p0 * (cl ? c_total : 1);
-      bool first = true;
-      for (int64_t kt = 0; kt < cv.k; ++kt) {
-        const int64_t tf = cv.source(b.t0, kt);
-        if (!cv.in_range(tf)) continue;
-        Mat<const scalar_t> x = frame(xf, c_fast, cv.t_fast, cv.hw, cl, b.n, tf);
-        x.ptr += b.p0 * (cl ? c_fast : 1);
-        gemm<scalar_t>(c_lat, b.np, c_fast, Mat<const scalar_t>{wp + kt * c_lat * c_fast, c_fast, 1}, x,
-                       first ? scalar_t(0) : scalar_t(1), dst);
-        first = false;
-      }
-    }
-  });
-}
-
-// The forward exactly as the reference computes it (PyTorch's conv3d, oneDNN on x86, then the
-// affine, ReLU and cat), with cat writing into `out`: where neither kernel here beats oneDNN, the
-// op costs what the reference costs.
-void lateral_forward_conv(const Tensor& x_slow, const Tensor& x_fast, const Tensor& weight,
-                          const std::optional<Tensor>& scale, const std::optional<Tensor>& shift,
-                          bool relu, const Conv& cv, Tensor& out) {
-  Tensor lateral = at::conv3d(x_fast, weight, {}, {cv.stride, 1, 1}, {cv.padding, 0, 0});
-  if (scale.has_value()) lateral = lateral.mul(scale->view({1, -1, 1, 1, 1}));
-  if (shift.has_value()) lateral = lateral.add(shift->view({1, -1, 1, 1, 1}));
-  if (relu) lateral = at::relu(lateral);
-  at::cat_out(out, {x_slow, lateral}, 1);
-}
-
 // Which forward runs, from benchmarks/cpu_lateral_paths.py (RESULTS.md, "CPU lateral paths",
 // 2026-11-30: every path timed interleaved against the reference at the R50 4x16 and 8x8 fusion
 // points, batch 2, two threads, on an Intel Xeon with AVX-512, AVX512-BF16/FP16 and AMX):
@@ -397,13 +341,13 @@ void lateral_forward_conv(const Tensor& x_slow, const Tensor& x_fast, const Tens
 //                save (BLAS 1.1-2.4x where anything here wins; ``auto`` sends the rest to the
 //                reference, see slowfast_fast/backend.py);
 //   fp64         BLAS (exact, for gradcheck).
-// "taps" (a GEMM per tap, no gather) was within noise of BLAS or slower at these sizes, and
-// "onednn" (PyTorch's conv3d, then a cat into the output) 0.7-0.9x the reference everywhere: both are
-// kept for SLOWFAST_FAST_CPU_LATERAL only.
+// Two other forwards were measured in that run and removed: one GEMM per tap reading x_fast in place
+// (no gather; within noise of BLAS or slower at these sizes) and PyTorch's conv3d followed by a cat
+// into the output (0.96-0.99x the reference, never the best).
 constexpr int64_t kSimdMaxReduction = 256;
 constexpr int64_t kSimdMaxReductionChannelsLast = 448;
 
-enum class Forward { kSimd, kBlas, kTaps, kOnednn };
+enum class Forward { kSimd, kBlas };
 
 Forward choose_forward(at::ScalarType dtype, const Conv& cv, bool channels_last) {
   if (dtype == at::kDouble || dtype == at::kBFloat16) return Forward::kBlas;
@@ -411,7 +355,7 @@ Forward choose_forward(at::ScalarType dtype, const Conv& cv, bool channels_last)
   return cv.k * cv.c_fast <= largest ? Forward::kSimd : Forward::kBlas;
 }
 
-// SLOWFAST_FAST_CPU_LATERAL=simd|onednn|blas overrides the rule above, read at every call: for the
+// SLOWFAST_FAST_CPU_LATERAL=simd|blas overrides the rule above, read at every call: for the
 // tests of each path and for timing them against each other. "simd" where the kernel does not
 // apply (lateral_forward_simd) falls through to "blas".
 std::string forced_forward() {
@@ -424,19 +368,9 @@ void lateral_forward(const Tensor& x_slow, const Tensor& x_fast, const Tensor& w
                      const std::optional<Tensor>& scale, const std::optional<Tensor>& shift,
                      bool relu, const Conv& cv, Tensor& out) {
   const std::string forced = forced_forward();
-  const Forward path = forced == "simd"     ? Forward::kSimd
-                       : forced == "blas"   ? Forward::kBlas
-                       : forced == "onednn" ? Forward::kOnednn
-                       : forced == "taps"   ? Forward::kTaps
-                                            : choose_forward(x_fast.scalar_type(), cv, is_channels_last(out));
-  if (path == Forward::kOnednn && cv.batch > 0 && cv.hw > 0) {
-    return lateral_forward_conv(x_slow, x_fast, weight, scale, shift, relu, cv, out);
-  }
-  if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
-    if (path == Forward::kTaps && !scale.has_value() && !shift.has_value() && !relu &&
-        is_channels_last(x_fast) == is_channels_last(out))
-      return lateral_forward_taps<scalar_t>(x_slow, x_fast, weight, cv, out);
-  }
+  const Forward path = forced == "simd"   ? Forward::kSimd
+                       : forced == "blas" ? Forward::kBlas
+                                          : choose_forward(x_fast.scalar_type(), cv, is_channels_last(out));
   if (path == Forward::kSimd &&
       lateral_forward_simd<scalar_t>(x_slow, x_fast, weight, scale, shift, relu, cv, out))
     return;
