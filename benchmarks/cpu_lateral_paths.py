@@ -9,7 +9,8 @@ reference), ``cpu`` (the compiled op with its own path rule), and the op forced 
 paths with SLOWFAST_FAST_CPU_LATERAL (``simd``, ``blas``; see
 csrc/cpu/lateral_concat.cpp; the variable is set before each timed call, outside the timer) so the
 rules can be checked against what each path measures here; forward+backward: ``reference`` and
-``auto`` under autograd (grads of x_slow, x_fast, weight).
+``auto`` under autograd (grads of x_slow, x_fast, weight, for an upstream gradient made before
+timing).
 Sizes are the bench's ``cpu`` preset (batch 2, 32-frame 56x56 clip: fusion points 14/14/7/4), or
 with ``--size full`` batch 2 of a 32-frame 224x224 clip (56/56/28/14).
 Each call is timed on its own (medians of interleaved rounds, :mod:`slowfast_fast.bench.timing`).
@@ -72,10 +73,16 @@ def _forward(args):
 
 
 def _training(args):
+    # The upstream gradient is made once, outside the timer (a random one in the output's memory
+    # format): making it (32 MB at layer1 of a 224x224 clip, page faults included) is no part of
+    # either contender's cost and was a fixed few ms added to both.
+    with torch.no_grad():
+        grad_out = torch.randn_like(reference.lateral_concat(*args))
+
     def step(fn):
         def run():
             out = fn(*args)
-            torch.autograd.grad(out, args[:3], grad_outputs=torch.ones_like(out))
+            torch.autograd.grad(out, args[:3], grad_outputs=grad_out)
 
         return run
 

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <memory>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -97,12 +98,10 @@ Tensor scaled_weight(const Tensor& weight, const std::optional<Tensor>& scale) {
   return scaled;
 }
 
-// Output frames are processed in runs of `frames` per task: enough tasks for every thread, and
-// per-task buffers of at most `budget` elements of k*C_fast x frames*H*W. The forward keeps its
-// gathered columns L2-sized (they are written and read back at once); the weight gradient prefers
-// long runs, which are the reduction dimension of its GEMM.
+// The BLAS forward processes output frames in runs of `frames` per task: enough tasks for every
+// thread, and per-task buffers of at most `budget` elements of k*C_fast x frames*H*W, L2-sized
+// (the gathered columns are written and read back at once).
 constexpr int64_t kForwardBudget = int64_t{1} << 16;
-constexpr int64_t kBackwardBudget = int64_t{1} << 19;
 
 struct Runs {
   int64_t per_sample, frames;
@@ -428,7 +427,8 @@ GradArgs check_grad(const Tensor& grad_out, const Tensor& x_fast, const Tensor& 
   return {dense(grad_out), out_dense, dense(x_fast), cv, c_slow};
 }
 
-// The lateral gradient of output frames [t, t + nt) of sample n as a (C_lat x nt*H*W) matrix:
+// The lateral gradient of sample n as a (C_lat x m) matrix, its columns m consecutive pixels from
+// pixel p0 of output frame t (consecutive frames continue the columns):
 // grad_out's own memory when no mask or widening is needed, else a masked acc_t copy in `buf` in
 // grad_out's orientation.
 template <typename scalar_t, typename acc_t>
@@ -447,11 +447,10 @@ class LateralGrad {
 
   static constexpr bool kWiden = !std::is_same_v<acc_t, scalar_t>;
   bool needs_copy() const { return kWiden || mask_ != nullptr; }
-  int64_t block_size(int64_t nt = 1) const { return c_lat_ * nt * hw_; }
 
-  Mat<const acc_t> get(int64_t n, int64_t t, int64_t nt, acc_t* buf) const {
-    const int64_t m = nt * hw_;
-    const Mat<const scalar_t> g = frame(go_, c_total_, t_slow_, hw_, cl_go_, n, t, c_slow_);
+  Mat<const acc_t> get(int64_t n, int64_t t, int64_t p0, int64_t m, acc_t* buf) const {
+    Mat<const scalar_t> g = frame(go_, c_total_, t_slow_, hw_, cl_go_, n, t, c_slow_);
+    g.ptr += p0 * g.cs;
     if constexpr (!kWiden) {
       if (mask_ == nullptr) return g;
     }
@@ -461,7 +460,8 @@ class LateralGrad {
         d.ptr[o * d.rs + i * d.cs] = static_cast<acc_t>(g.ptr[o * g.rs + i * g.cs]);
       });
     } else {
-      const Mat<const scalar_t> mk = frame(mask_, c_total_, t_slow_, hw_, cl_mask_, n, t, c_slow_);
+      Mat<const scalar_t> mk = frame(mask_, c_total_, t_slow_, hw_, cl_mask_, n, t, c_slow_);
+      mk.ptr += p0 * mk.cs;
       for_each(d, c_lat_, m, [&](int64_t o, int64_t i) {
         const bool pass = static_cast<acc_t>(mk.ptr[o * mk.rs + i * mk.cs]) > acc_t(0);
         d.ptr[o * d.rs + i * d.cs] = pass ? static_cast<acc_t>(g.ptr[o * g.rs + i * g.cs]) : acc_t(0);
@@ -477,84 +477,143 @@ class LateralGrad {
   bool cl_go_, cl_mask_;
 };
 
-// The transposed conv as a GEMM and a gather: for every run of output frames,
-// Y (k*C_fast x nt*H*W) = (W * scale)^T @ g; then fast frame tf of sample n is the sum of the
-// blocks Y[(:, kt), t] with t*s - p + kt == tf (at most ceil(k/s) of them), and zeros when no tap
-// reads it (stride > k). Y's rows are ordered (c, kt) in NCDHW and (kt, c) in channels_last_3d; Y
-// is laid out like grad_x (rows of H*W pixels in NCDHW, pixels of k*C_fast values in
-// channels_last_3d), and the two phases need no atomics: each fast frame is owned by one task.
+// An uninitialized per-thread buffer (std::vector would zero it: a memset of up to megabytes per call).
+template <typename T>
+std::unique_ptr<T[]> scratch(int64_t elements) {
+  return std::unique_ptr<T[]>(new T[std::max<int64_t>(1, elements)]);
+}
+
+// d = s (or d += s) over a rows x cols block, d and s unit-stride in the same dimension; s is
+// rounded to d's type on the way (fp32 -> fp16/bf16).
+template <bool kAdd, typename D, typename S>
+void move_block(Mat<D> d, Mat<const S> s, int64_t rows, int64_t cols) {
+  if (d.cs != 1) {  // unit stride along rows: walk the transposed block
+    d = d.transposed();
+    s = s.transposed();
+    std::swap(rows, cols);
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    D* dr = d.ptr + r * d.rs;
+    const S* sr = s.ptr + r * s.rs;
+    if constexpr (kAdd) {
+      for (int64_t j = 0; j < cols; ++j) dr[j] += sr[j];
+    } else {
+      for (int64_t j = 0; j < cols; ++j) dr[j] = static_cast<D>(sr[j]);
+    }
+  }
+}
+
+template <typename D>
+void zero_block(Mat<D> d, int64_t rows, int64_t cols) {
+  if (d.cs != 1) {
+    d = d.transposed();
+    std::swap(rows, cols);
+  }
+  for (int64_t r = 0; r < rows; ++r) std::fill(d.ptr + r * d.rs, d.ptr + r * d.rs + cols, D(0));
+}
+
+// The pixel blocks grad_input's tasks own: pixels [p0, p0 + size) of every frame of one sample,
+// `size` a multiple of 16 (whole cache lines of fp32 rows in NCDHW) chosen so a task's
+// k*C_fast x size buffers stay L2-sized, with at least one task per thread.
+struct PixelBlocks {
+  int64_t per_frame, size;
+  int64_t count(int64_t batch) const { return batch * per_frame; }
+};
+
+PixelBlocks pixel_blocks(const Conv& cv, int64_t budget) {
+  const int64_t kc = std::max<int64_t>(1, cv.k * cv.c_fast);
+  const int64_t threads = at::get_num_threads();
+  int64_t per_frame = std::max<int64_t>(1, (cv.hw * kc + budget - 1) / budget);
+  per_frame = std::max(per_frame, (threads + cv.batch - 1) / cv.batch);
+  int64_t size = (cv.hw + per_frame - 1) / per_frame;
+  size = std::min(cv.hw, (size + 15) / 16 * 16);
+  return {(cv.hw + size - 1) / size, size};
+}
+constexpr int64_t kGradInputBudget = int64_t{1} << 16;
+
+// The transposed conv: for each output frame t, Y (k*C_fast x pixels) = (W * scale)^T @ g[t],
+// then tap kt's C_fast rows of Y are the contribution of t to fast frame t*s - p + kt. A task owns
+// one pixel block of every frame of a sample and walks t upwards, so each fast frame's
+// contributions (at most ceil(k/s)) arrive in order within one task: the first is stored, the
+// others added, no atomics, and Y stays in L2 (no tensor of all of Y's values). Fast frames no tap
+// reads (stride > k, or past the last tap) are zeroed. fp16/bf16 keep a frame that more than one
+// output frame reaches in an fp32 ring slot until its last contribution, so each value is rounded
+// once. Y's rows are ordered (c, kt) in NCDHW (a tap's rows k apart, each a run of pixels) and
+// (kt, c) in channels_last_3d (a pixel's C_fast values of one tap contiguous).
 template <typename scalar_t>
 void lateral_grad_input(const GradArgs& a, const Tensor& weight, const std::optional<Tensor>& scale,
                         Tensor& grad_x) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr bool direct = std::is_same_v<acc_t, scalar_t>;
   const Conv& cv = a.cv;
-  const int64_t c_lat = cv.c_lat, c_fast = cv.c_fast, hw = cv.hw, kc = cv.k * c_fast;
-  const int64_t per_sample = kc * cv.t_slow * hw;  // Y's elements per sample
-  const bool cl_x = is_channels_last(grad_x);
-  // (W * scale)^T made row-major by ATen's copy (MKL's small-matrix kernels run a transposed operand
-  // at about half speed, measured at layer3), its rows ordered (c, kt) in NCDHW, where Y's rows are
-  // whole planes, and (kt, c) in channels_last_3d, so that the gather below reads each pixel's
-  // C_fast values of one tap contiguously instead of k apart.
-  const Tensor w_scaled = scaled_weight<scalar_t, acc_t>(weight, scale).reshape({c_lat, c_fast, cv.k});
-  const Tensor w_t_acc = cl_x ? w_scaled.permute({2, 1, 0}).contiguous()
-                              : w_scaled.reshape({c_lat, kc}).t().contiguous();
-  const Mat<const acc_t> w_t{w_t_acc.const_data_ptr<acc_t>(), c_lat, 1};
+  const int64_t c_lat = cv.c_lat, c_fast = cv.c_fast, hw = cv.hw, k = cv.k, kc = k * c_fast;
+  const bool cl = is_channels_last(grad_x);
+  if (grad_x.numel() == 0) return;
+  // W * scale repacked so that every GEMM operand is row-major in BLAS's eyes (MKL's small-matrix
+  // kernels run a transposed operand at about half speed, measured at layer3): NCDHW computes
+  // Y = W'^T @ g with W'^T (k*C_fast x C_lat) row-major, rows (c, kt); channels_last_3d computes
+  // Y^T (pixels x k*C_fast) = g^T @ W'' with W'' (C_lat x k*C_fast) row-major, columns (kt, c).
+  const Tensor w_scaled = scaled_weight<scalar_t, acc_t>(weight, scale).reshape({c_lat, c_fast, k});
+  const Tensor w_packed = cl ? w_scaled.permute({0, 2, 1}).contiguous()
+                             : w_scaled.reshape({c_lat, kc}).t().contiguous();
+  const acc_t* wp = w_packed.const_data_ptr<acc_t>();
   const LateralGrad<scalar_t, acc_t> lateral(a);
-  // Y of sample n as a (k*C_fast x T_slow*H*W) matrix; a run starting at t0 is a column offset.
-  auto y_mat = [&](acc_t* y, int64_t n, int64_t t0) -> Mat<acc_t> {
-    acc_t* base = y + n * per_sample;
-    return cl_x ? Mat<acc_t>{base + t0 * hw * kc, 1, kc} : Mat<acc_t>{base + t0 * hw, cv.t_slow * hw, 1};
-  };
-  std::vector<acc_t> y(cv.batch * per_sample);
-  const Runs runs = frame_runs(cv, kBackwardBudget);
-  at::parallel_for(0, runs.count(cv.batch), 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> g_buf(lateral.needs_copy() ? lateral.block_size(runs.frames) : 0);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / runs.per_sample, t0 = (task % runs.per_sample) * runs.frames;
-      const int64_t nt = std::min(runs.frames, cv.t_slow - t0);
-      gemm<acc_t>(kc, nt * hw, c_lat, w_t, lateral.get(n, t0, nt, g_buf.data()), acc_t(0),
-                  y_mat(y.data(), n, t0));
-    }
-  });
-
+  const PixelBlocks blocks = pixel_blocks(cv, kGradInputBudget);
+  const int64_t cap = blocks.size;
+  std::vector<char> reached(cv.t_fast, 0);
+  for (int64_t t = 0; t < cv.t_slow; ++t)
+    for (int64_t kt = 0; kt < k; ++kt)
+      if (cv.in_range(cv.source(t, kt))) reached[cv.source(t, kt)] = 1;
   scalar_t* gx = grad_x.mutable_data_ptr<scalar_t>();
-  at::parallel_for(0, cv.batch * cv.t_fast, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc_buf(direct ? 0 : c_fast * hw);
+
+  at::parallel_for(0, blocks.count(cv.batch), 1, [&](int64_t begin, int64_t end) {
+    const auto y = scratch<acc_t>(kc * cap);
+    const auto ring = scratch<acc_t>(direct ? 0 : kc * cap);  // k slots of C_fast x cap
+    const auto g_buf = scratch<acc_t>(lateral.needs_copy() ? c_lat * cap : 0);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / cv.t_fast, tf = task % cv.t_fast;
-      const Mat<scalar_t> dst = frame(gx, c_fast, cv.t_fast, hw, cl_x, n, tf);
-      Mat<acc_t> acc;
-      if constexpr (direct) {
-        acc = dst;
-      } else {
-        acc = cl_x ? Mat<acc_t>{acc_buf.data(), 1, c_fast} : Mat<acc_t>{acc_buf.data(), hw, 1};
-      }
-      // Output frames t whose taps reach tf: kt = tf + p - t*s in [0, k).
-      const int64_t reach = tf + cv.padding;
-      const int64_t lo_num = reach - (cv.k - 1);
-      const int64_t t_lo = lo_num <= 0 ? 0 : (lo_num + cv.stride - 1) / cv.stride;
-      const int64_t t_hi = std::min(cv.t_slow - 1, reach / cv.stride);
-      for (int64_t t = t_lo; t <= t_hi; ++t) {
-        // Y's rows of tap kt = reach - t*s: C_fast rows k apart in (c, kt) order, consecutive in
-        // (kt, c) order.
-        const Mat<acc_t> yt = y_mat(y.data(), n, t);
-        const int64_t kt = reach - t * cv.stride;
-        const acc_t* src = yt.ptr + (cl_x ? kt * c_fast : kt) * yt.rs;
-        const int64_t src_rs = cl_x ? yt.rs : cv.k * yt.rs;
-        const bool first = t == t_lo;
-        for_each(acc, c_fast, hw, [&](int64_t c, int64_t i) {
-          const acc_t v = src[c * src_rs + i * yt.cs];
-          acc_t& d = acc.ptr[c * acc.rs + i * acc.cs];
-          d = first ? v : d + v;
-        });
-      }
-      if (t_lo > t_hi) {
-        for_each(dst, c_fast, hw, [&](int64_t c, int64_t i) { dst.ptr[c * dst.rs + i * dst.cs] = 0; });
-      } else if constexpr (!direct) {
-        for_each(dst, c_fast, hw, [&](int64_t c, int64_t i) {
-          dst.ptr[c * dst.rs + i * dst.cs] = static_cast<scalar_t>(acc.ptr[c * acc.rs + i * acc.cs]);
-        });
+      const int64_t n = task / blocks.per_frame, p0 = (task % blocks.per_frame) * cap;
+      const int64_t np = std::min(cap, hw - p0);
+      auto gx_block = [&](int64_t tf) {
+        Mat<scalar_t> m = frame(gx, c_fast, cv.t_fast, hw, cl, n, tf);
+        m.ptr += p0 * m.cs;
+        return m;
+      };
+      for (int64_t tf = 0; tf < cv.t_fast; ++tf)
+        if (!reached[tf]) zero_block(gx_block(tf), c_fast, np);
+      for (int64_t t = 0; t < cv.t_slow; ++t) {
+        const Mat<const acc_t> g = lateral.get(n, t, p0, np, g_buf.get());
+        if (cl) {
+          gemm<acc_t>(np, kc, c_lat, g.transposed(), Mat<const acc_t>{wp, kc, 1}, acc_t(0),
+                      Mat<acc_t>{y.get(), kc, 1});
+        } else {
+          gemm<acc_t>(kc, np, c_lat, Mat<const acc_t>{wp, c_lat, 1}, g, acc_t(0), Mat<acc_t>{y.get(), np, 1});
+        }
+        for (int64_t kt = 0; kt < k; ++kt) {
+          const int64_t tf = cv.source(t, kt);
+          if (!cv.in_range(tf)) continue;
+          const Mat<const acc_t> src =
+              cl ? Mat<const acc_t>{y.get() + kt * c_fast, 1, kc} : Mat<const acc_t>{y.get() + kt * np, k * np, 1};
+          const bool first = t == 0 || tf > cv.source(t - 1, k - 1);
+          const bool last = t == cv.t_slow - 1 || tf < cv.source(t + 1, 0);
+          if constexpr (direct) {
+            if (first) {
+              move_block<false>(gx_block(tf), src, c_fast, np);
+            } else {
+              move_block<true>(gx_block(tf), src, c_fast, np);
+            }
+          } else if (first && last) {
+            move_block<false>(gx_block(tf), src, c_fast, np);
+          } else {
+            acc_t* slot = ring.get() + (tf % k) * c_fast * cap;
+            const Mat<acc_t> acc = cl ? Mat<acc_t>{slot, 1, c_fast} : Mat<acc_t>{slot, np, 1};
+            if (first) {
+              move_block<false>(acc, src, c_fast, np);
+            } else {
+              move_block<true>(acc, src, c_fast, np);
+            }
+            if (last) move_block<false>(gx_block(tf), Mat<const acc_t>(acc), c_fast, np);
+          }
+        }
       }
     }
   });
@@ -573,40 +632,54 @@ Tensor lateral_concat_grad_input_cpu(const Tensor& grad_out, const Tensor& x_fas
   return grad_x;
 }
 
-// G (C_lat x k*C_fast, columns (c, kt) as the weight is stored) = sum over runs of output frames
-// of g (C_lat x m) @ cols^T (m x k*C_fast),
-// and sum_g[o] = sum of g[:, o]: a long reduction dimension m per GEMM even when H*W is small.
-// Each thread accumulates its runs into its own acc_t partial sums, which are then added in
-// thread order: a real reduction, deterministic for a given thread count.
+// G (C_lat x k*C_fast) = sum over output frames t and taps kt of g[t] (C_lat x H*W) @
+// x_fast[t*s - p + kt]^T (H*W x C_fast): one GEMM per tap that reads the fast frame in place (no
+// gathered copy of the columns; fp16/bf16 frames are widened into a buffer first), into G's block
+// of tap kt. G's columns are ordered (kt, c) here, so that block is a plain matrix, and are put in
+// the weight's (c, kt) order at the end. sum_g[o] = sum of g[o, :] is a GEMM with a ones vector
+// (the same sum as a loop is a serial chain of adds). Tasks are output frames (n, t); each thread
+// accumulates its tasks into its own acc_t partial sums, which are then added in thread order: a
+// real reduction, deterministic for a given thread count.
 template <typename scalar_t>
 void lateral_grad_weight(const GradArgs& a, const Tensor& weight, const std::optional<Tensor>& scale,
                          Tensor& grad_w, Tensor& grad_scale, Tensor& grad_shift) {
   using acc_t = at::opmath_type<scalar_t>;
+  constexpr bool direct = std::is_same_v<acc_t, scalar_t>;
   const Conv& cv = a.cv;
   const int64_t c_lat = cv.c_lat, c_fast = cv.c_fast, hw = cv.hw, k = cv.k, kc = k * c_fast;
   const int64_t slot = c_lat * kc + c_lat;
   const int64_t threads = at::get_num_threads();
   std::vector<acc_t> partial(threads * slot, acc_t(0));
+  const std::vector<acc_t> ones(hw, acc_t(1));
   const LateralGrad<scalar_t, acc_t> lateral(a);
-  const bool cl_x = is_channels_last(a.x_fast);
+  const bool cl = is_channels_last(a.x_fast);
   const scalar_t* xf = a.x_fast.const_data_ptr<scalar_t>();
-  const Runs runs = frame_runs(cv, kBackwardBudget);
 
-  at::parallel_for(0, runs.count(cv.batch), 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, cv.batch * cv.t_slow, 1, [&](int64_t begin, int64_t end) {
     const int64_t thread = at::get_thread_num();
     TORCH_INTERNAL_ASSERT(thread < threads);
     acc_t* G = partial.data() + thread * slot;
     acc_t* sum_g = G + c_lat * kc;
-    std::vector<acc_t> g_buf(lateral.needs_copy() ? lateral.block_size(runs.frames) : 0);
-    std::vector<acc_t> cols_buf(kc * runs.frames * hw);
+    const auto g_buf = scratch<acc_t>(lateral.needs_copy() ? c_lat * hw : 0);
+    const auto x_buf = scratch<acc_t>(direct ? 0 : c_fast * hw);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / runs.per_sample, t0 = (task % runs.per_sample) * runs.frames;
-      const int64_t nt = std::min(runs.frames, cv.t_slow - t0), m = nt * hw;
-      const Mat<const acc_t> g = lateral.get(n, t0, nt, g_buf.data());
-      for_each(g, c_lat, m, [&](int64_t o, int64_t i) { sum_g[o] += g.ptr[o * g.rs + i * g.cs]; });
-      const Block b{n, t0, nt, 0, hw};
-      const Mat<const acc_t> cols = gather_block<scalar_t, acc_t>(xf, cl_x, cv, b, cols_buf.data());
-      gemm<acc_t>(c_lat, kc, m, g, cols.transposed(), acc_t(1), Mat<acc_t>{G, kc, 1});
+      const int64_t n = task / cv.t_slow, t = task % cv.t_slow;
+      const Mat<const acc_t> g = lateral.get(n, t, 0, hw, g_buf.get());
+      gemm<acc_t>(c_lat, 1, hw, g, Mat<const acc_t>{ones.data(), 1, 1}, acc_t(1), Mat<acc_t>{sum_g, 1, 1});
+      for (int64_t kt = 0; kt < k; ++kt) {
+        const int64_t tf = cv.source(t, kt);
+        if (!cv.in_range(tf)) continue;
+        const Mat<const scalar_t> x = frame(xf, c_fast, cv.t_fast, hw, cl, n, tf);
+        Mat<const acc_t> xa;
+        if constexpr (direct) {
+          xa = x;
+        } else {
+          const Mat<acc_t> w = cl ? Mat<acc_t>{x_buf.get(), 1, c_fast} : Mat<acc_t>{x_buf.get(), hw, 1};
+          move_block<false>(w, x, c_fast, hw);
+          xa = w;
+        }
+        gemm<acc_t>(c_lat, c_fast, hw, g, xa.transposed(), acc_t(1), Mat<acc_t>{G + kt * c_fast, kc, 1});
+      }
     }
   });
   for (int64_t t = 1; t < threads; ++t)
@@ -619,7 +692,7 @@ void lateral_grad_weight(const GradArgs& a, const Tensor& weight, const std::opt
   scalar_t* gw = grad_w.mutable_data_ptr<scalar_t>();
   scalar_t* gs = grad_scale.mutable_data_ptr<scalar_t>();
   scalar_t* gb = grad_shift.mutable_data_ptr<scalar_t>();
-  // G's columns are ordered (c, kt): the stored weight's order.
+  // The weight's (C_lat, C_fast, k) order: element r = c*k + kt of row o is G[o, kt*C_fast + c].
   // The dot products keep 8 partial sums: one running sum is a serial chain of adds (about 1 ns
   // per element, 160 us at layer3's 164K weights) that the compiler may not reorder.
   for (int64_t o = 0; o < c_lat; ++o) {
@@ -627,11 +700,13 @@ void lateral_grad_weight(const GradArgs& a, const Tensor& weight, const std::opt
     const acc_t* g_row = G + o * kc;
     const scalar_t* w_row = wp + o * kc;
     scalar_t* gw_row = gw + o * kc;
-    for (int64_t r = 0; r < kc; ++r) gw_row[r] = static_cast<scalar_t>(g_row[r] * s[o]);
-    int64_t r = 0;
-    for (; r + 8 <= kc; r += 8)
-      for (int64_t j = 0; j < 8; ++j) part[j] += static_cast<acc_t>(w_row[r + j]) * g_row[r + j];
-    for (; r < kc; ++r) part[r & 7] += static_cast<acc_t>(w_row[r]) * g_row[r];
+    for (int64_t c = 0; c < c_fast; ++c)
+      for (int64_t kt = 0; kt < k; ++kt) {
+        const acc_t v = g_row[kt * c_fast + c];
+        const int64_t r = c * k + kt;
+        gw_row[r] = static_cast<scalar_t>(v * s[o]);
+        part[r & 7] += static_cast<acc_t>(w_row[r]) * v;
+      }
     gs[o] = static_cast<scalar_t>(((part[0] + part[1]) + (part[2] + part[3])) +
                                   ((part[4] + part[5]) + (part[6] + part[7])));
     gb[o] = static_cast<scalar_t>(G[c_lat * kc + o]);
