@@ -101,7 +101,7 @@ Tensor scaled_weight(const Tensor& weight, const std::optional<Tensor>& scale) {
 // The BLAS forward processes output frames in runs of `frames` per task: enough tasks for every
 // thread, and per-task buffers of at most `budget` elements of k*C_fast x frames*H*W, L2-sized
 // (the gathered columns are written and read back at once).
-constexpr int64_t kForwardBudget = int64_t{1} << 16;
+constexpr int64_t kForwardBudget = int64_t{1} << 19;
 
 struct Runs {
   int64_t per_sample, frames;
@@ -221,10 +221,12 @@ Blocks forward_blocks(const Conv& cv, int64_t budget) {
   return {cv.t_slow, 1, (cv.hw + pixels - 1) / pixels, pixels};
 }
 
-// The columns of block b as a (k*C_fast x m) matrix with rows ordered (c, kt), the order of the
-// weight's own (C_lat, C_fast, k) storage, so the stored weight is the GEMM's other operand as it
-// is: row-major in `buf` when x_fast is NCDHW (pieces of H*W-plane rows), column-major when it is
-// channels_last_3d (each pixel's k*C_fast values; a tap's C_fast channels land k apart).
+// The columns of block b as a (k*C_fast x m) matrix. When x_fast is NCDHW: row-major in `buf`,
+// rows ordered (c, kt), the order of the weight's own (C_lat, C_fast, k) storage (so the stored
+// weight is the GEMM's other operand as it is), each row pieces of H*W-plane rows. When it is
+// channels_last_3d: column-major, each pixel's k*C_fast values with rows ordered (kt, c), so a
+// tap's C_fast channels are one contiguous copy (in (c, kt) order they would land k apart: a
+// scattered store per value); the weight is then repacked to match (lateral_forward_blas).
 template <typename scalar_t, typename acc_t>
 Mat<const acc_t> gather_block(const scalar_t* xf, bool cl, const Conv& cv, const Block& b, acc_t* buf) {
   const int64_t c_fast = cv.c_fast, k = cv.k, kc = k * c_fast, m = b.m(), hw = cv.hw;
@@ -248,15 +250,13 @@ Mat<const acc_t> gather_block(const scalar_t* xf, bool cl, const Conv& cv, const
   for (int64_t tt = 0; tt < b.nt; ++tt)
     for (int64_t kt = 0; kt < k; ++kt) {
       const int64_t tf = cv.source(b.t0 + tt, kt);
-      acc_t* dst = buf + tt * b.np * kc + kt;
+      acc_t* dst = buf + tt * b.np * kc + kt * c_fast;
       if (!cv.in_range(tf)) {
-        for (int64_t j = 0; j < b.np; ++j)
-          for (int64_t c = 0; c < c_fast; ++c) dst[j * kc + c * k] = acc_t(0);
+        for (int64_t j = 0; j < b.np; ++j) std::fill(dst + j * kc, dst + j * kc + c_fast, acc_t(0));
         continue;
       }
       const scalar_t* src = xf + ((b.n * cv.t_fast + tf) * hw + b.p0) * c_fast;
-      for (int64_t j = 0; j < b.np; ++j)
-        for (int64_t c = 0; c < c_fast; ++c) dst[j * kc + c * k] = static_cast<acc_t>(src[j * c_fast + c]);
+      for (int64_t j = 0; j < b.np; ++j) copy_row(dst + j * kc, src + j * c_fast, c_fast);
     }
   return Mat<const acc_t>{buf, 1, kc};
 }
@@ -293,8 +293,14 @@ void lateral_forward_blas(const Tensor& x_slow, const Tensor& x_fast, const Tens
   const bool cl_out = is_channels_last(out), cl_fast = is_channels_last(x_fast);
   const std::vector<acc_t> alpha = channel_vector<scalar_t, acc_t>(scale, c_lat, acc_t(1));
   const std::vector<acc_t> beta = channel_vector<scalar_t, acc_t>(shift, c_lat, acc_t(0));
-  const Tensor w = scaled_weight<scalar_t, acc_t>(weight, std::nullopt);
-  const acc_t* wp = w.const_data_ptr<acc_t>();
+  // The weight in the gathered columns' order: as stored, (c, kt), for NCDHW; for channels_last_3d
+  // repacked (C_lat*k*C_fast moves, against a scattered store per gathered value) to (kt, c) and
+  // transposed, so that the GEMM, which there computes out^T = cols^T @ W^T, gets both operands
+  // row-major (MKL runs a transposed operand at about half speed at these sizes).
+  Tensor w = scaled_weight<scalar_t, acc_t>(weight, std::nullopt);
+  if (cl_fast) w = w.reshape({c_lat, cv.c_fast, cv.k}).permute({2, 1, 0}).contiguous();
+  const Mat<const acc_t> w_mat = cl_fast ? Mat<const acc_t>{w.const_data_ptr<acc_t>(), 1, c_lat}
+                                         : Mat<const acc_t>{w.const_data_ptr<acc_t>(), kc, 1};
   const scalar_t* xs = x_slow.const_data_ptr<scalar_t>();
   const scalar_t* xf = x_fast.const_data_ptr<scalar_t>();
   scalar_t* y = out.mutable_data_ptr<scalar_t>();
@@ -316,7 +322,7 @@ void lateral_forward_blas(const Tensor& x_slow, const Tensor& x_fast, const Tens
       } else {
         acc = cl_out ? Mat<acc_t>{acc_buf.data(), 1, c_lat} : Mat<acc_t>{acc_buf.data(), m, 1};
       }
-      gemm<acc_t>(c_lat, m, kc, Mat<const acc_t>{wp, kc, 1}, cols, acc_t(0), acc);
+      gemm<acc_t>(c_lat, m, kc, w_mat, cols, acc_t(0), acc);
       if (!direct) {
         for_each(dst, c_lat, m, [&](int64_t o, int64_t i) {
           acc_t v = acc.ptr[o * acc.rs + i * acc.cs] * alpha[o] + beta[o];
