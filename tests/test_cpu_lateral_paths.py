@@ -168,10 +168,11 @@ print("checked", len(t.SHAPES) * 4)
 @pytest.mark.parametrize("config", [(5, 8, 2, 32), (7, 4, 3, 32)])  # 4x16 and 8x8: k, stride, padding, T
 @pytest.mark.parametrize("c_fast", [8, 32, 64, 128])  # the R50 fusion points: k*C_fast from 40 to 896
 @pytest.mark.parametrize("fmt", [NC, CL])
-def test_rule_at_r50_fusion_points(config, c_fast, fmt):
-    """Whatever path the rule picks (no override) at R50's channel counts, on a 4x4 frame."""
+@pytest.mark.parametrize("side", [4, 16])  # the rule also looks at the frame: 16 or 256 pixels
+def test_rule_at_r50_fusion_points(config, c_fast, fmt, side):
+    """Whatever path the rule picks (no override) at R50's channel counts, on small and large frames."""
     k, s, p, t_fast = config
-    shape = (2, 8 * c_fast, c_fast, 2 * c_fast, t_fast, 4, 4, k, s, p)
+    shape = (2, 8 * c_fast, c_fast, 2 * c_fast, t_fast, side, side, k, s, p)
     args = _inputs(shape, torch.float32, fmt, affine=True)
     out = OPS.lateral_concat(*args, True)
     ref = reference.lateral_concat(*args, True)

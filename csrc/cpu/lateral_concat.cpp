@@ -335,29 +335,31 @@ void lateral_forward_blas(const Tensor& x_slow, const Tensor& x_fast, const Tens
 }
 
 // Which forward runs, from benchmarks/cpu_lateral_paths.py (RESULTS.md, "CPU lateral paths",
-// 2026-11-30: every path timed interleaved against the reference at the R50 4x16 and 8x8 fusion
-// points, batch 2, two threads, on an Intel Xeon with AVX-512, AVX512-BF16/FP16 and AMX):
-//   fp32, fp16   the SIMD kernel at k*C_fast <= 256 (conv1 and layer1: 40-224), where it was the
-//                fastest path in both layouts (1.3-2.6x the reference), and in channels_last_3d up
-//                to 448 (layer2: 1.1-1.2x, where BLAS measured 0.97-1.3x); BLAS above (NCDHW layer2,
-//                layer3: 320-896), where the SIMD kernel's register blocks run out of reuse
-//                (0.6-0.9x) and MKL's GEMM was best (1.1-1.6x);
+// 2026-11-30: both paths timed interleaved against the reference at the R50 4x16 and 8x8 fusion
+// points, batch 2, two threads, of a 56x56 clip (frames of 196/196/49/16 pixels) and of a 224x224
+// clip (3136/3136/784/196), on an Intel Xeon with AVX-512, AVX512-BF16/FP16 and AMX):
+//   fp32, fp16   the SIMD kernel at k*C_fast <= 256 (conv1 and layer1: 40-224), the fastest path
+//                at every size and layout (1.2-4.6x the reference, BLAS 0.8-3.4x); in NCDHW also
+//                up to 384 on frames of at least 256 pixels (4x16 layer2 at 28x28: SIMD 1.45x,
+//                BLAS 1.31x; on 7x7 frames BLAS 2.0x, SIMD 1.35x); in channels_last_3d up to 448
+//                (layer2: SIMD 1.07-1.40x, BLAS 0.90-1.33x) and beyond on frames of at least 128
+//                pixels (layer3 at 14x14: SIMD 1.06-1.08x, BLAS 1.01-1.02x; on 4x4 frames BLAS
+//                1.1x, SIMD 0.8x). BLAS elsewhere: there the SIMD kernel's register blocks run out
+//                of reuse (0.6-0.9x) and MKL's GEMM is the best here (1.1-2.0x);
 //   bf16         BLAS: with AVX512-BF16 the SIMD kernel's bf16 loads and stores cost more than they
-//                save (BLAS 1.1-2.4x where anything here wins; ``auto`` sends the rest to the
-//                reference, see slowfast_fast/backend.py);
+//                save (``auto`` sends the cases the reference wins to it, see
+//                slowfast_fast/backend.py);
 //   fp64         BLAS (exact, for gradcheck).
-// Two other forwards were measured in that run and removed: one GEMM per tap reading x_fast in place
-// (no gather; within noise of BLAS or slower at these sizes) and PyTorch's conv3d followed by a cat
-// into the output (0.96-0.99x the reference, never the best).
-constexpr int64_t kSimdMaxReduction = 256;
-constexpr int64_t kSimdMaxReductionChannelsLast = 448;
-
+// Two other forwards were measured earlier and removed: one GEMM per tap reading x_fast in place
+// (no gather; within noise of BLAS or slower) and PyTorch's conv3d followed by a cat into the
+// output (0.96-0.99x the reference, never the best).
 enum class Forward { kSimd, kBlas };
 
 Forward choose_forward(at::ScalarType dtype, const Conv& cv, bool channels_last) {
   if (dtype == at::kDouble || dtype == at::kBFloat16) return Forward::kBlas;
-  const int64_t largest = channels_last ? kSimdMaxReductionChannelsLast : kSimdMaxReduction;
-  return cv.k * cv.c_fast <= largest ? Forward::kSimd : Forward::kBlas;
+  const int64_t kc = cv.k * cv.c_fast;
+  const bool simd = channels_last ? (kc <= 448 || cv.hw >= 128) : (kc <= 256 || (kc <= 384 && cv.hw >= 256));
+  return simd ? Forward::kSimd : Forward::kBlas;
 }
 
 // SLOWFAST_FAST_CPU_LATERAL=simd|blas overrides the rule above, read at every call: for the
@@ -520,9 +522,11 @@ void zero_block(Mat<D> d, int64_t rows, int64_t cols) {
 
 // The pixel blocks grad_input's tasks own: pixels [p0, p0 + size) of every frame of one sample,
 // `size` a multiple of 16 (whole cache lines of fp32 rows in NCDHW) chosen so a task's
-// k*C_fast x size buffers stay L2-sized, with at least one task per thread.
+// k*C_fast x size buffers stay L2-sized, with at least one task per thread. When a block is a
+// whole frame, `frames` consecutive output frames share one GEMM (small frames, 16 or 49 pixels,
+// would leave it a narrow matrix).
 struct PixelBlocks {
-  int64_t per_frame, size;
+  int64_t per_frame, size, frames;
   int64_t count(int64_t batch) const { return batch * per_frame; }
 };
 
@@ -533,7 +537,8 @@ PixelBlocks pixel_blocks(const Conv& cv, int64_t budget) {
   per_frame = std::max(per_frame, (threads + cv.batch - 1) / cv.batch);
   int64_t size = (cv.hw + per_frame - 1) / per_frame;
   size = std::min(cv.hw, (size + 15) / 16 * 16);
-  return {(cv.hw + size - 1) / size, size};
+  const int64_t frames = size < cv.hw ? 1 : std::clamp<int64_t>(budget / (kc * std::max<int64_t>(1, cv.hw)), 1, cv.t_slow);
+  return {(cv.hw + size - 1) / size, size, frames};
 }
 constexpr int64_t kGradInputBudget = int64_t{1} << 16;
 
@@ -565,7 +570,7 @@ void lateral_grad_input(const GradArgs& a, const Tensor& weight, const std::opti
   const acc_t* wp = w_packed.const_data_ptr<acc_t>();
   const LateralGrad<scalar_t, acc_t> lateral(a);
   const PixelBlocks blocks = pixel_blocks(cv, kGradInputBudget);
-  const int64_t cap = blocks.size;
+  const int64_t cap = blocks.size, run = blocks.frames;
   std::vector<char> reached(cv.t_fast, 0);
   for (int64_t t = 0; t < cv.t_slow; ++t)
     for (int64_t kt = 0; kt < k; ++kt)
@@ -573,9 +578,9 @@ void lateral_grad_input(const GradArgs& a, const Tensor& weight, const std::opti
   scalar_t* gx = grad_x.mutable_data_ptr<scalar_t>();
 
   at::parallel_for(0, blocks.count(cv.batch), 1, [&](int64_t begin, int64_t end) {
-    const auto y = scratch<acc_t>(kc * cap);
+    const auto y = scratch<acc_t>(kc * run * cap);
     const auto ring = scratch<acc_t>(direct ? 0 : kc * cap);  // k slots of C_fast x cap
-    const auto g_buf = scratch<acc_t>(lateral.needs_copy() ? c_lat * cap : 0);
+    const auto g_buf = scratch<acc_t>(lateral.needs_copy() ? c_lat * run * cap : 0);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / blocks.per_frame, p0 = (task % blocks.per_frame) * cap;
       const int64_t np = std::min(cap, hw - p0);
@@ -586,38 +591,45 @@ void lateral_grad_input(const GradArgs& a, const Tensor& weight, const std::opti
       };
       for (int64_t tf = 0; tf < cv.t_fast; ++tf)
         if (!reached[tf]) zero_block(gx_block(tf), c_fast, np);
-      for (int64_t t = 0; t < cv.t_slow; ++t) {
-        const Mat<const acc_t> g = lateral.get(n, t, p0, np, g_buf.get());
+      for (int64_t t0 = 0; t0 < cv.t_slow; t0 += run) {
+        // One GEMM for output frames [t0, t0 + nt) (nt > 1 only when the block is whole frames,
+        // whose columns then continue from one frame to the next).
+        const int64_t nt = std::min(run, cv.t_slow - t0), m = nt * np;
+        const Mat<const acc_t> g = lateral.get(n, t0, p0, m, g_buf.get());
         if (cl) {
-          gemm<acc_t>(np, kc, c_lat, g.transposed(), Mat<const acc_t>{wp, kc, 1}, acc_t(0),
+          gemm<acc_t>(m, kc, c_lat, g.transposed(), Mat<const acc_t>{wp, kc, 1}, acc_t(0),
                       Mat<acc_t>{y.get(), kc, 1});
         } else {
-          gemm<acc_t>(kc, np, c_lat, Mat<const acc_t>{wp, c_lat, 1}, g, acc_t(0), Mat<acc_t>{y.get(), np, 1});
+          gemm<acc_t>(kc, m, c_lat, Mat<const acc_t>{wp, c_lat, 1}, g, acc_t(0), Mat<acc_t>{y.get(), m, 1});
         }
-        for (int64_t kt = 0; kt < k; ++kt) {
-          const int64_t tf = cv.source(t, kt);
-          if (!cv.in_range(tf)) continue;
-          const Mat<const acc_t> src =
-              cl ? Mat<const acc_t>{y.get() + kt * c_fast, 1, kc} : Mat<const acc_t>{y.get() + kt * np, k * np, 1};
-          const bool first = t == 0 || tf > cv.source(t - 1, k - 1);
-          const bool last = t == cv.t_slow - 1 || tf < cv.source(t + 1, 0);
-          if constexpr (direct) {
-            if (first) {
+        for (int64_t t = t0; t < t0 + nt; ++t) {
+          for (int64_t kt = 0; kt < k; ++kt) {
+            const int64_t tf = cv.source(t, kt);
+            if (!cv.in_range(tf)) continue;
+            // Tap kt's C_fast rows of frame t's columns of Y.
+            const int64_t i = t - t0;
+            const Mat<const acc_t> src = cl ? Mat<const acc_t>{y.get() + i * np * kc + kt * c_fast, 1, kc}
+                                            : Mat<const acc_t>{y.get() + kt * m + i * np, k * m, 1};
+            const bool first = t == 0 || tf > cv.source(t - 1, k - 1);
+            const bool last = t == cv.t_slow - 1 || tf < cv.source(t + 1, 0);
+            if constexpr (direct) {
+              if (first) {
+                move_block<false>(gx_block(tf), src, c_fast, np);
+              } else {
+                move_block<true>(gx_block(tf), src, c_fast, np);
+              }
+            } else if (first && last) {
               move_block<false>(gx_block(tf), src, c_fast, np);
             } else {
-              move_block<true>(gx_block(tf), src, c_fast, np);
+              acc_t* slot = ring.get() + (tf % k) * c_fast * cap;
+              const Mat<acc_t> acc = cl ? Mat<acc_t>{slot, 1, c_fast} : Mat<acc_t>{slot, np, 1};
+              if (first) {
+                move_block<false>(acc, src, c_fast, np);
+              } else {
+                move_block<true>(acc, src, c_fast, np);
+              }
+              if (last) move_block<false>(gx_block(tf), Mat<const acc_t>(acc), c_fast, np);
             }
-          } else if (first && last) {
-            move_block<false>(gx_block(tf), src, c_fast, np);
-          } else {
-            acc_t* slot = ring.get() + (tf % k) * c_fast * cap;
-            const Mat<acc_t> acc = cl ? Mat<acc_t>{slot, 1, c_fast} : Mat<acc_t>{slot, np, 1};
-            if (first) {
-              move_block<false>(acc, src, c_fast, np);
-            } else {
-              move_block<true>(acc, src, c_fast, np);
-            }
-            if (last) move_block<false>(gx_block(tf), Mat<const acc_t>(acc), c_fast, np);
           }
         }
       }
@@ -639,13 +651,21 @@ Tensor lateral_concat_grad_input_cpu(const Tensor& grad_out, const Tensor& x_fas
 }
 
 // G (C_lat x k*C_fast) = sum over output frames t and taps kt of g[t] (C_lat x H*W) @
-// x_fast[t*s - p + kt]^T (H*W x C_fast): one GEMM per tap that reads the fast frame in place (no
-// gathered copy of the columns; fp16/bf16 frames are widened into a buffer first), into G's block
-// of tap kt. G's columns are ordered (kt, c) here, so that block is a plain matrix, and are put in
-// the weight's (c, kt) order at the end. sum_g[o] = sum of g[o, :] is a GEMM with a ones vector
-// (the same sum as a loop is a serial chain of adds). Tasks are output frames (n, t); each thread
-// accumulates its tasks into its own acc_t partial sums, which are then added in thread order: a
-// real reduction, deterministic for a given thread count.
+// x_fast[t*s - p + kt]^T (H*W x C_fast), in one of two ways:
+// - frames of at least kInPlaceMinPixels pixels: one GEMM per (output frame, tap) that reads the
+//   fast frame in place (fp16/bf16 frames are widened into a buffer first) into G's block of tap
+//   kt, G's columns ordered (kt, c) so that block is a plain matrix;
+// - smaller frames (16 or 49 pixels, where such a GEMM would reduce over a few dozen values per
+//   call): the columns of a run of output frames gathered (gather_block, as the forward does) and
+//   one GEMM per run, G's columns in the gathered rows' order ((c, kt) in NCDHW, (kt, c) in
+//   channels_last_3d).
+// G is put in the weight's (c, kt) order at the end. sum_g[o] = sum of g[o, :] is a GEMM with a
+// ones vector (the same sum as a loop is a serial chain of adds). Each thread accumulates its
+// tasks into its own acc_t partial sums, which are then added in thread order: a real reduction,
+// deterministic for a given thread count.
+constexpr int64_t kInPlaceMinPixels = 128;
+constexpr int64_t kGatherBudget = int64_t{1} << 19;
+
 template <typename scalar_t>
 void lateral_grad_weight(const GradArgs& a, const Tensor& weight, const std::optional<Tensor>& scale,
                          Tensor& grad_w, Tensor& grad_scale, Tensor& grad_shift) {
@@ -656,22 +676,31 @@ void lateral_grad_weight(const GradArgs& a, const Tensor& weight, const std::opt
   const int64_t slot = c_lat * kc + c_lat;
   const int64_t threads = at::get_num_threads();
   std::vector<acc_t> partial(threads * slot, acc_t(0));
-  const std::vector<acc_t> ones(hw, acc_t(1));
   const LateralGrad<scalar_t, acc_t> lateral(a);
   const bool cl = is_channels_last(a.x_fast);
   const scalar_t* xf = a.x_fast.const_data_ptr<scalar_t>();
+  const bool in_place = hw >= kInPlaceMinPixels;
+  const bool ct_order = !in_place && !cl;  // G's columns in (c, kt) order, else (kt, c)
+  const Runs runs = in_place ? Runs{cv.t_slow, 1} : frame_runs(cv, kGatherBudget);
+  const std::vector<acc_t> ones(runs.frames * hw, acc_t(1));
 
-  at::parallel_for(0, cv.batch * cv.t_slow, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, runs.count(cv.batch), 1, [&](int64_t begin, int64_t end) {
     const int64_t thread = at::get_thread_num();
     TORCH_INTERNAL_ASSERT(thread < threads);
     acc_t* G = partial.data() + thread * slot;
     acc_t* sum_g = G + c_lat * kc;
-    const auto g_buf = scratch<acc_t>(lateral.needs_copy() ? c_lat * hw : 0);
-    const auto x_buf = scratch<acc_t>(direct ? 0 : c_fast * hw);
+    const auto g_buf = scratch<acc_t>(lateral.needs_copy() ? c_lat * runs.frames * hw : 0);
+    const auto x_buf = scratch<acc_t>(in_place ? (direct ? 0 : c_fast * hw) : kc * runs.frames * hw);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / cv.t_slow, t = task % cv.t_slow;
-      const Mat<const acc_t> g = lateral.get(n, t, 0, hw, g_buf.get());
-      gemm<acc_t>(c_lat, 1, hw, g, Mat<const acc_t>{ones.data(), 1, 1}, acc_t(1), Mat<acc_t>{sum_g, 1, 1});
+      const int64_t n = task / runs.per_sample, t = (task % runs.per_sample) * runs.frames;
+      const int64_t nt = std::min(runs.frames, cv.t_slow - t), m = nt * hw;
+      const Mat<const acc_t> g = lateral.get(n, t, 0, m, g_buf.get());
+      gemm<acc_t>(c_lat, 1, m, g, Mat<const acc_t>{ones.data(), 1, 1}, acc_t(1), Mat<acc_t>{sum_g, 1, 1});
+      if (!in_place) {
+        const Mat<const acc_t> cols = gather_block<scalar_t, acc_t>(xf, cl, cv, Block{n, t, nt, 0, hw}, x_buf.get());
+        gemm<acc_t>(c_lat, kc, m, g, cols.transposed(), acc_t(1), Mat<acc_t>{G, kc, 1});
+        continue;
+      }
       for (int64_t kt = 0; kt < k; ++kt) {
         const int64_t tf = cv.source(t, kt);
         if (!cv.in_range(tf)) continue;
@@ -698,7 +727,8 @@ void lateral_grad_weight(const GradArgs& a, const Tensor& weight, const std::opt
   scalar_t* gw = grad_w.mutable_data_ptr<scalar_t>();
   scalar_t* gs = grad_scale.mutable_data_ptr<scalar_t>();
   scalar_t* gb = grad_shift.mutable_data_ptr<scalar_t>();
-  // The weight's (C_lat, C_fast, k) order: element r = c*k + kt of row o is G[o, kt*C_fast + c].
+  // The weight's (C_lat, C_fast, k) order: element r = c*k + kt of row o is G[o, r] in (c, kt)
+  // order, else G[o, kt*C_fast + c].
   // The dot products keep 8 partial sums: one running sum is a serial chain of adds (about 1 ns
   // per element, 160 us at layer3's 164K weights) that the compiler may not reorder.
   for (int64_t o = 0; o < c_lat; ++o) {
@@ -708,8 +738,8 @@ void lateral_grad_weight(const GradArgs& a, const Tensor& weight, const std::opt
     scalar_t* gw_row = gw + o * kc;
     for (int64_t c = 0; c < c_fast; ++c)
       for (int64_t kt = 0; kt < k; ++kt) {
-        const acc_t v = g_row[kt * c_fast + c];
         const int64_t r = c * k + kt;
+        const acc_t v = g_row[ct_order ? r : kt * c_fast + c];
         gw_row[r] = static_cast<scalar_t>(v * s[o]);
         part[r & 7] += static_cast<acc_t>(w_row[r]) * v;
       }
