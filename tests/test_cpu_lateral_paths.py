@@ -176,5 +176,11 @@ def test_rule_at_r50_fusion_points(config, c_fast, fmt, side):
     args = _inputs(shape, torch.float32, fmt, affine=True)
     out = OPS.lateral_concat(*args, True)
     ref = reference.lateral_concat(*args, True)
-    # up to 896 products of O(1) terms: differences of ~1e-5 on values of size ~30
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
+    # Up to 896 products of O(1) terms per value and 5M values at 16x16: fp32 sums in another order
+    # differ by up to ~2e-4 there. So against an fp64 evaluation: no worse than 4x the reference's
+    # own fp32 error (the max errors of two summation orders over millions of outputs measured
+    # within 2.5x of each other; a wrong tap or index is off by O(1)), with a 1e-5 floor.
+    truth = reference.lateral_concat(*(a.double() if isinstance(a, torch.Tensor) else a for a in args), True)
+    err = (out.double() - truth).abs().max().item()
+    err_ref = (ref.double() - truth).abs().max().item()
+    assert err <= max(4 * err_ref, 1e-5), (err, err_ref)
