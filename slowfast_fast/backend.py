@@ -181,6 +181,24 @@ _REFERENCE_WINS_ON_CPU: dict[tuple[torch.dtype, bool], tuple[str, int]] = {
 }
 
 
+# Where the reference's own bf16 conv3d was seen to corrupt the heap (2026-11-30, torch 2.14.1 with
+# oneDNN 3.12 on an Intel Xeon with AMX: ``free(): invalid size`` / ``munmap_chunk(): invalid
+# pointer`` aborts, or a segfault, within 40 calls of plain ``F.conv3d``, either layout, 1 or 2
+# threads, batch 1 or 2): 128 input channels, 32 frames, temporal stride 8, k = 3 or 5, frames of
+# 12 to 16 pixels a side; R50 4x16's layer3 lateral at a 224x224 clip is one of them. Not seen with
+# 64 or 256 channels, stride 4 (8x8's k = 7), k = 1, 16 frames, or 7, 28, 56-pixel frames. ``auto``
+# never sends bf16 calls with at least 128 fast channels and stride >= 8 to the reference, whatever
+# it measures: the compiled kernels do not use that convolution.
+_REFERENCE_BF16_UNSAFE_CHANNELS = 128
+_REFERENCE_BF16_UNSAFE_STRIDE = 8
+
+
+def reference_bf16_conv_unsafe(c_fast: int, stride: int) -> bool:
+    """Whether the reference's bf16 lateral conv3d falls in the family of shapes seen to corrupt
+    the heap on CPU (see above); ``auto`` keeps such calls on the compiled kernels."""
+    return c_fast >= _REFERENCE_BF16_UNSAFE_CHANNELS and stride >= _REFERENCE_BF16_UNSAFE_STRIDE
+
+
 def cpu_lateral_beats_reference(dtype: torch.dtype, channels_last: bool, reduction: int) -> bool:
     """Whether the compiled CPU ``lateral_concat`` forward measured faster than the reference for
     inputs of ``dtype``, layout and ``reduction`` = k * C_fast on this CPU (the rule ``auto``
@@ -193,15 +211,22 @@ def cpu_lateral_beats_reference(dtype: torch.dtype, channels_last: bool, reducti
 
 
 def resolve_lateral_concat(
-    x_slow: torch.Tensor, x_fast: torch.Tensor, weight: torch.Tensor, backend: str | None = None
+    x_slow: torch.Tensor,
+    x_fast: torch.Tensor,
+    weight: torch.Tensor,
+    stride: int,
+    backend: str | None = None,
 ) -> str:
     """:func:`resolve` for ``lateral_concat``: under ``auto`` on CPU the reference runs where it
-    measured faster than the compiled kernels (:func:`cpu_lateral_beats_reference`)."""
+    measured faster than the compiled kernels (:func:`cpu_lateral_beats_reference`), except where
+    its bf16 convolution is unsafe (:func:`reference_bf16_conv_unsafe`)."""
     requested = _validate(backend) if backend is not None else get_backend()
     if requested != "auto":
         return resolve(x_slow.device, requested)
     name = _auto(x_slow.device)
     if name != "cpu" or not any(dtype is x_fast.dtype for dtype, _ in _REFERENCE_WINS_ON_CPU):
+        return name
+    if x_fast.dtype is torch.bfloat16 and reference_bf16_conv_unsafe(weight.shape[1], stride):
         return name
     channels_last = not x_fast.is_contiguous() and x_fast.is_contiguous(memory_format=torch.channels_last_3d)
     reduction = weight.shape[1] * weight.shape[2]

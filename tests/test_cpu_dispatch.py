@@ -94,19 +94,23 @@ def test_fake_tensors_do_not_reach_the_kernel():
 def test_auto_runs_the_reference_for_bf16_on_cpus_with_native_bf16(fmt, monkeypatch):
     args = _inputs(torch.bfloat16, fmt)  # k*C_fast = 15: the kernels win
     monkeypatch.setattr(backend, "_CPU_FLAGS", frozenset({"avx512f", "avx512_bf16"}))
-    assert backend.resolve_lateral_concat(*args[:3]) == "cpu"
+    assert backend.resolve_lateral_concat(*args[:3], 4) == "cpu"
     wide = torch.randn(6, 128, 7, 1, 1).bfloat16()  # k*C_fast = 896: the reference wins
     x_fast = torch.randn(2, 128, 32, 5, 3).bfloat16().contiguous(memory_format=fmt)
     args = (args[0], x_fast, wide)
-    assert backend.resolve_lateral_concat(*args[:3]) == "reference"
+    assert backend.resolve_lateral_concat(*args[:3], 4) == "reference"
     assert not lateral_module._fast_cpu_call(*args, 4, 3, None, None, False, None)
-    assert backend.resolve_lateral_concat(*args[:3], backend="cpu") == "cpu"  # an explicit choice stands
+    assert backend.resolve_lateral_concat(*args[:3], 4, backend="cpu") == "cpu"  # an explicit choice stands
     with backend.use_backend("cpu"):
-        assert backend.resolve_lateral_concat(*args[:3]) == "cpu"
+        assert backend.resolve_lateral_concat(*args[:3], 4) == "cpu"
     fp32 = _inputs(torch.float32, fmt)
-    assert backend.resolve_lateral_concat(*fp32[:3]) == "cpu"
+    assert backend.resolve_lateral_concat(*fp32[:3], 8) == "cpu"
+    # 128 fast channels at stride 8: the family where the reference's bf16 conv3d corrupted the heap
+    assert backend.reference_bf16_conv_unsafe(128, 8)
+    assert backend.resolve_lateral_concat(*args[:3], 8) == "cpu"
+    assert lateral_module._fast_cpu_call(*args, 8, 3, None, None, False, None)
     monkeypatch.setattr(backend, "_CPU_FLAGS", frozenset({"avx512f"}))
-    assert backend.resolve_lateral_concat(*args[:3]) == "cpu"
+    assert backend.resolve_lateral_concat(*args[:3], 4) == "cpu"
 
 
 def test_auto_result_is_the_same_function_whichever_backend_runs():

@@ -106,21 +106,20 @@ def _fast_cpu_call(x_slow, x_fast, weight, stride, padding, scale, shift, relu, 
     Why bother: on a 2-core CPU the few microseconds of Python checks before the kernel measured
     40-80 us per call (the OpenMP workers of the previous op spin on the other core meanwhile),
     half the stem lateral's time."""
-    if type(x_slow) not in _PLAIN_TYPES or type(x_fast) not in _PLAIN_TYPES:
+    if type(x_slow) not in _PLAIN_TYPES or type(x_fast) not in _PLAIN_TYPES or type(stride) is not int:
         return False
     if backend is None:
         if _backend.get_backend() != "auto":
             return False
         if (
             x_fast.dtype is torch.bfloat16
-            and _backend.resolve_lateral_concat(x_slow, x_fast, weight) != "cpu"
+            and _backend.resolve_lateral_concat(x_slow, x_fast, weight, stride) != "cpu"
         ):
             return False
     elif backend != "cpu":
         return False
     return (
-        type(stride) is int
-        and type(padding) is int
+        type(padding) is int
         and type(relu) is bool
         and x_slow.is_cpu
         and _cpu_kernels()
@@ -179,7 +178,7 @@ def lateral_concat(
     _validate.check_lateral_concat_types(x_slow, x_fast, weight, stride, padding, scale, shift, relu, backend)
     x_slow, x_fast, weight, scale, shift = _autocast_inputs(x_slow, x_fast, weight, scale, shift)
     _validate.check_lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift)
-    name = _backend.resolve_lateral_concat(x_slow, x_fast, weight, backend)
+    name = _backend.resolve_lateral_concat(x_slow, x_fast, weight, stride, backend)
     if name == "reference":
         return reference.lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift, relu)
     if name == "cpu" and _direct_cpu_call(x_slow, x_fast, weight, scale, shift):
