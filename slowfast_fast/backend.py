@@ -8,7 +8,9 @@ Backends:
     ``auto``       the first available for the tensor's device: CPU -> cpu; CUDA -> cuda, then triton.
                    On CPU, ``lateral_concat`` under ``auto`` runs the reference instead where the
                    compiled forward measured slower than it (:func:`cpu_lateral_beats_reference`:
-                   dtype, layout, k*C_fast, the CPU's native bf16 support), and the ``cpu`` backend's
+                   dtype, layout, k*C_fast, H*W, the CPU's native bf16 support; never where the
+                   reference's bf16 conv3d was seen to corrupt the heap,
+                   :func:`reference_bf16_conv_unsafe`), and the ``cpu`` backend's
                    forward picks its own path per call by a measured rule (csrc/cpu/lateral_concat.cpp).
                    On CUDA the compiled kernels come first: they cost nothing at start-up, where
                    Triton compiles each kernel variant (seconds each) and autotunes every new shape
@@ -166,18 +168,20 @@ def _cpu_flags() -> frozenset[str]:
 
 _CPU_FLAGS: frozenset[str] | None = None
 
-# Where the reference's lateral_concat forward measured faster than the compiled CPU kernels:
-# (dtype, channels_last) -> (CPU feature flag, largest k*C_fast the kernels still win at). On a CPU
-# with the flag, ``auto`` runs the reference for reductions above that size. From
-# benchmarks/cpu_lateral_paths.py (RESULTS.md, "CPU lateral paths", 2026-11-30): with AVX512-BF16 and
-# AMX, oneDNN's bf16 conv3d runs on AMX, which the kernels here (fp32 arithmetic on widened inputs)
-# beat in NCDHW up to k*C_fast = 640 (4x16's four points and 8x8's first two: 0.9-2.4x the reference,
-# where the reference reached through this op measured 0.8-0.9x: the op's own Python costs that) but
-# not at 8x8's 448 and 896 (0.7-0.8x), and in channels_last_3d only on the stem's thin lateral
-# (k*C_fast = 40, 56: 1.2-2x; 0.4-0.9x beyond).
-_REFERENCE_WINS_ON_CPU: dict[tuple[torch.dtype, bool], tuple[str, int]] = {
-    (torch.bfloat16, False): ("avx512_bf16", 640),
-    (torch.bfloat16, True): ("avx512_bf16", 64),
+# Where the compiled CPU kernels' lateral_concat forward measured faster than the reference, for
+# dtypes where that is not everywhere: (dtype, channels_last) -> (CPU feature flag, boxes
+# (largest k*C_fast, largest H*W) the kernels win in). On a CPU with the flag, ``auto`` runs the
+# reference outside the boxes. From benchmarks/cpu_lateral_paths.py (RESULTS.md, "lateral_concat on
+# CPU", 2026-11-30; R50 4x16 and 8x8 fusion points, batch 2, clips of 56x56 (frames of 196, 196,
+# 49, 16 pixels) and 224x224 (3136, 3136, 784, 196)): with AVX512-BF16 and AMX, oneDNN's bf16 conv3d
+# runs on AMX, which the kernels here (fp32 arithmetic on widened inputs) beat in NCDHW at
+# k*C_fast <= 160 at both sizes (1.1-2.4x) and at 320 on 49-pixel frames (1.4x), not at 224 on
+# 196-pixel frames, 320-448 on 784 or 448-896 anywhere (0.4-0.9x); in channels_last_3d only on the
+# stem's thin lateral (k*C_fast 40, 56) on 196-pixel frames (1.2-2x; 0.55-0.6x on 3136-pixel frames,
+# 0.3-0.9x past the stem).
+_KERNELS_WIN_ON_CPU: dict[tuple[torch.dtype, bool], tuple[str, tuple[tuple[int, int], ...]]] = {
+    (torch.bfloat16, False): ("avx512_bf16", ((160, 1 << 62), (320, 64))),
+    (torch.bfloat16, True): ("avx512_bf16", ((64, 256),)),
 }
 
 
@@ -199,15 +203,17 @@ def reference_bf16_conv_unsafe(c_fast: int, stride: int) -> bool:
     return c_fast >= _REFERENCE_BF16_UNSAFE_CHANNELS and stride >= _REFERENCE_BF16_UNSAFE_STRIDE
 
 
-def cpu_lateral_beats_reference(dtype: torch.dtype, channels_last: bool, reduction: int) -> bool:
+def cpu_lateral_beats_reference(dtype: torch.dtype, channels_last: bool, reduction: int, pixels: int) -> bool:
     """Whether the compiled CPU ``lateral_concat`` forward measured faster than the reference for
-    inputs of ``dtype``, layout and ``reduction`` = k * C_fast on this CPU (the rule ``auto``
-    follows; see the table above)."""
-    rule = _REFERENCE_WINS_ON_CPU.get((dtype, channels_last))
+    inputs of ``dtype``, layout, ``reduction`` = k * C_fast and ``pixels`` = H * W on this CPU (the
+    rule ``auto`` follows; see the table above)."""
+    rule = _KERNELS_WIN_ON_CPU.get((dtype, channels_last))
     if rule is None:
         return True
-    flag, largest = rule
-    return reduction <= largest or flag not in _cpu_flags()
+    flag, boxes = rule
+    if flag not in _cpu_flags():
+        return True
+    return any(reduction <= largest and pixels <= most for largest, most in boxes)
 
 
 def resolve_lateral_concat(
@@ -224,13 +230,15 @@ def resolve_lateral_concat(
     if requested != "auto":
         return resolve(x_slow.device, requested)
     name = _auto(x_slow.device)
-    if name != "cpu" or not any(dtype is x_fast.dtype for dtype, _ in _REFERENCE_WINS_ON_CPU):
+    if name != "cpu" or not any(dtype is x_fast.dtype for dtype, _ in _KERNELS_WIN_ON_CPU):
         return name
     if x_fast.dtype is torch.bfloat16 and reference_bf16_conv_unsafe(weight.shape[1], stride):
         return name
     channels_last = not x_fast.is_contiguous() and x_fast.is_contiguous(memory_format=torch.channels_last_3d)
     reduction = weight.shape[1] * weight.shape[2]
-    return name if cpu_lateral_beats_reference(x_fast.dtype, channels_last, reduction) else "reference"
+    pixels = x_fast.shape[3] * x_fast.shape[4]
+    wins = cpu_lateral_beats_reference(x_fast.dtype, channels_last, reduction, pixels)
+    return name if wins else "reference"
 
 
 def available_backends(device: torch.device | str) -> list[str]:

@@ -92,7 +92,7 @@ def test_fake_tensors_do_not_reach_the_kernel():
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last_3d])
 def test_auto_runs_the_reference_for_bf16_on_cpus_with_native_bf16(fmt, monkeypatch):
-    args = _inputs(torch.bfloat16, fmt)  # k*C_fast = 15: the kernels win
+    args = _inputs(torch.bfloat16, fmt)  # k*C_fast = 15 on 15-pixel frames: the kernels win
     monkeypatch.setattr(backend, "_CPU_FLAGS", frozenset({"avx512f", "avx512_bf16"}))
     assert backend.resolve_lateral_concat(*args[:3], 4) == "cpu"
     wide = torch.randn(6, 128, 7, 1, 1).bfloat16()  # k*C_fast = 896: the reference wins
@@ -111,6 +111,24 @@ def test_auto_runs_the_reference_for_bf16_on_cpus_with_native_bf16(fmt, monkeypa
     assert lateral_module._fast_cpu_call(*args, 8, 3, None, None, False, None)
     monkeypatch.setattr(backend, "_CPU_FLAGS", frozenset({"avx512f"}))
     assert backend.resolve_lateral_concat(*args[:3], 4) == "cpu"
+
+
+@pytest.mark.parametrize(
+    "channels_last,reduction,pixels,kernels",
+    [
+        (False, 160, 3136, True),  # NCDHW: thin laterals win at any frame size
+        (False, 320, 49, True),  # 320 only on small frames
+        (False, 320, 784, False),
+        (False, 224, 196, False),
+        (True, 40, 196, True),  # channels_last_3d: the stem on small frames only
+        (True, 40, 3136, False),
+        (True, 160, 196, False),
+    ],
+)
+def test_bf16_rule_boxes(channels_last, reduction, pixels, kernels, monkeypatch):
+    monkeypatch.setattr(backend, "_CPU_FLAGS", frozenset({"avx512f", "avx512_bf16"}))
+    assert backend.cpu_lateral_beats_reference(torch.bfloat16, channels_last, reduction, pixels) is kernels
+    assert backend.cpu_lateral_beats_reference(torch.float32, channels_last, reduction, pixels)
 
 
 def test_auto_result_is_the_same_function_whichever_backend_runs():
