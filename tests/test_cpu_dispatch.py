@@ -99,7 +99,7 @@ def test_auto_runs_the_reference_for_bf16_on_cpus_with_native_bf16(fmt, monkeypa
     x_fast = torch.randn(2, 128, 32, 5, 3).bfloat16().contiguous(memory_format=fmt)
     args = (args[0], x_fast, wide)
     assert backend.resolve_lateral_concat(*args[:3], 4) == "reference"
-    assert not lateral_module._fast_cpu_call(*args, 4, 3, None, None, False, None)
+    assert lateral_module._fast_route(*args, 4, 3, None, None, False, None) == "reference"
     assert backend.resolve_lateral_concat(*args[:3], 4, backend="cpu") == "cpu"  # an explicit choice stands
     with backend.use_backend("cpu"):
         assert backend.resolve_lateral_concat(*args[:3], 4) == "cpu"
@@ -108,7 +108,7 @@ def test_auto_runs_the_reference_for_bf16_on_cpus_with_native_bf16(fmt, monkeypa
     # 128 fast channels at stride 8: the family where the reference's bf16 conv3d corrupted the heap
     assert backend.reference_bf16_conv_unsafe(128, 8)
     assert backend.resolve_lateral_concat(*args[:3], 8) == "cpu"
-    assert lateral_module._fast_cpu_call(*args, 8, 3, None, None, False, None)
+    assert lateral_module._fast_route(*args, 8, 3, None, None, False, None) == "cpu"
     monkeypatch.setattr(backend, "_CPU_FLAGS", frozenset({"avx512f"}))
     assert backend.resolve_lateral_concat(*args[:3], 4) == "cpu"
 
@@ -159,7 +159,7 @@ def test_fast_path_raises_the_documented_errors():
     """The direct call lets the kernel check shapes; its failures are re-raised as the Python checks'
     messages (the same as every other backend's)."""
     x_slow, x_fast, weight, s, p = _inputs()
-    assert lateral_module._fast_cpu_call(x_slow, x_fast, weight, s, p, None, None, False, None)
+    assert lateral_module._fast_route(x_slow, x_fast, weight, s, p, None, None, False, None) == "cpu"
     with pytest.raises(RuntimeError, match="H/W mismatch"):
         slowfast_fast.lateral_concat(x_slow, x_fast[..., :2], weight, s, p)
     with pytest.raises(RuntimeError, match="padding must be in"):
@@ -168,15 +168,32 @@ def test_fast_path_raises_the_documented_errors():
         slowfast_fast.lateral_concat(x_slow, x_fast, weight, True, p)
 
 
+def test_fast_route_to_the_reference_checks_shapes_and_matches_it(monkeypatch):
+    """bf16 where auto's rule picks the reference: the short route runs the shape checks, then the
+    reference itself."""
+    monkeypatch.setattr(backend, "_CPU_FLAGS", frozenset({"avx512f", "avx512_bf16"}))
+    gen = torch.Generator().manual_seed(5)
+    x_slow = torch.randn(2, 6, 4, 5, 3, generator=gen).bfloat16()
+    x_fast = torch.randn(2, 64, 32, 5, 3, generator=gen).bfloat16()  # k*C_fast = 448: the reference
+    weight = torch.randn(6, 64, 7, 1, 1, generator=gen).bfloat16()
+    assert lateral_module._fast_route(x_slow, x_fast, weight, 8, 3, None, None, False, None) == "reference"
+    out = slowfast_fast.lateral_concat(x_slow, x_fast, weight, 8, 3)
+    assert torch.equal(out, reference.lateral_concat(x_slow, x_fast, weight, 8, 3))
+    with pytest.raises(RuntimeError, match="H/W mismatch"):
+        slowfast_fast.lateral_concat(x_slow, x_fast[..., :2], weight, 8, 3)
+    with pytest.raises(RuntimeError, match="padding must be in"):
+        slowfast_fast.lateral_concat(x_slow, x_fast, weight, 8, 7)
+
+
 def test_fast_path_is_not_taken_where_it_would_change_meaning():
     x_slow, x_fast, weight, s, p = _inputs()
-    fast = lateral_module._fast_cpu_call
-    assert not fast(x_slow, x_fast, weight, s, p, None, None, False, "reference")
-    assert not fast(x_slow, x_fast, weight, float(s), p, None, None, False, None)
+    fast = lateral_module._fast_route
+    assert fast(x_slow, x_fast, weight, s, p, None, None, False, "reference") is None
+    assert fast(x_slow, x_fast, weight, float(s), p, None, None, False, None) is None
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not fast(x_slow, x_fast, weight, s, p, None, None, False, None)
+        assert fast(x_slow, x_fast, weight, s, p, None, None, False, None) is None
     with backend.use_backend("reference"):
-        assert not fast(x_slow, x_fast, weight, s, p, None, None, False, None)
+        assert fast(x_slow, x_fast, weight, s, p, None, None, False, None) is None
 
     def inside_vmap(x):
         assert not lateral_module._direct_cpu_call(x_slow, x_fast, weight, None, None)

@@ -54,7 +54,7 @@ def _direct_cpu_call(x_slow, x_fast, weight, scale, shift) -> bool:
     functorch transform is active, and every input is a plain tensor: then the autograd layer would
     only have passed the call down to the CPU kernel. Autocast is the caller's business (the public
     op applies it first, or only takes this path without it). Written without generators or per-tensor
-    dispatch-key lookups: every Python step here is on the hot path (see :func:`_fast_cpu_call`)."""
+    dispatch-key lookups: every Python step here is on the hot path (see :func:`_fast_route`)."""
     if (
         torch.compiler.is_compiling()
         or torch.jit.is_tracing()
@@ -96,36 +96,42 @@ def _cpu_kernels() -> bool:
     return _CPU_KERNELS
 
 
-def _fast_cpu_call(x_slow, x_fast, weight, stride, padding, scale, shift, relu, backend) -> bool:
-    """Whether a call can go straight to the compiled CPU kernel with no Python checks first: plain
-    argument types, CPU tensors, the ``cpu`` backend chosen (explicitly, or by ``auto`` for a dtype
-    its rule never sends to the reference), no autocast, and :func:`_direct_cpu_call`. The kernel
-    checks shapes, dtypes and devices itself; when it raises, the caller runs the Python checks to
-    raise their clearer error.
+def _fast_route(x_slow, x_fast, weight, stride, padding, scale, shift, relu, backend) -> str | None:
+    """Where a call may go with few or no Python steps first, or None for the full path:
 
-    Why bother: on a 2-core CPU the few microseconds of Python checks before the kernel measured
-    40-80 us per call (the OpenMP workers of the previous op spin on the other core meanwhile),
-    half the stem lateral's time."""
+    * ``"cpu"``: straight to the compiled CPU kernel with no Python checks: plain argument types,
+      CPU tensors, the ``cpu`` backend chosen (explicitly, or by ``auto``), no autocast, and
+      :func:`_direct_cpu_call`. The kernel checks shapes, dtypes and devices itself; when it raises,
+      the caller runs the Python checks to raise their clearer error.
+    * ``"reference"``: the same conditions, but ``auto``'s rule sends the call to the reference
+      (bf16 where it measured faster): only the shape checks run first, the argument types being
+      the ones checked here.
+
+    Why bother: on a 2-core CPU the few microseconds of Python before an op measured 40-80 us per
+    call (the OpenMP workers of the previous op spin on the other core meanwhile), half the stem
+    lateral's time."""
     if type(x_slow) not in _PLAIN_TYPES or type(x_fast) not in _PLAIN_TYPES or type(stride) is not int:
-        return False
+        return None
+    route = "cpu"
     if backend is None:
         if _backend.get_backend() != "auto":
-            return False
-        if (
-            x_fast.dtype is torch.bfloat16
-            and _backend.resolve_lateral_concat(x_slow, x_fast, weight, stride) != "cpu"
-        ):
-            return False
+            return None
+        if x_fast.dtype is torch.bfloat16:
+            route = _backend.resolve_lateral_concat(x_slow, x_fast, weight, stride)
+            if route not in ("cpu", "reference"):
+                return None
     elif backend != "cpu":
-        return False
-    return (
+        return None
+    if (
         type(padding) is int
         and type(relu) is bool
         and x_slow.is_cpu
         and _cpu_kernels()
         and not torch.is_autocast_enabled("cpu")
         and _direct_cpu_call(x_slow, x_fast, weight, scale, shift)
-    )
+    ):
+        return route
+    return None
 
 
 def lateral_concat(
@@ -162,7 +168,11 @@ def lateral_concat(
         TypeError: an argument of the wrong type (e.g. a numpy array, or a tuple ``stride``).
         RuntimeError: shapes, dtypes, devices or values that do not fit together.
     """
-    if _fast_cpu_call(x_slow, x_fast, weight, stride, padding, scale, shift, relu, backend):
+    route = _fast_route(x_slow, x_fast, weight, stride, padding, scale, shift, relu, backend)
+    if route == "reference":
+        _validate.check_lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift)
+        return reference.lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift, relu)
+    if route == "cpu":
         try:
             return _cpu_op().redispatch(
                 _CPU_KERNEL_KEYS, x_slow, x_fast, weight, stride, padding, scale, shift, relu
