@@ -69,3 +69,15 @@ def one_cpu_thread():
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.fixture(params=[1, 2])
+def threads(request):
+    """Run the test on 1 and on 2 CPU threads (the CPU kernels split their work by thread count),
+    restoring the thread count after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    try:
+        yield request.param
+    finally:
+        torch.set_num_threads(before)

@@ -46,14 +46,6 @@ SHAPES = [
 ]
 
 
-@pytest.fixture(params=[1, 2])
-def threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
 def _case(shape, dtype, fmt, relu, with_scale, seed=0):
     n, c_s, c_f, c_l, t_f, h, w, k, s, p = shape
     gen = torch.Generator().manual_seed(seed)

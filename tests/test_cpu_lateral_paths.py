@@ -76,14 +76,6 @@ def path(request, monkeypatch):
     return request.param
 
 
-@pytest.fixture(params=[1, 2])
-def threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("fmt", [NC, CL])
 @pytest.mark.parametrize("affine,relu", [(False, False), (True, True)])
