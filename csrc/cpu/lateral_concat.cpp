@@ -117,6 +117,12 @@ Runs frame_runs(const Conv& cv, int64_t budget) {
   return {(cv.t_slow + frames - 1) / frames, frames};
 }
 
+// An uninitialized per-thread buffer (std::vector would zero it: a memset of up to megabytes per call).
+template <typename T>
+std::unique_ptr<T[]> scratch(int64_t elements) {
+  return std::unique_ptr<T[]>(new T[std::max<int64_t>(1, elements)]);
+}
+
 template <typename acc_t, typename scalar_t>
 void copy_row(acc_t* dst, const scalar_t* src, int64_t len) {
   if constexpr (std::is_same_v<acc_t, scalar_t>) {
@@ -308,19 +314,20 @@ void lateral_forward_blas(const Tensor& x_slow, const Tensor& x_fast, const Tens
   const int64_t max_m = blocks.frames * blocks.pixels;
 
   at::parallel_for(0, blocks.count(cv.batch), 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> cols_buf(kc * max_m), acc_buf(direct ? 0 : c_lat * max_m);
+    const auto cols_buf = scratch<acc_t>(kc * max_m);
+    const auto acc_buf = scratch<acc_t>(direct ? 0 : c_lat * max_m);
     for (int64_t task = begin; task < end; ++task) {
       const Block b = blocks.at(task, cv);
       const int64_t m = b.m();
       copy_slow_block(xs, y, c_slow, c_total, cv.t_slow, cv.hw, cl_out, b);
-      const Mat<const acc_t> cols = gather_block<scalar_t, acc_t>(xf, cl_fast, cv, b, cols_buf.data());
+      const Mat<const acc_t> cols = gather_block<scalar_t, acc_t>(xf, cl_fast, cv, b, cols_buf.get());
       Mat<scalar_t> dst = frame(y, c_total, cv.t_slow, cv.hw, cl_out, b.n, b.t0, c_slow);
       dst.ptr += b.p0 * (cl_out ? c_total : 1);
       Mat<acc_t> acc;
       if (direct) {
         acc = Mat<acc_t>{reinterpret_cast<acc_t*>(dst.ptr), dst.rs, dst.cs};
       } else {
-        acc = cl_out ? Mat<acc_t>{acc_buf.data(), 1, c_lat} : Mat<acc_t>{acc_buf.data(), m, 1};
+        acc = cl_out ? Mat<acc_t>{acc_buf.get(), 1, c_lat} : Mat<acc_t>{acc_buf.get(), m, 1};
       }
       gemm<acc_t>(c_lat, m, kc, w_mat, cols, acc_t(0), acc);
       if (!direct) {
@@ -485,12 +492,6 @@ class LateralGrad {
   bool cl_go_, cl_mask_;
 };
 
-// An uninitialized per-thread buffer (std::vector would zero it: a memset of up to megabytes per call).
-template <typename T>
-std::unique_ptr<T[]> scratch(int64_t elements) {
-  return std::unique_ptr<T[]>(new T[std::max<int64_t>(1, elements)]);
-}
-
 // d = s (or d += s) over a rows x cols block, d and s unit-stride in the same dimension; s is
 // rounded to d's type on the way (fp32 -> fp16/bf16).
 template <bool kAdd, typename D, typename S>
@@ -508,6 +509,16 @@ void move_block(Mat<D> d, Mat<const S> s, int64_t rows, int64_t cols) {
     } else {
       for (int64_t j = 0; j < cols; ++j) dr[j] = static_cast<D>(sr[j]);
     }
+  }
+}
+
+// d = s for the first contribution, d += s for the later ones.
+template <typename D, typename S>
+void store_or_add(bool first, Mat<D> d, Mat<const S> s, int64_t rows, int64_t cols) {
+  if (first) {
+    move_block<false>(d, s, rows, cols);
+  } else {
+    move_block<true>(d, s, rows, cols);
   }
 }
 
@@ -613,21 +624,13 @@ void lateral_grad_input(const GradArgs& a, const Tensor& weight, const std::opti
             const bool first = t == 0 || tf > cv.source(t - 1, k - 1);
             const bool last = t == cv.t_slow - 1 || tf < cv.source(t + 1, 0);
             if constexpr (direct) {
-              if (first) {
-                move_block<false>(gx_block(tf), src, c_fast, np);
-              } else {
-                move_block<true>(gx_block(tf), src, c_fast, np);
-              }
+              store_or_add(first, gx_block(tf), src, c_fast, np);
             } else if (first && last) {
               move_block<false>(gx_block(tf), src, c_fast, np);
             } else {
               acc_t* slot = ring.get() + (tf % k) * c_fast * cap;
               const Mat<acc_t> acc = cl ? Mat<acc_t>{slot, 1, c_fast} : Mat<acc_t>{slot, np, 1};
-              if (first) {
-                move_block<false>(acc, src, c_fast, np);
-              } else {
-                move_block<true>(acc, src, c_fast, np);
-              }
+              store_or_add(first, acc, src, c_fast, np);
               if (last) move_block<false>(gx_block(tf), Mat<const acc_t>(acc), c_fast, np);
             }
           }
