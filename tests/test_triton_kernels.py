@@ -263,6 +263,50 @@ def test_lateral_concat_tiles_backward(case, fmt, dtype):
     _lateral_backward_check(case, dtype, fmt, affine=True, relu=relu)
 
 
+# The GPU's own tiles (64-256 lateral channels, 64-128 pixels, 16-bit K steps doubled), which the
+# interpreter's single small config never reaches: C_lat 200 crosses a 128- and fills most of a
+# 256-wide tile, C_fast 40 gives 64-deep K steps in 16-bit, 7x5 frames a pixel tile spanning frames.
+GPU_TILE_CASE = LateralCase(2, 3, 40, 200, 9, 3, 4, 1, 7, 5)
+
+
+@pytest.mark.skipif(not _common.INTERPRET, reason="the autotuner picks among these on a GPU")
+@pytest.mark.parametrize("config", range(3))
+@pytest.mark.parametrize("fmt", [CONTIG, CL], ids=["ncdhw", "ndhwc"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_lateral_concat_forward_gpu_configs(config, fmt, dtype, monkeypatch):
+    import importlib
+
+    module = importlib.import_module("slowfast_fast.triton.lateral_concat")
+    assert len(module.GPU_CONFIGS) == 3
+    kernel = module._lateral_concat_kernel
+    monkeypatch.setattr(kernel, "configs", [module.GPU_CONFIGS[config]])
+    _lateral_forward_check(GPU_TILE_CASE, dtype, fmt, affine=True, relu=True)
+
+
+@pytest.mark.parametrize("fmt", [CONTIG, CL], ids=["ncdhw", "ndhwc"])
+@pytest.mark.parametrize("c_fast,k", [(6, 3), (1, 5), (4, 1)])
+def test_lateral_concat_forward_reads_the_weight_in_either_k_order(fmt, c_fast, k):
+    """NCDHW x_fast runs K in the weight's own (c, kt) order straight from it; channels_last_3d in
+    (kt, c) order from a reordered copy; single-channel and single-tap weights are both orders. A
+    weight whose reshape is a strided view is made dense first."""
+    import importlib
+
+    case = LateralCase(2, 3, c_fast, 5, 8, k, 2, k // 2, 3, 4)
+    _lateral_forward_check(case, torch.float32, fmt, affine=False, relu=False)
+    x_slow, x_fast, weight, _, _ = case.tensors(torch.float32, fmt, affine=False)
+    module = importlib.import_module("slowfast_fast.triton.lateral_concat")
+    assert module._weight_rows(weight, tap_fastest=True).data_ptr() == weight.data_ptr()  # no copy
+    strided = torch.randn(weight.shape[:3] + (2, 1)).to(weight)[..., :1, :]  # not contiguous
+    strided.copy_(weight)
+    out = ops.lateral_concat(x_slow, x_fast, strided, case.stride, case.pad, backend="triton")
+    torch.testing.assert_close(
+        out,
+        ops.lateral_concat(x_slow, x_fast, weight, case.stride, case.pad, backend="triton"),
+        rtol=0,
+        atol=0,
+    )
+
+
 @pytest.mark.parametrize("fmt", [CONTIG, CL], ids=["ncdhw", "ndhwc"])
 def test_lateral_concat_64bit_offsets(fmt, monkeypatch):
     """The kernels' int64 offset path (tensors past 2^31 elements), forced at a small shape."""

@@ -194,6 +194,13 @@ def channel_tile(channels: int, dtype: torch.dtype, reduced: bool = False) -> in
     return tile
 
 
+def k_scale(dtype: torch.dtype) -> int:
+    """How many times a config's ``BLOCK_K`` a GEMM's K step is for ``dtype``: 2 for 16-bit types, else
+    1, so a K step is as many bytes (and a pipeline stage keeps as many bytes in flight) whatever the
+    element size; the step is still capped by the kernel's own channel tile."""
+    return max(1, 4 // dtype.itemsize)
+
+
 def accumulator(dtype: torch.dtype):
     """Accumulate in fp64 for fp64 inputs (CPU gradcheck), else in fp32."""
     return tl.float64 if dtype == torch.float64 else tl.float32

@@ -2,16 +2,21 @@
 
 Programs ``[0, gemm_programs)`` compute the lateral conv as an implicit GEMM. A program owns
 ``BLOCK_M`` output pixels and ``BN`` lateral channels. Pixels are flattened over ``(n, t_out, hw)`` so
-small frames (14x14, 7x7) still fill a tile; the reduction is one flat loop over ``k = (kt, c)``
-(``K = KT * C_fast``, ``c`` fastest): ``A[m, k] = x_fast[n, c, t_out*stride - padding + kt, hw]``, zero
-outside ``[0, T_fast)`` (a masked load moves no bytes, so padding taps and, when stride > k, the frames
-between windows are never read). One flat loop with loads that depend only on ``k`` is what Triton's
-software pipeliner overlaps: ``num_stages`` tiles of A and B are in flight (cp.async) while the tensor
-cores (wgmma on sm_90) work on an earlier one. The weight comes in as ``(C_lat, K_pad)``, ``(kt, c)``
-order like A, rows padded to a multiple of 64 with zeros, so B tiles are contiguous along k and need no
-k mask. Tiles are sized to the problem: ``BN = min(BLOCK_N, C_lat rounded up to a power of two >= 16)``
-(conv1's 16 lateral channels get 16-wide tiles, not 64), ``BK = min(BLOCK_K, C_fast likewise)`` (16, the
-smallest tl.dot K, where C_fast is 8: its 40-long K runs in 3 steps across taps).
+small frames (14x14, 7x7) still fill a tile; the reduction is one flat loop over ``k`` (``K = KT *
+C_fast``): ``A[m, k] = x_fast[n, c, t_out*stride - padding + kt, hw]``, zero outside ``[0, T_fast)``
+(a masked load moves no bytes, so padding taps and, when stride > k, the frames between windows are
+never read). One flat loop with loads that depend only on ``k`` is what Triton's software pipeliner
+overlaps: ``num_stages`` tiles of A and B are in flight (cp.async) while the tensor cores (wgmma on
+sm_90) work on an earlier one. The k order follows x_fast's layout: with pixels contiguous (NCDHW)
+``k = c * KT + kt``, the weight's own order, so B tiles are read straight from the weight, contiguous
+along k, and the call launches nothing but this kernel; with channels contiguous (channels_last_3d)
+``k = kt * C_fast + c``, so A loads run along channels, and the weight is first reordered into that
+order (one small copy kernel). B loads are masked past K (no padded weight copy). Tiles are sized to
+the problem: ``BN = min(BLOCK_N, C_lat rounded up to a power of two >= 16)`` (conv1's 16 lateral
+channels get 16-wide tiles, not 64), ``BK = min(BLOCK_K x 2 for 16-bit types, C_fast likewise)`` (a K
+step and a pipeline stage are as many bytes in every dtype; 16, the smallest tl.dot K, where C_fast
+is 8: its 40-long K runs in 3 steps across taps). The widest config covers R50 layer3's 256 lateral
+channels in one program, so x_fast is read once per pixel tile.
 
 The remaining programs copy x_slow into the output's first C_slow channels, with copy-shaped tiles of
 16 KiB (no accumulator, no shared memory use of their own): x_slow is dense in the output's memory
@@ -31,11 +36,13 @@ one compiled variant serves many shapes. With TF32 off (IEEE fp32 on CUDA cores)
 32 lateral channels and K steps at 16 (``_common.channel_tile``): wider ones spill there.
 
 sm_90 resources (tests/test_triton_sm90_static.py compiles every config at the R50 4x16 and 8x8
-fusion points, batch 8): no spills; designed for 2 CTAs of 4 warps per SM (<= 255 registers, <= 113
-KiB of shared memory per CTA; measured at most 185 registers and 96 KiB, fp32 channels_last_3d).
-At 2 CTAs/SM a copy program keeps 16 KiB of loads in flight, 32 KiB per SM against the ~21 KiB that
-4 TB/s x ~0.7 us of latency over 132 SMs needs; a GEMM program keeps ``num_stages - 1`` tiles of A
-and B in flight: (128x32 + 32x64) elements per stage with the first config, 24 KiB in fp32.
+fusion points, batch 8): no spills; designed for 2 CTAs per SM (4 warps: <= 255 registers; the
+8-warp 256-channel config: <= 128; <= 113 KiB of shared memory per CTA; measured at most 185
+registers with 4 warps, 128 with 8, and 96 KiB). At 2 CTAs/SM a copy program keeps 16 KiB of loads in
+flight, 32 KiB per SM against the ~21 KiB that 4 TB/s x ~0.7 us of latency over 132 SMs needs; a GEMM
+program keeps ``num_stages - 1`` A tiles in flight: with the first config 2 x 128 pixels x 128 bytes
+of channels = 32 KiB per CTA in every dtype where C_fast fills the K step (>= 32 channels in fp32,
+>= 64 in 16-bit types); the 256-channel config keeps 3 x 64 pixels x 64 bytes = 12 KiB.
 """
 
 from __future__ import annotations
@@ -53,8 +60,8 @@ from slowfast_fast.triton._common import (
     channel_tile,
     dot_precision,
     index_type,
+    k_scale,
     launch,
-    max_block,
     on_device_of_first_tensor,
     run_length,
     spatial_strides,
@@ -64,21 +71,27 @@ from slowfast_fast.triton._common import (
 
 # Few configs: every one is compiled per dtype/epilogue variant before the first call can run.
 # The first is also the fixed default during CUDA-graph capture and must be a safe all-rounder.
-# BLOCK_N and BLOCK_K are caps: the kernel shrinks them to the channel counts (see the docstring). The
-# second config covers up to 128 lateral channels per program (layers 2 and 3: x_fast is read by half
-# as many programs) with half the pixels, so its accumulator takes the same 64 registers per thread,
-# and one more pipeline stage to keep as many bytes in flight.
+# BLOCK_N and BLOCK_K are caps: the kernel shrinks them to the channel counts, and doubles BLOCK_K for
+# 16-bit types (see the docstring). The second config covers up to 128 lateral channels per program
+# with half the pixels (x_fast is read by half as many programs at layer2), its accumulator the same
+# 64 registers per thread, one more stage to keep as many bytes in flight. The third covers all 256
+# lateral channels of R50's layer3 in one program of 8 warps (x_fast read once), again 64 accumulator
+# registers per thread; its K steps are half as deep so that 4 stages of its 256-wide weight tiles
+# fit two CTAs per SM.
+GPU_CONFIGS = [
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=4),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 256, "BLOCK_K": 16}, num_warps=8, num_stages=4),
+]
 _CONFIGS = autotune_configs(
-    [
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=4),
-    ],
-    triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}, num_warps=1),
+    GPU_CONFIGS, triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}, num_warps=1)
 )
+# Widest lateral tile when the output is fp32 channels_last_3d: there the 256-wide tile's epilogue
+# (the accumulator re-laid along channels for 16-byte stores) took 170 registers on sm_90, over the
+# 128 that two 8-warp CTAs per SM allow; at 128 channels it takes at most 111.
+_CL_FP32_LAT_TILE = 128
 # Bytes one copy program moves: 16 KiB is 8 16-byte loads in flight per thread of 4 warps.
 _COPY_BYTES = 16384
-# Weight rows are padded to a multiple of this (>= every BLOCK_K): a K step never leaves its row.
-_K_PAD = max(64, max_block(_CONFIGS, "BLOCK_K"))
 
 _SIZES = ["C_SLOW", "C_FAST", "C_LAT", "T_SLOW", "T_FAST", "HW", "KT", "STRIDE", "PAD", "M_TOTAL"]
 _STRIDES = ["COPY_ROWS", "COPY_INNER", "xs_srow", "o_srow", "xf_sn", "xf_sc", "xf_st", "xf_shw"]
@@ -89,12 +102,13 @@ _STRIDES += ["o_sn", "o_sc", "o_st", "o_shw"]
     _CONFIGS,
     key=["C_SLOW", "C_FAST", "C_LAT", "KT", "HW", "CHANNELS_LAST", "BATCH_BUCKET"]
     + ["HAS_SCALE", "HAS_SHIFT", "RELU", "PRECISION", "UPCAST"]
-    + ["A_RUN_M", "A_RUN_K", "O_RUN_M", "O_RUN_N", "COPY_RUN", "LAT_TILE", "K_TILE", "INDEX"],
+    + ["A_RUN_M", "A_RUN_K", "O_RUN_M", "O_RUN_N", "COPY_RUN", "LAT_TILE", "K_TILE", "INDEX"]
+    + ["TAP_FASTEST", "W_RUN"],
 )
 @triton.jit(do_not_specialize=_SIZES + _STRIDES + ["CHANNELS_LAST", "BATCH_BUCKET"])
 def _lateral_concat_kernel(
     xs_ptr, xf_ptr, w_ptr, scale_ptr, shift_ptr, out_ptr,
-    C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD, M_TOTAL, K_PAD,
+    C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD, M_TOTAL, K_TOTAL,
     COPY_ROWS, COPY_INNER, xs_srow, o_srow,
     xf_sn, xf_sc, xf_st, xf_shw,
     o_sn, o_sc, o_st, o_shw,
@@ -104,11 +118,12 @@ def _lateral_concat_kernel(
     PRECISION: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
     A_RUN_M: tl.constexpr, A_RUN_K: tl.constexpr, O_RUN_M: tl.constexpr, O_RUN_N: tl.constexpr,
     COPY_RUN: tl.constexpr, LAT_TILE: tl.constexpr, K_TILE: tl.constexpr, INDEX: tl.constexpr,
+    TAP_FASTEST: tl.constexpr, W_RUN: tl.constexpr, K_SCALE: tl.constexpr,
     BLOCK_COPY_R: tl.constexpr, BLOCK_COPY_I: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     BN: tl.constexpr = min(BLOCK_N, LAT_TILE)
-    BK: tl.constexpr = min(BLOCK_K, K_TILE)
+    BK: tl.constexpr = min(BLOCK_K * K_SCALE, K_TILE)
     A_ALIGN: tl.constexpr = A_RUN_M * A_RUN_K  # one of the two is 1
     O_ALIGN: tl.constexpr = O_RUN_M * O_RUN_N
     pid = tl.program_id(0)
@@ -128,20 +143,27 @@ def _lateral_concat_kernel(
         a_row = tl.max_contiguous(tl.multiple_of(a_row, A_ALIGN), A_RUN_M)
         o = tile_n * BN + tl.arange(0, BN)
         o_ok = o < C_LAT
-        w_row = (o.to(INDEX) * K_PAD)[None, :]
-        k_total = KT * C_FAST
+        w_row = tl.multiple_of(o.to(INDEX) * K_TOTAL, W_RUN)[None, :]
 
         acc = tl.zeros((BLOCK_M, BN), dtype=ACC)
-        for k0 in range(0, k_total, BK):
+        for k0 in range(0, K_TOTAL, BK):
             k = k0 + tl.arange(0, BK)
-            kt = k // C_FAST
-            a_col = (k % C_FAST).to(INDEX) * xf_sc + kt.to(INDEX) * xf_st
+            if TAP_FASTEST:  # k = c * KT + kt: the weight's own order
+                c = k // KT
+                kt = k % KT
+            else:  # k = kt * C_FAST + c: channels contiguous along k (channels_last_3d x_fast)
+                kt = k // C_FAST
+                c = k % C_FAST
+            a_col = c.to(INDEX) * xf_sc + kt.to(INDEX) * xf_st
             a_col = tl.max_contiguous(tl.multiple_of(a_col, A_ALIGN), A_RUN_K)
             t = t0[:, None] + kt[None, :]
-            a_mask = m_ok[:, None] & (k < k_total)[None, :] & (t >= 0) & (t < T_FAST)
+            k_ok = k < K_TOTAL
+            a_mask = m_ok[:, None] & k_ok[None, :] & (t >= 0) & (t < T_FAST)
             a_mask = tl.max_constancy(a_mask, [A_RUN_M, A_RUN_K])
             a = tl.load(xf_ptr + (a_row[:, None] + a_col[None, :]), mask=a_mask, other=0.0)
-            b = tl.load(w_ptr + (w_row + k[:, None]), mask=o_ok[None, :], other=0.0)
+            b_k = tl.max_contiguous(tl.multiple_of(k, W_RUN), W_RUN)[:, None]
+            b_mask = tl.max_constancy(k_ok[:, None] & o_ok[None, :], [W_RUN, 1])
+            b = tl.load(w_ptr + (w_row + b_k), mask=b_mask, other=0.0)
             if UPCAST:
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
@@ -172,13 +194,14 @@ def _lateral_concat_kernel(
         tl.store(out_ptr + (dst + i), tl.load(xs_ptr + (src + i), mask=mask), mask=mask)
 
 
-def _lateral_weight(weight: torch.Tensor) -> torch.Tensor:
-    """``(C_lat, K_pad)``: row o holds ``weight[o, c, kt]`` at ``kt * C_fast + c``, then zeros."""
+def _weight_rows(weight: torch.Tensor, tap_fastest: bool) -> torch.Tensor:
+    """The weight as dense ``(C_lat, K)`` rows in the kernel's k order: ``(c, kt)`` when ``tap_fastest``
+    (the weight's own order: a contiguous weight is used as it is, no copy), else ``(kt, c)`` (one small
+    copy). Rows must be dense: a reshape may return a view with a stride along k."""
     c_lat, c_fast, kt = weight.shape[:3]
-    k_total = kt * c_fast
-    rows = weight.new_zeros((c_lat, triton.cdiv(k_total, _K_PAD) * _K_PAD))
-    rows[:, :k_total].view(c_lat, kt, c_fast).copy_(weight[..., 0, 0].permute(0, 2, 1))
-    return rows
+    if tap_fastest:
+        return weight.reshape(c_lat, c_fast * kt).contiguous()
+    return weight[..., 0, 0].permute(0, 2, 1).reshape(c_lat, kt * c_fast).contiguous()
 
 
 def _copy_geometry(x_slow: torch.Tensor, c_total: int, fmt) -> tuple[int, int, int, int]:
@@ -220,7 +243,10 @@ def lateral_concat(
     # The kernel indexes the per-channel vectors densely; they are tiny.
     scale = None if scale is None else scale.contiguous()
     shift = None if shift is None else shift.contiguous()
-    w_rows = _lateral_weight(weight)
+    # K order: (c, kt) reads the weight as it is stored; (kt, c) keeps a channels_last_3d x_fast's
+    # channels contiguous along k (16-byte A loads) at the cost of reordering the weight.
+    tap_fastest = not (xf_strides[1] == 1 and c_fast > 1)
+    w_rows = _weight_rows(weight, tap_fastest)
     hw = h * w
     m_total = n * t_slow * hw
     copy = _copy_geometry(x_slow, c_slow + c_lat, fmt)
@@ -228,6 +254,8 @@ def lateral_concat(
     copy_r = _COPY_BYTES // x_slow.element_size() // copy_i
     copy_programs = triton.cdiv(copy[0], copy_r) * triton.cdiv(copy[1], copy_i) if copy[1] else 0
     lat_tile = channel_tile(c_lat, x_fast.dtype)
+    if fmt == torch.channels_last_3d and x_slow.element_size() == 4:
+        lat_tile = min(lat_tile, _CL_FP32_LAT_TILE)
     a_run_m, a_run_k = vector_runs(xf_strides, hw, (c_fast,))
     o_run_m, o_run_n = vector_runs(o_strides, hw, (c_slow, c_lat))
 
@@ -249,6 +277,7 @@ def lateral_concat(
         A_RUN_M=a_run_m, A_RUN_K=a_run_k, O_RUN_M=o_run_m, O_RUN_N=o_run_n,
         COPY_RUN=run_length(copy[1], copy[2], copy[3]), LAT_TILE=lat_tile,
         K_TILE=channel_tile(c_fast, x_fast.dtype, reduced=True), INDEX=index_type(x_slow, x_fast, out),
+        TAP_FASTEST=tap_fastest, W_RUN=run_length(w_rows.shape[1]), K_SCALE=k_scale(x_fast.dtype),
         BLOCK_COPY_R=copy_r, BLOCK_COPY_I=copy_i,
     )  # fmt: skip
     return out
