@@ -82,6 +82,15 @@ H200 = Machine()
 #   output_channel_tile    output channels per tile; x_fast is read once per tile. None: all of C_lat
 #   x_fast_frames          "per_output_frame": each output frame reads its k taps (overlapping windows
 #                          re-read frames); "once": every needed fast frame is read once
+# Optional keys (a design without them behaves as if they were absent):
+#   launches_channels_last kernels per call in channels_last_3d (default: launches)
+#   k_step_bytes           a K step is this many bytes of channels, so k_step_channels is this over the
+#                          element size (default: k_step_channels in every dtype)
+#   k_step_c_fast_tile     a K step is never wider than C_fast rounded up to a power of two >= 16
+#   configs                overrides of the keys above, one per autotune config: the prediction is the
+#                          fastest of them (autotuning measures; the model assumes it finds that one)
+#   fp32_channels_last_max_tile
+#                          output-channel tiles are capped at this in fp32 channels_last_3d
 
 REFERENCE = {
     "name": "reference",
@@ -158,16 +167,21 @@ NEW_CUDA = {
     "x_fast_frames": "per_output_frame",
 }
 
-# The redesigned Triton forward (slowfast_fast/triton, 2026-11-30; compiled for sm_90 by
-# tests/test_triton_sm90_static.py, never run on a GPU): one kernel (plus two small launches that
-# build the zero-padded weight) whose GEMM programs tile 128 pixels flattened over (n, t_out, hw) x
-# min(64, C_lat) channels with one flat (kt, c) K loop of 32-channel steps, 3 pipeline stages (2 tiles
-# in flight), and whose copy programs move x_slow in 16 KiB tiles, 8 loads of 16 B in flight per thread
-# of 128, at the kernel's occupancy: 2 CTAs/SM in fp32 (registers; 3 in bf16, taken as 2 here).
+# The redesigned Triton forward (slowfast_fast/triton; compiled for sm_90 by
+# tests/test_triton_sm90_static.py, never run on a GPU), as of 2026-12-01: one kernel whose GEMM
+# programs tile pixels flattened over (n, t_out, hw) with one flat K loop, and whose copy programs move
+# x_slow in 16 KiB tiles (16 B loads, 16 KiB in flight per CTA) at the kernel's occupancy, 2 CTAs/SM
+# (the static test's budget). NCDHW launches only that kernel (B read straight from the weight in its
+# (c, kt) order); channels_last_3d first reorders the weight (one more launch). K steps are 128 bytes
+# of channels (32 in fp32, 64 in 16-bit) but never wider than C_fast's tile (>= 16, a power of two).
+# Autotuning picks among three configs; the model takes the fastest it predicts (autotuning measures,
+# the model assumes it finds the same one): 128 px x 64 ch, 3 stages; 64 x 128, 4 stages; 64 x 256,
+# 4 stages, 64-byte K steps, 8 warps (capped at 128 channels in fp32 channels_last_3d, registers).
 NEW_TRITON = {
     "name": "new Triton",
     "summary": "the redesigned Triton kernel (GEMM and copy programs), from source and sm_90 resources",
-    "launches": 3,
+    "launches": 1,
+    "launches_channels_last": 2,
     "lateral_round_trip": False,
     "slow_copy": "in_gemm_blocks",
     "copy_threads": 128,
@@ -177,11 +191,27 @@ NEW_TRITON = {
     "gemm_ctas_per_sm": 2,
     "gemm_stages": 2,
     "k_step_channels": 32,
+    "k_step_bytes": 128,
+    "k_step_c_fast_tile": True,
     "flat_k_loop": True,
     "pixel_tile": 128,
     "tiles_span_frames": True,
     "output_channel_tile": 64,
     "x_fast_frames": "per_output_frame",
+    "configs": [
+        {},
+        {"pixel_tile": 64, "output_channel_tile": 128, "gemm_stages": 3},
+        {
+            "pixel_tile": 64,
+            "output_channel_tile": 256,
+            "gemm_stages": 3,
+            "k_step_channels": 16,
+            "k_step_bytes": 64,
+            "copy_threads": 256,
+            "copy_loads_per_thread": 4,
+        },
+    ],
+    "fp32_channels_last_max_tile": 128,
 }
 
 # What issue 10 asks for, as a target to compare the designs with: the x_slow copy at copy
@@ -285,12 +315,22 @@ def _copy_in_flight(design: dict, shape: cases.LateralShape, itemsize: int, layo
     return design["gemm_ctas_per_sm"] * design["copy_threads"] * design["copy_loads_per_thread"] * per_load
 
 
+def k_step(design: dict, shape: cases.LateralShape, itemsize: int) -> int:
+    """Reduction rows per K step (see k_step_bytes and k_step_c_fast_tile)."""
+    step = design["k_step_channels"]
+    if design.get("k_step_bytes"):
+        step = design["k_step_bytes"] // itemsize
+    if design.get("k_step_c_fast_tile"):
+        step = min(step, max(16, 1 << (shape.c_fast - 1).bit_length()))
+    return step
+
+
 def gemm_in_flight(design: dict, shape: cases.LateralShape, itemsize: int) -> float | None:
     """Bytes of x_fast in flight per SM during the GEMM: CTAs x stages x one K step's filled tile."""
     if design["gemm_ctas_per_sm"] is None:
         return None
     k_rows = shape.c_fast * shape.kernel if design["flat_k_loop"] else shape.c_fast
-    k_used = min(design["k_step_channels"], k_rows)
+    k_used = min(k_step(design, shape, itemsize), k_rows)
     tile = design["pixel_tile"]
     hw = shape.spatial**2
     fill = 1.0 if design["tiles_span_frames"] else hw / (math.ceil(hw / tile) * tile)
@@ -301,11 +341,20 @@ def predict(
     design: dict, shape: cases.LateralShape, dtype: str, machine: Machine = H200, layout: str = "ncdhw"
 ) -> Prediction:
     """The predicted forward time of ``design`` at ``shape`` (see the module docstring)."""
+    if design.get("configs"):
+        return min(
+            (predict({**design, **config, "configs": None}, shape, dtype, machine, layout)
+             for config in design["configs"]),
+            key=lambda p: p.seconds,
+        )  # fmt: skip
     itemsize = ITEMSIZE[dtype]
     plane = shape.batch * shape.spatial**2
     slow = 2 * plane * shape.c_slow * shape.t_slow * itemsize
     frames = shape.fast_frames_read() if design["x_fast_frames"] == "once" else _taps_read(shape)
     tile = design["output_channel_tile"]
+    cap = design.get("fp32_channels_last_max_tile")
+    if cap and dtype == "fp32" and layout == "channels_last_3d":
+        tile = cap if tile is None else min(tile, cap)
     rereads = 1 if tile is None else math.ceil(shape.c_lateral / tile)
     fast = plane * shape.c_fast * frames * itemsize * rereads
     lateral = plane * shape.c_lateral * shape.t_slow * itemsize
@@ -320,7 +369,10 @@ def predict(
         Stream("x_fast loads", fast, machine.achieved(gemm_in_flight(design, shape, itemsize))),
         Stream("writes", rest, machine.copy_bandwidth),
     )
-    return Prediction(streams, design["launches"] * machine.launch_s)
+    launches = design["launches"]
+    if layout == "channels_last_3d":
+        launches = design.get("launches_channels_last", launches)
+    return Prediction(streams, launches * machine.launch_s)
 
 
 def roofline_s(shape: cases.LateralShape, dtype: str, machine: Machine = H200) -> float:

@@ -269,3 +269,38 @@ def test_script_prints_every_fusion_point_labelled_as_predictions():
         assert f"| {design['name']} |" in out
     # 8 point tables x 6 rows (2 dtypes x 3 designs), plus the sums and the issue-10 check.
     assert out.count("| fp32 | old |") == 8 and out.count("| bf16 | new CUDA |") == 8
+
+
+def test_an_autotuned_design_is_predicted_at_its_fastest_config():
+    """``configs`` stand for autotuning: the prediction is the fastest single config's, and at R50
+    layer3 (C_lat 256) that is the 256-channel tile, which reads x_fast once."""
+    design = dm.NEW_TRITON
+    singles = [_design(design, **config, configs=None) for config in design["configs"]]
+    for shape in ALL_POINTS:
+        for dtype in dm.ITEMSIZE:
+            for layout in cases.LAYOUTS:
+                best = min(dm.predict(d, shape, dtype, layout=layout).seconds for d in singles)
+                assert dm.predict(design, shape, dtype, layout=layout).seconds == best
+    layer3 = SHAPES["4x16"][3]
+    once = dm.predict(_design(singles[0], output_channel_tile=None), layer3, "bf16").streams[1].bytes
+    assert dm.predict(design, layer3, "bf16").streams[1].bytes == once
+    assert dm.predict(singles[0], layer3, "bf16").streams[1].bytes == 4 * once
+
+
+def test_k_steps_in_bytes_are_twice_the_channels_in_16_bit_and_capped_by_c_fast():
+    conv1, layer1 = SHAPES["4x16"][:2]  # C_fast 8 and 32
+    assert dm.k_step(dm.NEW_TRITON, layer1, 4) == 32 and dm.k_step(dm.NEW_TRITON, layer1, 2) == 32
+    layer2 = SHAPES["4x16"][2]  # C_fast 64
+    assert dm.k_step(dm.NEW_TRITON, layer2, 2) == 64
+    assert dm.k_step(dm.NEW_TRITON, conv1, 4) == dm.k_step(dm.NEW_TRITON, conv1, 2) == 16
+    assert dm.k_step(dm.OLD, layer2, 2) == 16  # designs without k_step_bytes keep their channels
+
+
+def test_channels_last_launches_and_fp32_tile_cap():
+    layer3 = SHAPES["4x16"][3]
+    for dtype in dm.ITEMSIZE:
+        ncdhw = dm.predict(dm.NEW_TRITON, layer3, dtype, layout="ncdhw")
+        cl = dm.predict(dm.NEW_TRITON, layer3, dtype, layout="channels_last_3d")
+        assert ncdhw.launch_s == dm.H200.launch_s and cl.launch_s == 2 * dm.H200.launch_s
+        factor = 2 if dtype == "fp32" else 1  # 128-wide tiles in fp32 channels_last_3d
+        assert cl.streams[1].bytes == factor * ncdhw.streams[1].bytes
