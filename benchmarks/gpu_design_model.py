@@ -484,6 +484,40 @@ def in_flight_summary(shape: cases.LateralShape, layout: str) -> str:
     return f"Bytes in flight per SM (fp32 / bf16) at {shape.config} {shape.point}: " + "; ".join(parts) + "."
 
 
+def grad_weight_partial_bytes(shape: cases.LateralShape, atomic: bool, sms: int = H200.sms) -> int:
+    """DRAM bytes of the Triton grad_weight's fp32 partials of G and of sum g: with per-split slabs
+    (deterministic mode) each split's slab is written and read back; with atomic adds into one zeroed
+    slab, the zeroing and one read (the adds themselves resolve in L2, which holds the slab: at most
+    C_lat x C_fast x KT x 4 bytes, 0.9 MB at R50). The split count is the kernel's own
+    (``weight_splits``, at ``sms`` multiprocessors)."""
+    from slowfast_fast.triton.lateral_concat_backward import weight_splits
+
+    slab = shape.c_lateral * (shape.c_fast * shape.kernel + 1) * 4
+    if atomic:
+        return 2 * slab
+    splits = weight_splits(
+        shape.batch, shape.t_slow, shape.spatial**2, shape.c_lateral, shape.kernel, shape.c_fast, sms
+    )[2]
+    return 2 * splits * slab
+
+
+def partials_table(shapes: dict[str, list[cases.LateralShape]]) -> str:
+    """Per fusion point: the grad_weight partials' bytes as a share of the backward's fewest bytes."""
+    headers = ["config", "fusion point", "dtype", "backward minimum MB", "ordered partials MB (share)",
+               "atomic partials MB (share)"]  # fmt: skip
+    lines = []
+    for config, points in shapes.items():
+        for shape in points:
+            for dtype, itemsize in ITEMSIZE.items():
+                floor = shape.backward_bytes(itemsize)
+                cells = []
+                for atomic in (False, True):
+                    extra = grad_weight_partial_bytes(shape, atomic)
+                    cells.append(f"{_mb(extra)} ({100 * extra / floor:.1f}%)")
+                lines.append([config, shape.point, dtype, _mb(floor), *cells])
+    return _table(headers, lines)
+
+
 def render(batch: int = 8, machine: Machine = H200, layout: str = "ncdhw") -> str:
     shapes = gpu_shapes(batch)
     header = (
@@ -511,6 +545,9 @@ def render(batch: int = 8, machine: Machine = H200, layout: str = "ncdhw") -> st
         "say which dtype its ratios are for; this model predicts bf16 worse than fp32 for the old "
         "design (half the bytes in flight per K step, and scalar x_slow copies at 14x14).",
         "### Per fusion point\n\n" + point_tables(shapes, machine, layout),
+        "### Backward: grad_weight partials (Triton)\n\n" + partials_table(shapes)
+        + "\n\nBytes, not times: the split count is the kernel's own at 132 SMs. Ordered partials are "
+        "what torch.use_deterministic_algorithms(True) runs; atomic adds into one slab are the default.",
     ]) + "\n"  # fmt: skip
 
 

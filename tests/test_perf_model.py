@@ -262,13 +262,17 @@ def test_script_prints_every_fusion_point_labelled_as_predictions():
     assert "old @ 650 ns (prediction)" in out and "@ 600 ns" in out and "@ 800 ns" in out
     # Every table's time columns say they are predictions; the one measured column says so.
     for line in out.splitlines():
-        if line.startswith("| dtype") or line.startswith("| config"):
+        if "partials MB" in line:  # the backward partials table: bytes, no times
+            assert "µs" not in line and "roofline" not in line, line
+        elif line.startswith("| dtype") or line.startswith("| config"):
             times = [h for h in line.split("|") if "µs" in h or "roofline" in h]
             assert times and all("prediction" in h or "MEASURED" in h for h in times), line
     for design in dm.DESIGNS:
         assert f"| {design['name']} |" in out
     # 8 point tables x 6 rows (2 dtypes x 3 designs), plus the sums and the issue-10 check.
     assert out.count("| fp32 | old |") == 8 and out.count("| bf16 | new CUDA |") == 8
+    assert "### Backward: grad_weight partials (Triton)" in out
+    assert out.count("| 4x16 | layer3_lateral |") == out.count("| 8x8 | layer3_lateral |") == 2
 
 
 def test_an_autotuned_design_is_predicted_at_its_fastest_config():
@@ -304,3 +308,20 @@ def test_channels_last_launches_and_fp32_tile_cap():
         assert ncdhw.launch_s == dm.H200.launch_s and cl.launch_s == 2 * dm.H200.launch_s
         factor = 2 if dtype == "fp32" else 1  # 128-wide tiles in fp32 channels_last_3d
         assert cl.streams[1].bytes == factor * ncdhw.streams[1].bytes
+
+
+def test_atomic_grad_weight_partials_cost_a_few_percent_of_the_backward():
+    """The default (atomic) grad_weight moves its partials' slab twice; ordered per-split slabs
+    (deterministic mode) cost many times that at R50's layers 2 and 3."""
+    pytest.importorskip("triton")
+    worst = {"fp32": 0.0, "bf16": 0.0}
+    for shape in ALL_POINTS:
+        slab = shape.c_lateral * (shape.c_fast * shape.kernel + 1) * 4
+        assert dm.grad_weight_partial_bytes(shape, atomic=True) == 2 * slab
+        assert dm.grad_weight_partial_bytes(shape, atomic=False) >= 2 * slab
+        for dtype, itemsize in dm.ITEMSIZE.items():
+            share = dm.grad_weight_partial_bytes(shape, atomic=True) / shape.backward_bytes(itemsize)
+            worst[dtype] = max(worst[dtype], share)
+    assert worst["fp32"] < 0.03 and worst["bf16"] < 0.06
+    layer3 = SHAPES["4x16"][3]
+    assert dm.grad_weight_partial_bytes(layer3, False) >= 10 * dm.grad_weight_partial_bytes(layer3, True)

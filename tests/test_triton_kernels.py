@@ -412,6 +412,38 @@ def test_grad_weight_reduction_over_many_splits():
     torch.testing.assert_close(grad_shift, g.sum((0, 2, 3, 4)))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_grad_weight_atomic_adds_match_ordered_partials(dtype, monkeypatch):
+    """By default the splits add into one slab with atomics; under deterministic algorithms each
+    writes its own partial and the reduce kernel adds them in order. Both, over many splits, give
+    the same gradients up to the order of fp32 (fp64) additions."""
+    import importlib
+
+    bwd = importlib.import_module("slowfast_fast.triton.lateral_concat_backward")
+    monkeypatch.setattr(bwd, "num_sms", lambda device: 64)
+    monkeypatch.setattr(bwd, "DETERMINISTIC_SMS", 64)
+    case = LateralCase(2, 2, 3, 5, 12, 3, 2, 1, 5, 7)
+    assert bwd.weight_splits(case.n, case.t_slow, case.h * case.w, case.c_lat, case.k, case.c_fast, 64)[2] > 4
+    x_slow, x_fast, weight, scale, _ = case.tensors(dtype)
+    grad_out = _rand((case.n, case.c_slow + case.c_lat, case.t_slow, case.h, case.w), dtype)
+    args = (grad_out, x_fast, weight, scale, None, case.stride, case.pad)
+    atomic = TRITON_OPS.lateral_concat_grad_weight(*args)
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        ordered = TRITON_OPS.lateral_concat_grad_weight(*args)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    eps = torch.finfo(dtype).eps
+    for a, b in zip(atomic, ordered, strict=True):
+        # Sums of 2*6*35 products of unit normals (scaled): a few hundred ulps of the largest term.
+        torch.testing.assert_close(a, b, rtol=256 * eps, atol=256 * eps * b.abs().max().item())
+    w = weight.detach().requires_grad_()
+    ref = reference.lateral_concat(x_slow, x_fast, w, case.stride, case.pad, scale)
+    (expected,) = torch.autograd.grad(ref, w, grad_out)
+    torch.testing.assert_close(atomic[0], expected)
+
+
 def test_lateral_concat_empty_batch():
     case = CASES[0]
     x_slow, x_fast, weight, scale, shift = case.tensors(torch.float32)

@@ -158,7 +158,12 @@ def _launch_all(context):
                     lateral_concat(x_slow, x_fast, weight, shape.stride, shape.padding, vec, vec, True)
                     args = (grad_out, x_fast, weight, vec, grad_out, shape.stride, shape.padding)
                     lateral_concat_backward.lateral_concat_grad_input(*args)
-                    lateral_concat_backward.lateral_concat_grad_weight(*args)
+                    lateral_concat_backward.lateral_concat_grad_weight(*args)  # atomic split adds
+                    torch.use_deterministic_algorithms(True)  # ordered partials, pinned config
+                    try:
+                        lateral_concat_backward.lateral_concat_grad_weight(*args)
+                    finally:
+                        torch.use_deterministic_algorithms(False)
             if allow_tf32:  # resampling only copies: the precision setting does not reach it
                 for shape in cases.resample_shapes(size):
                     context["label"] = f"resample {shape.name} {variant} {layout_name}"

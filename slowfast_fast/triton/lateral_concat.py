@@ -103,7 +103,7 @@ _STRIDES += ["o_sn", "o_sc", "o_st", "o_shw"]
     key=["C_SLOW", "C_FAST", "C_LAT", "KT", "HW", "CHANNELS_LAST", "BATCH_BUCKET"]
     + ["HAS_SCALE", "HAS_SHIFT", "RELU", "PRECISION", "UPCAST"]
     + ["A_RUN_M", "A_RUN_K", "O_RUN_M", "O_RUN_N", "COPY_RUN", "LAT_TILE", "K_TILE", "INDEX"]
-    + ["TAP_FASTEST", "W_RUN"],
+    + ["TAP_FASTEST", "W_RUN", "K_SCALE"],
 )
 @triton.jit(do_not_specialize=_SIZES + _STRIDES + ["CHANNELS_LAST", "BATCH_BUCKET"])
 def _lateral_concat_kernel(

@@ -13,10 +13,16 @@ With ``g`` the lateral channels of ``grad_out`` (zeroed where the forward ReLU w
   no channel mask.
 * ``G[o, c, kt] = sum over (n, to, hw) of g[n, o, to, hw] * x_fast[n, c, to*stride - padding + kt, hw]``
   is a reduction over all output pixels, flattened over ``(n, to, hw)`` and cut into chunks of
-  ``BLOCK_M`` (the same for every config). Each split (a run of chunks) writes its own fp32 partial of
-  G and of ``sum g`` per channel, and a second small kernel adds the partials in a fixed order
-  (deterministic, no atomics) and produces ``grad_weight = G * scale``, ``grad_scale = sum_k W * G``
-  and ``grad_shift = sum g``. The reduction dimension is only 32 pixels per step so that three pipeline
+  ``BLOCK_M`` (the same for every config). By default every split (a run of chunks) adds its fp32
+  tile of G and of ``sum g`` per channel into one zeroed slab with relaxed atomics: the adds resolve
+  in L2 (the slab is C_lat x (C_fast x KT + 1) x 4 bytes, at most 0.9 MB at R50 8x8 layer3), so the
+  partials cost DRAM at most the slab's zeroing and one read: at R50's fusion points (batch 8) at
+  most 2.8% of the backward's fewest bytes in fp32 and 5.6% in bf16, where per-split slabs cost up
+  to 38% and 77% (``benchmarks/gpu_design_model.py``); the order of the adds is not fixed.
+  Under ``torch.use_deterministic_algorithms(True)`` each split writes its own slab and the second
+  kernel adds them in a fixed order (no atomics; the split count and tile are pinned). The second
+  small kernel produces ``grad_weight = G * scale``, ``grad_scale = sum_k W * G`` and
+  ``grad_shift = sum g``. The reduction dimension is only 32 pixels per step so that three pipeline
   stages of both tiles fit in a quarter of the shared memory (the old 128-pixel steps took 115-184 KB:
   one CTA per SM).
 
@@ -180,7 +186,7 @@ def _grad_input_kernel(
 @autotune(
     _WEIGHT_CONFIGS,
     key=["C_FAST", "C_LAT", "KT", "HW", "CHANNELS_LAST", "BATCH_BUCKET", "RELU", "PRECISION", "UPCAST"]
-    + ["G_RUN_M", "G_RUN_O", "X_RUN_M", "X_RUN_C", "O_TILE", "C_TILE", "INDEX"],
+    + ["G_RUN_M", "G_RUN_O", "X_RUN_M", "X_RUN_C", "O_TILE", "C_TILE", "INDEX", "ATOMIC"],
 )
 @triton.jit(do_not_specialize=_SIZES + _G_STRIDES + _X_STRIDES + ["CHUNKS", "CHUNKS_PER_SPLIT"]
             + ["CHANNELS_LAST", "BATCH_BUCKET"])  # fmt: skip
@@ -192,7 +198,7 @@ def _grad_weight_partial_kernel(
     CHANNELS_LAST, BATCH_BUCKET,  # only autotune keys
     RELU: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
     G_RUN_M: tl.constexpr, G_RUN_O: tl.constexpr, X_RUN_M: tl.constexpr, X_RUN_C: tl.constexpr,
-    O_TILE: tl.constexpr, C_TILE: tl.constexpr, INDEX: tl.constexpr,
+    O_TILE: tl.constexpr, C_TILE: tl.constexpr, INDEX: tl.constexpr, ATOMIC: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_M: tl.constexpr,
 ):  # fmt: skip
     # out (the forward output, read for the ReLU mask) has g's strides: the launcher sees to that.
@@ -249,11 +255,18 @@ def _grad_weight_partial_kernel(
         if sums_shift:
             shift_acc += tl.sum(g.to(ACC), axis=1)
 
-    # Partials are laid out like the weight, (C_LAT, C_FAST, KT), one slab per split.
+    # Partials are laid out like the weight, (C_LAT, C_FAST, KT): one slab per split, or with ATOMIC one
+    # slab that every split adds into (L2 atomics: no partial bytes go to DRAM, the order of the adds
+    # is not fixed).
     k_total = C_FAST * KT
-    part = part_ptr + split.to(tl.int64) * C_LAT * k_total
-    tl.store(part + o[:, None] * k_total + c[None, :] * KT + kt, acc, mask=o_ok[:, None] & c_ok[None, :])
-    tl.store(shift_part_ptr + split * C_LAT + o, shift_acc, mask=o_ok & sums_shift)
+    at = o[:, None] * k_total + c[None, :] * KT + kt
+    if ATOMIC:
+        tl.atomic_add(part_ptr + at, acc, mask=o_ok[:, None] & c_ok[None, :], sem="relaxed")
+        tl.atomic_add(shift_part_ptr + o, shift_acc, mask=o_ok & sums_shift, sem="relaxed")
+    else:
+        part = part_ptr + split.to(tl.int64) * C_LAT * k_total
+        tl.store(part + at, acc, mask=o_ok[:, None] & c_ok[None, :])
+        tl.store(shift_part_ptr + split * C_LAT + o, shift_acc, mask=o_ok & sums_shift)
 
 
 @triton.jit(do_not_specialize=["SPLITS", "C_LAT", "C_FAST", "KT", "w_so", "w_sc", "w_sk"])
@@ -399,10 +412,15 @@ def lateral_concat_grad_weight(
     )
 
     k_total = c_fast * kt
-    # The partial kernel writes every partial; without pixels it does not run and the sums are zero.
-    alloc = torch.empty if chunks > 0 else torch.zeros
-    partials = alloc((splits, c_lat, k_total), dtype=part_dtype, device=weight.device)
-    shift_partials = alloc((splits, c_lat), dtype=part_dtype, device=weight.device)
+    # Deterministic: every split writes its own partial (the partial kernel writes them all; without
+    # pixels it does not run and the sums are zero) and the reduce kernel adds them in a fixed order.
+    # Otherwise the splits add into one zeroed slab with atomics, which the reduce kernel reads once.
+    atomic = not deterministic
+    slabs = 1 if atomic else splits
+    alloc = torch.zeros if atomic or chunks == 0 else torch.empty
+    buffer = alloc((slabs * c_lat * (k_total + 1),), dtype=part_dtype, device=weight.device)
+    partials = buffer[: slabs * c_lat * k_total].view(slabs, c_lat, k_total)
+    shift_partials = buffer[slabs * c_lat * k_total :].view(slabs, c_lat)
     if chunks > 0:
         relu = out is not None
         grad_out, out, g_strides = _matching(grad_out, out)
@@ -424,7 +442,7 @@ def lateral_concat_grad_weight(
         flags = dict(
             RELU=relu, PRECISION=dot_precision(x_fast.dtype), ACC=acc, UPCAST=upcast_dot(x_fast.dtype),
             G_RUN_M=g_run_m, G_RUN_O=g_run_o, X_RUN_M=x_run_m, X_RUN_C=x_run_c,
-            O_TILE=o_tile, C_TILE=c_tile, INDEX=index_type(grad_out, out, x_fast),
+            O_TILE=o_tile, C_TILE=c_tile, INDEX=index_type(grad_out, out, x_fast), ATOMIC=atomic,
         )  # fmt: skip
         if deterministic:
             # The tile along the reduced pixels sets the summation order: pin it, never autotune.
@@ -439,7 +457,7 @@ def lateral_concat_grad_weight(
     _grad_weight_reduce_kernel[(c_lat,)](
         partials, shift_partials, weight, weight if scale is None else scale,
         grad_weight, grad_scale, grad_shift,
-        splits, c_lat, c_fast, kt, weight.stride(0), weight.stride(1), weight.stride(2),
+        slabs, c_lat, c_fast, kt, weight.stride(0), weight.stride(1), weight.stride(2),
         HAS_SCALE=scale is not None, ACC=acc, BLOCK_S=16, BLOCK_K=min(256, triton.next_power_of_2(k_total)),
     )  # fmt: skip
     return grad_weight, grad_scale, grad_shift
