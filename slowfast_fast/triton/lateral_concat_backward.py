@@ -8,9 +8,9 @@ With ``g`` the lateral channels of ``grad_out`` (zeroed where the forward ReLU w
   taps that land on ``t``: ``(t + padding - kt) % stride == 0`` and the output frame exists. That tap
   set is the same for every pixel of the program, so the K loop is one flat loop over
   ``(tap, o)`` (the software pipeliner overlaps its loads), and frames no window reads (stride > k)
-  get zeros without a load. The weight comes in as ``(KT, C_lat, C_fast_pad)`` with the scale folded
-  in (a tiny tensor made per call), contiguous along the fast channels, rows padded so B tiles need
-  no channel mask.
+  get zeros without a load. The weight comes in as a dense ``(KT, C_lat, C_fast)`` tensor with the
+  scale folded in (made per call by one small kernel), contiguous along the fast channels; B loads
+  are masked past C_fast.
 * ``G[o, c, kt] = sum over (n, to, hw) of g[n, o, to, hw] * x_fast[n, c, to*stride - padding + kt, hw]``
   is a reduction over all output pixels, flattened over ``(n, to, hw)`` and cut into chunks of
   ``BLOCK_M`` (the same for every config). By default every split (a run of chunks) adds its fp32
@@ -56,6 +56,7 @@ from slowfast_fast.triton._common import (
     max_block,
     num_sms,
     on_device_of_first_tensor,
+    run_length,
     spatial_strides,
     upcast_dot,
     vector_runs,
@@ -88,8 +89,6 @@ assert all(c.kwargs["BLOCK_M"] == _CHUNK_HW for c in _WEIGHT_CONFIGS)
 _TILE_ESTIMATE = 64
 # The config of the partial kernel under torch.use_deterministic_algorithms(True).
 DETERMINISTIC_WEIGHT_CONFIG = _WEIGHT_CONFIGS[0]
-# Fast-channel rows of the grad_input weight are padded to a multiple of this (>= every BLOCK_N).
-_C_PAD = max_block(_INPUT_CONFIGS, "BLOCK_N")
 
 _SIZES = ["C_SLOW", "C_FAST", "C_LAT", "T_SLOW", "T_FAST", "HW", "KT", "STRIDE", "PAD", "PIXELS", "M_TOTAL"]
 _G_STRIDES = ["g_sn", "g_sc", "g_st", "g_shw"]
@@ -113,18 +112,18 @@ def weight_splits(
 @autotune(
     _INPUT_CONFIGS,
     key=["C_FAST", "C_LAT", "KT", "STRIDE", "HW", "CHANNELS_LAST", "BATCH_BUCKET", "RELU", "PRECISION"]
-    + ["UPCAST", "A_RUN_M", "A_RUN_K", "O_RUN_M", "O_RUN_N", "C_TILE", "K_TILE", "INDEX"],
+    + ["UPCAST", "A_RUN_M", "A_RUN_K", "O_RUN_M", "O_RUN_N", "C_TILE", "K_TILE", "INDEX", "W_RUN"],
 )
 @triton.jit(do_not_specialize=_SIZES + _G_STRIDES + _DX_STRIDES + ["CHANNELS_LAST", "BATCH_BUCKET"])
 def _grad_input_kernel(
     g_ptr, out_ptr, w_ptr, dx_ptr,
-    C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD, PIXELS, C_PAD,
+    C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD, PIXELS,
     g_sn, g_sc, g_st, g_shw,
     dx_sn, dx_sc, dx_st, dx_shw,
     CHANNELS_LAST, BATCH_BUCKET,  # only autotune keys
     RELU: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
     A_RUN_M: tl.constexpr, A_RUN_K: tl.constexpr, O_RUN_M: tl.constexpr, O_RUN_N: tl.constexpr,
-    C_TILE: tl.constexpr, K_TILE: tl.constexpr, INDEX: tl.constexpr,
+    C_TILE: tl.constexpr, K_TILE: tl.constexpr, INDEX: tl.constexpr, W_RUN: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     # out (the forward output, read for the ReLU mask) has g's strides: the launcher sees to that.
@@ -145,6 +144,7 @@ def _grad_input_kernel(
     hw = (m % HW).to(INDEX)
     c = tile_c * BN + tl.arange(0, BN)
     c_ok = c < C_FAST
+    w_col = tl.max_contiguous(tl.multiple_of(c, W_RUN), W_RUN)[None, :]
 
     # Tap kt reads frame t from output frame to = (t + PAD - kt) / STRIDE; it must divide exactly and
     # land in [0, T_SLOW). The first such kt is at least r - STRIDE*(T_SLOW-1), rounded up to r's residue.
@@ -169,8 +169,9 @@ def _grad_input_kernel(
         a = tl.load(g_ptr + offsets, mask=a_mask, other=0.0)
         if RELU:
             a = tl.where(tl.load(out_ptr + offsets, mask=a_mask, other=0.0) > 0, a, tl.zeros_like(a))
-        w_row = ((kt * C_LAT + o).to(INDEX) * C_PAD)[:, None]
-        b = tl.load(w_ptr + (w_row + c[None, :]), mask=k_ok[:, None], other=0.0)
+        w_row = tl.multiple_of((kt * C_LAT + o).to(INDEX) * C_FAST, W_RUN)[:, None]
+        b_mask = tl.max_constancy(k_ok[:, None] & c_ok[None, :], [1, W_RUN])
+        b = tl.load(w_ptr + (w_row + w_col), mask=b_mask, other=0.0)
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
@@ -322,15 +323,18 @@ def _matching(grad_out: torch.Tensor, out: torch.Tensor | None):
 
 
 def _input_weight(weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
-    """``(KT, C_lat, C_pad)``: ``weight[o, c, kt] * scale[o]`` at ``[kt, o, c]`` (the product rounded
-    once to weight's dtype, as the forward's epilogue scales), zeros for ``c >= C_fast``."""
+    """``(KT, C_lat, C_fast)`` dense: ``weight[o, c, kt] * scale[o]`` at ``[kt, o, c]``, in one kernel
+    (a copy, or the product written straight into the new order). 16-bit products are computed in
+    fp32 and rounded once to weight's dtype, as the forward's epilogue scales."""
     c_lat, c_fast, kt = weight.shape[:3]
-    w = weight[..., 0, 0]
-    if scale is not None:  # the copy below rounds the product to weight's dtype
-        wide = torch.float64 if weight.dtype == torch.float64 else torch.float32
-        w = w.to(wide) * scale.to(wide)[:, None, None]
-    rows = weight.new_zeros((kt, c_lat, triton.cdiv(c_fast, _C_PAD) * _C_PAD))
-    rows[..., :c_fast].copy_(w.permute(2, 0, 1))
+    rows = weight.new_empty((kt, c_lat, c_fast))
+    w = weight[..., 0, 0].permute(2, 0, 1)
+    if scale is None:
+        rows.copy_(w)
+    elif weight.dtype == torch.float64 or scale.dtype == weight.dtype:
+        torch.mul(w, scale.to(weight.dtype)[None, :, None], out=rows)  # opmath: fp32 for 16-bit types
+    else:
+        rows.copy_(w.float() * scale.float()[None, :, None])
     return rows
 
 
@@ -375,13 +379,13 @@ def lateral_concat_grad_input(
     launch(
         _grad_input_kernel, grid,
         grad_out, out, w_rows, dx,
-        c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding, pixels, w_rows.shape[2],
+        c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding, pixels,
         *g_strides, *dx_strides,
         int(dx_strides[1] == 1 and c_fast > 1), batch_bucket(n),
         RELU=relu, PRECISION=dot_precision(x_fast.dtype), ACC=accumulator(x_fast.dtype),
         UPCAST=upcast_dot(x_fast.dtype), A_RUN_M=a_run_m, A_RUN_K=a_run_k, O_RUN_M=o_run_m, O_RUN_N=o_run_n,
         C_TILE=c_tile, K_TILE=channel_tile(c_lat, x_fast.dtype, reduced=True),
-        INDEX=index_type(grad_out, out, dx),
+        INDEX=index_type(grad_out, out, dx), W_RUN=run_length(c_fast),
     )  # fmt: skip
     return dx
 
