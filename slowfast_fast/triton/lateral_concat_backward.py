@@ -31,8 +31,9 @@ lengths, the kernels state them to the compiler; integer sizes are not specializ
 
 sm_90 resources (tests/test_triton_sm90_static.py, every config at the R50 4x16 and 8x8 fusion
 points, batch 8): no spills; both GEMM kernels are designed for 2 CTAs of 4 warps per SM (<= 255
-registers, <= 113 KiB shared memory per CTA). Measured: grad_input at most 177 registers and 88 KiB
-(fp32, 3 stages of a 128x32 g tile and a 32x64 weight tile), grad_weight at most 209 registers and
+registers, <= 113 KiB shared memory per CTA). Measured: grad_input at most 180 registers and 88 KiB
+(3 stages of a 128-pixel g tile and a weight tile, K steps of 128 bytes: 32 channels in fp32, 64 in
+16-bit types, as in the forward), grad_weight at most 209 registers and
 81 KiB (fp32 channels_last_3d, 3 stages of 64x32 g and 32x128 x_fast tiles).
 """
 
@@ -52,6 +53,7 @@ from slowfast_fast.triton._common import (
     channel_tile,
     dot_precision,
     index_type,
+    k_scale,
     launch,
     max_block,
     num_sms,
@@ -112,7 +114,8 @@ def weight_splits(
 @autotune(
     _INPUT_CONFIGS,
     key=["C_FAST", "C_LAT", "KT", "STRIDE", "HW", "CHANNELS_LAST", "BATCH_BUCKET", "RELU", "PRECISION"]
-    + ["UPCAST", "A_RUN_M", "A_RUN_K", "O_RUN_M", "O_RUN_N", "C_TILE", "K_TILE", "INDEX", "W_RUN"],
+    + ["UPCAST", "A_RUN_M", "A_RUN_K", "O_RUN_M", "O_RUN_N", "C_TILE", "K_TILE", "INDEX", "W_RUN"]
+    + ["K_SCALE"],
 )
 @triton.jit(do_not_specialize=_SIZES + _G_STRIDES + _DX_STRIDES + ["CHANNELS_LAST", "BATCH_BUCKET"])
 def _grad_input_kernel(
@@ -124,11 +127,12 @@ def _grad_input_kernel(
     RELU: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
     A_RUN_M: tl.constexpr, A_RUN_K: tl.constexpr, O_RUN_M: tl.constexpr, O_RUN_N: tl.constexpr,
     C_TILE: tl.constexpr, K_TILE: tl.constexpr, INDEX: tl.constexpr, W_RUN: tl.constexpr,
+    K_SCALE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     # out (the forward output, read for the ReLU mask) has g's strides: the launcher sees to that.
     BN: tl.constexpr = min(BLOCK_N, C_TILE)
-    BK: tl.constexpr = min(BLOCK_K, K_TILE)
+    BK: tl.constexpr = min(BLOCK_K * K_SCALE, K_TILE)
     A_ALIGN: tl.constexpr = A_RUN_M * A_RUN_K  # one of the two is 1
     O_ALIGN: tl.constexpr = O_RUN_M * O_RUN_N
     # Program = (t, pixel tile, channel tile), channel tiles fastest: they share the g tiles.
@@ -385,7 +389,7 @@ def lateral_concat_grad_input(
         RELU=relu, PRECISION=dot_precision(x_fast.dtype), ACC=accumulator(x_fast.dtype),
         UPCAST=upcast_dot(x_fast.dtype), A_RUN_M=a_run_m, A_RUN_K=a_run_k, O_RUN_M=o_run_m, O_RUN_N=o_run_n,
         C_TILE=c_tile, K_TILE=channel_tile(c_lat, x_fast.dtype, reduced=True),
-        INDEX=index_type(grad_out, out, dx), W_RUN=run_length(c_fast),
+        INDEX=index_type(grad_out, out, dx), W_RUN=run_length(c_fast), K_SCALE=k_scale(x_fast.dtype),
     )  # fmt: skip
     return dx
 
