@@ -275,3 +275,20 @@ def test_time_cpu_runs_prepare_before_every_call_and_can_shuffle():
     assert all(t.reps == 5 for t in out.values())
     assert [log[i + 1] for i, e in enumerate(log) if e == "prep a"] == ["a"] * 5
     assert log.count("a") == log.count("b") == log.count("c") == 5
+
+
+def test_time_cpu_shuffles_more_than_two_contenders_by_default():
+    """A fixed rotation of three runs each contender after the same one every round; the default
+    draws new orders, so over many rounds each follows both others. Two always alternate."""
+    for names in (("a", "b", "c"), ("a", "b")):
+        log: list[str] = []
+        fns = {name: (lambda n=name, log=log: log.append(n)) for name in names}
+        timing.time_cpu(fns, timing.Budget(warmup_ms=0, rep_ms=0, min_reps=40, max_reps=40))
+        rounds = [tuple(log[i : i + len(names)]) for i in range(0, len(log), len(names))]
+        assert len(rounds) == 40 and all(sorted(r) == sorted(names) for r in rounds)
+        followers = {(r[i], r[i + 1]) for r in rounds for i in range(len(r) - 1)}
+        if len(names) == 3:
+            assert len(set(rounds)) > 3  # a fixed rotation has exactly 3 orders
+            assert {b for a, b in followers if a == "a"} == {"b", "c"}
+        else:
+            assert set(rounds) == {("a", "b"), ("b", "a")}

@@ -51,7 +51,7 @@ def time_cpu(
     budget: Budget,
     *,
     prepare: dict[str, Callable[[], object]] | None = None,
-    shuffle: bool = False,
+    shuffle: bool | None = None,
 ) -> dict[str, Timing]:
     """Warm every function up (``warmup_ms`` each; none when 0, for calls so slow that the caller's
     first call is warmup enough), then time them in interleaved rounds (each call timed on its own,
@@ -61,8 +61,11 @@ def time_cpu(
     ``prepare[name]``, where given, runs before each call of ``fns[name]``, outside the timer.
     ``shuffle`` draws a new random order every round instead of rotating a fixed one: with more than
     two contenders a fixed cyclic order always runs each one right after the same other one (the one
-    after a contender that writes extra tensors then always finds cold caches)."""
+    after a contender that writes extra tensors then always finds cold caches). By default (None) it
+    shuffles exactly when there are more than two contenders; two alternate either way."""
     names = list(fns)
+    if shuffle is None:
+        shuffle = len(names) > 2
     prepare = prepare or {}
 
     def before(name: str) -> None:
