@@ -518,6 +518,24 @@ def partials_table(shapes: dict[str, list[cases.LateralShape]]) -> str:
     return _table(headers, lines)
 
 
+def resample_table(batch: int, machine: Machine) -> str:
+    """The strided resampling kernels (16-byte copies, 8 CTAs x 8 KB in flight per SM: copy
+    bandwidth) predicted as their bytes at copy bandwidth plus one launch, against issue 10's 1.2x."""
+    size = dataclasses.replace(cases.SIZES["gpu"], kernel_batch=batch)
+    headers = ["case", "dtype", "MB", "roofline µs (prediction)", "time µs (prediction)",
+               "time / roofline (prediction)"]  # fmt: skip
+    lines = []
+    for shape in cases.resample_shapes(size):
+        for dtype, itemsize in ITEMSIZE.items():
+            nbytes = shape.bytes(itemsize)
+            if nbytes == 0:  # the identity returns its input: no kernel
+                continue
+            roof = nbytes / machine.copy_bandwidth
+            time = roof + machine.launch_s
+            lines.append([shape.name, dtype, _mb(nbytes), _us(roof), _us(time), f"{time / roof:.2f}"])
+    return _table(headers, lines)
+
+
 def render(batch: int = 8, machine: Machine = H200, layout: str = "ncdhw") -> str:
     shapes = gpu_shapes(batch)
     header = (
@@ -545,6 +563,9 @@ def render(batch: int = 8, machine: Machine = H200, layout: str = "ncdhw") -> st
         "say which dtype its ratios are for; this model predicts bf16 worse than fp32 for the old "
         "design (half the bytes in flight per K step, and scalar x_slow copies at 14x14).",
         "### Per fusion point\n\n" + point_tables(shapes, machine, layout),
+        "### Strided resampling (Triton and CUDA)\n\n" + resample_table(batch, machine)
+        + "\n\nThe launch is the whole gap: within 1.2x of the roofline needs a copy of at least 5 "
+        "launches' time at copy bandwidth (64 MB at 3 µs per launch and 4.25 TB/s).",
         "### Backward: grad_weight partials (Triton)\n\n" + partials_table(shapes)
         + "\n\nBytes, not times: the split count is the kernel's own at 132 SMs. Ordered partials are "
         "what torch.use_deterministic_algorithms(True) runs; atomic adds into one slab are the default.",

@@ -325,3 +325,14 @@ def test_atomic_grad_weight_partials_cost_a_few_percent_of_the_backward():
     assert worst["fp32"] < 0.03 and worst["bf16"] < 0.06
     layer3 = SHAPES["4x16"][3]
     assert dm.grad_weight_partial_bytes(layer3, False) >= 10 * dm.grad_weight_partial_bytes(layer3, True)
+
+
+def test_resampling_is_predicted_at_its_bytes_plus_one_launch():
+    out = dm.resample_table(8, dm.H200)
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| slow_")]
+    assert len(rows) == 4  # 1/8 and 1/4, fp32 and bf16; the identity moves nothing and is left out
+    for row in rows:
+        roof, time = float(row[3]), float(row[4])
+        assert time == pytest.approx(roof + 3.0, abs=0.11)
+    slow_8_fp32 = next(r for r in rows if r[0] == "| slow_1/8" and r[1] == "fp32")
+    assert float(slow_8_fp32[2]) == pytest.approx(2 * 8 * 3 * 4 * 224 * 224 * 4 / 1e6, abs=0.05)
