@@ -21,9 +21,10 @@ Asserted per compiled kernel:
 * the copies (the forward's x_slow programs, resampling) use 16-byte loads and stores.
 
 Runs in a subprocess without ``TRITON_INTERPRET`` (tests/conftest.py sets it for this process), with
-a fresh Triton cache, so what it measures is the compile of a CI machine: about 210 compiles, 50-95 s
-on the shared 2-core development machine. ``python tests/test_triton_sm90_static.py [kernel ...]``
-prints the table.
+a fresh Triton cache, so what it measures is the compile of a CI machine: 268 compiles, 50-95 s on the
+shared 2-core development machine when it is quiet. Under pytest-xdist the workers share one compile
+per test run (a table in the temp directory named by the run's id, under a file lock).
+``python tests/test_triton_sm90_static.py [kernel ...]`` prints the table.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ import sys
 import tempfile
 
 import pytest
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: every worker compiles its own table
+    fcntl = None
 
 # CTAs per SM each kernel's design needs, and why. Registers and shared memory must allow them.
 OCCUPANCY = {
@@ -229,25 +235,47 @@ def _compile_all(kernels: list[str]) -> list[dict]:
 # --- the tests ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def compiled_kernels():
-    pytest.importorskip("triton")
-    if _tools() is None:
-        pytest.skip("Triton's bundled ptxas/cuobjdump are absent: cannot compile for sm_90")
+def _compile_to(path: str) -> None:
+    """Runs this file as a subprocess that writes the compiled table to ``path``."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as cache:
         env["TRITON_CACHE_DIR"] = cache
-        path = os.path.join(out, "table.json")
         done = subprocess.run(
-            [sys.executable, __file__, "--json", path],
+            [sys.executable, __file__, "--json", path + ".part"],
             env=env,
             capture_output=True,
             text=True,
             timeout=_TIME_LIMIT_S,
         )
-        assert done.returncode == 0, done.stderr[-6000:]
-        with open(path) as f:
-            return json.load(f)
+    assert done.returncode == 0, done.stderr[-6000:]
+    os.replace(path + ".part", path)
+
+
+@pytest.fixture(scope="module")
+def compiled_kernels(request):
+    """The compiled table, made once per test run: under pytest-xdist the workers that get this
+    module's tests share one table (the first to take the lock compiles, the others wait and read it)
+    instead of each compiling all ~240 specializations again."""
+    pytest.importorskip("triton")
+    if _tools() is None:
+        pytest.skip("Triton's bundled ptxas/cuobjdump are absent: cannot compile for sm_90")
+    try:
+        run = request.getfixturevalue("testrun_uid")  # pytest-xdist: the same in every worker
+    except pytest.FixtureLookupError:
+        run = None
+    if run is None or fcntl is None:
+        with tempfile.TemporaryDirectory() as out:
+            path = os.path.join(out, "table.json")
+            _compile_to(path)
+            with open(path) as f:
+                return json.load(f)
+    path = os.path.join(tempfile.gettempdir(), f"slowfast_fast_sm90_{run}.json")
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(path):
+            _compile_to(path)
+    with open(path) as f:
+        return json.load(f)
 
 
 def _describe(row: dict) -> str:
