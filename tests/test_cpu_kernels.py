@@ -6,8 +6,9 @@ directly. Inputs are random normals (never zeros); shapes are odd on purpose.
 Tolerances:
 * fp32 compares with the reference at rtol = atol = 1e-5: the forward sums at most k*C_fast = 49
   products of O(1) terms in fp32 (eps 1.2e-7), only in another order, so results differ by ~1e-6.
-  The per-channel gradients (grad_scale, grad_shift) reduce up to ~600 such terms into values of
-  size ~20, hence atol 1e-4 for them.
+  The gradients that reduce over pixels (grad_weight, grad_scale, grad_shift) add up to ~600 such
+  terms, which can cancel (a grad_weight element of 0.1 from terms whose sizes sum to ~300, where
+  PyTorch's own fp32 gradient is 1e-5 off), hence atol 1e-4 for them.
 * fp64 at 1e-10 for the same reason with eps 2.2e-16.
 * fp16/bf16 are compared with an fp64 evaluation of the same rounded inputs: our error may be at
   most twice the reference's own error at that precision (flash-attention's rule), or one unit of
@@ -210,9 +211,8 @@ def _grad_case(geom, dtype, fmt, relu, with_scale):
     x_slow, x_fast, weight, s, p, scale, shift = _lateral_inputs(geom, dtype=dtype, fmt=fmt)
     scale = scale if with_scale else None
     out = reference.lateral_concat(x_slow, x_fast, weight, s, p, scale, shift, relu) if relu else None
-    grad_out = _rand(
-        x_slow.shape[0], x_slow.shape[1] + weight.shape[0], *x_slow.shape[2:], dtype=dtype, fmt=fmt
-    )
+    shape = (x_slow.shape[0], x_slow.shape[1] + weight.shape[0], *x_slow.shape[2:])
+    grad_out = _rand(*shape, dtype=dtype, fmt=fmt, gen=torch.Generator().manual_seed(1))
     return grad_out, x_fast, weight, scale, out, s, p
 
 
@@ -232,9 +232,11 @@ def test_lateral_grad_ops_fp32(geom, fmt, relu, with_scale):
     assert ours[0].shape == x_fast.shape
     _assert_format(ours[0], x_fast)
     assert ours[1].is_contiguous() and ours[1].shape == weight.shape
-    for got, want in zip(ours, truth, strict=True):
+    for i, (got, want) in enumerate(zip(ours, truth, strict=True)):
         assert got.dtype == torch.float32
-        torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-4 if got.dim() == 1 else 1e-5)
+        # grad_x_fast sums k*C_lat products per element; the weight, scale and shift gradients reduce
+        # over every pixel (see the module docstring).
+        torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5 if i == 0 else 1e-4)
 
 
 @pytest.mark.parametrize("geom", GEOMETRIES[:5])
