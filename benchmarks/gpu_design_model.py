@@ -205,7 +205,6 @@ NEW_TRITON = {
             "pixel_tile": 64,
             "output_channel_tile": 256,
             "gemm_stages": 3,
-            "k_step_channels": 16,
             "k_step_bytes": 64,
             "copy_threads": 256,
             "copy_loads_per_thread": 4,
