@@ -81,3 +81,12 @@ def threads(request):
         yield request.param
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the item (``item.rep_call``...), so fixtures can see in their
+    teardown whether the test ran to the end."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

@@ -5,19 +5,36 @@
 
 #include <ATen/Context.h>
 #include <ATen/core/Tensor.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+// SLOWFAST_FAST_CUDA_EMULATION: these sources compiled by a host C++ compiler for the CPU emulator of
+// tests/cuda_emulation (threads as fibers, shared memory, barriers, cp.async groups, warp shuffles and
+// wmma emulated), which runs the kernels in CI without a GPU. Never set by setup.py.
+#ifdef SLOWFAST_FAST_CUDA_EMULATION
+#include "cuda_emulation.h"
+// Launches run the kernel's blocks one after another on the calling thread, their threads as fibers.
+#define SLOWFAST_FAST_LAUNCH(grid, block, stream, ...) ::slowfast_fast::emulation::launch(grid, block, __VA_ARGS__)
+// The emulated kernels take CPU tensors and register as the CPU kernels of their own namespace.
+#define SLOWFAST_FAST_CUDA_LIBRARY_IMPL(m) TORCH_LIBRARY_IMPL(slowfast_fast_cudaemu, CPU, m)
+#else
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
 
-#include <algorithm>
-#include <cstdint>
-#include <type_traits>
+// kernel<<<grid, block, 0, stream>>> as SLOWFAST_FAST_LAUNCH(grid, block, stream, kernel)(args...), so
+// that the emulator can run the same launch (a template kernel's commas stay in __VA_ARGS__).
+#define SLOWFAST_FAST_LAUNCH(grid, block, stream, ...) __VA_ARGS__<<<grid, block, 0, stream>>>
+#define SLOWFAST_FAST_CUDA_LIBRARY_IMPL(m) TORCH_LIBRARY_IMPL(slowfast_fast, CUDA, m)
+#endif
 
 // wmma for bf16 and TF32 needs sm_80; older targets (only if someone lists them) fall back to SIMT.
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
@@ -28,6 +45,15 @@
 
 namespace slowfast_fast {
 namespace cuda {
+
+// Whether t is on the device these kernels run on: a CUDA tensor (a CPU tensor under the emulator).
+inline bool on_kernel_device(const at::Tensor& t) {
+#ifdef SLOWFAST_FAST_CUDA_EMULATION
+  return t.is_cpu();
+#else
+  return t.is_cuda();
+#endif
+}
 
 inline bool aligned16(const void* p) {
   return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
@@ -87,6 +113,7 @@ template <typename U>
 __device__ __forceinline__ void store_global(U* p, const U& v) {
   *p = v;
 }
+#ifndef SLOWFAST_FAST_CUDA_EMULATION
 __device__ __forceinline__ void store_global(uint4* p, const uint4& v) {
   asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
                : "memory");
@@ -94,6 +121,7 @@ __device__ __forceinline__ void store_global(uint4* p, const uint4& v) {
 __device__ __forceinline__ void store_global(uint2* p, const uint2& v) {
   asm volatile("st.global.v2.b32 [%0], {%1, %2};" ::"l"(p), "r"(v.x), "r"(v.y) : "memory");
 }
+#endif
 
 template <typename T>
 __device__ __forceinline__ bool positive(T v) {

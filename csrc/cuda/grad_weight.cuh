@@ -180,7 +180,7 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename T, bool CL, bool kUseWmma, typename acc_t>
 void launch_partial(const GradWeightParams<T, acc_t>& p, int64_t tiles, cudaStream_t stream) {
-  grad_weight_partial_kernel<T, CL, kUseWmma><<<grid_size(tiles), kThreads, 0, stream>>>(p);
+  SLOWFAST_FAST_LAUNCH(grid_size(tiles), kThreads, stream, grad_weight_partial_kernel<T, CL, kUseWmma>)(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -252,7 +252,7 @@ void grad_weight_impl(const at::Tensor& go, const std::optional<at::Tensor>& mas
     cl ? launch_partial<T, true, kTc>(p, tiles, stream) : launch_partial<T, false, kTc>(p, tiles, stream);
   }
 
-  grad_weight_finish_kernel<T, acc_t><<<grid_size(c_lat), kThreads, 0, stream>>>(
+  SLOWFAST_FAST_LAUNCH(grid_size(c_lat), kThreads, stream, grad_weight_finish_kernel<T, acc_t>)(
       p.partial, p.partial_shift, wc.data_ptr<T>(), sc.has_value() ? sc->data_ptr<T>() : nullptr,
       grad_w.data_ptr<T>(), grad_scale.data_ptr<T>(), grad_shift.data_ptr<T>(), c_lat, c_fast, k, splits);
   C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -28,7 +28,7 @@ namespace cuda {
 namespace {
 
 void check_cuda_tensor(const at::Tensor& t, const at::Tensor& like, const char* name) {
-  TORCH_CHECK(t.is_cuda() && t.device() == like.device(), name, " must be on ", like.device(), ", got ",
+  TORCH_CHECK(on_kernel_device(t) && t.device() == like.device(), name, " must be on ", like.device(), ", got ",
               t.device());
   TORCH_CHECK(t.scalar_type() == like.scalar_type(), name, " must be ", like.scalar_type(), ", got ",
               t.scalar_type());
@@ -133,7 +133,7 @@ void launch_copy(const void* src, void* dst, int64_t rows, int64_t len, int64_t 
                        static_cast<uint32_t>(chunks_per_row),
                        static_cast<uint32_t>(tiles),
                        static_cast<uint32_t>(std::min<int64_t>(len, kCopyTile))};
-  concat_copy_kernel<U><<<grid_size(tiles), kCopyThreads, 0, stream>>>(static_cast<const U*>(src),
+  SLOWFAST_FAST_LAUNCH(grid_size(tiles), kCopyThreads, stream, concat_copy_kernel<U>)(static_cast<const U*>(src),
                                                                         static_cast<U*>(dst), g);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -308,7 +308,7 @@ at::Tensor lateral_concat_grad_input_cuda(const at::Tensor& grad_out, const at::
 }  // namespace
 }  // namespace cuda
 
-TORCH_LIBRARY_IMPL(slowfast_fast, CUDA, m) {
+SLOWFAST_FAST_CUDA_LIBRARY_IMPL(m) {
   m.impl("lateral_concat", &cuda::lateral_concat_cuda);
   m.impl("lateral_concat_grad_input", &cuda::lateral_concat_grad_input_cuda);
 }

@@ -32,7 +32,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lateral_concat_grad_weight_cuda(
   TORCH_CHECK(grad_out.dim() == 5 && x_fast.dim() == 5 && weight.dim() == 5,
               "grad_out, x_fast and weight must be 5-D");
   for (const at::Tensor* t : {&grad_out, &weight}) {
-    TORCH_CHECK(t->is_cuda() && t->device() == x_fast.device() && t->scalar_type() == x_fast.scalar_type(),
+    TORCH_CHECK(on_kernel_device(*t) && t->device() == x_fast.device() && t->scalar_type() == x_fast.scalar_type(),
                 "grad_out and weight must match x_fast's device and dtype");
   }
   const int64_t c_lat = weight.size(0), k = weight.size(2);
@@ -44,13 +44,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lateral_concat_grad_weight_cuda(
               "grad_out must match x_fast in N, H, W");
   check_conv_geometry(x_fast.size(2), k, stride, padding, grad_out.size(2), "grad_out");
   if (scale.has_value()) {
-    TORCH_CHECK(scale->is_cuda() && scale->device() == x_fast.device() &&
+    TORCH_CHECK(on_kernel_device(*scale) && scale->device() == x_fast.device() &&
                     scale->scalar_type() == x_fast.scalar_type() && scale->dim() == 1 &&
                     scale->size(0) == c_lat,
                 "scale must be (C_lat,) on x_fast's device and dtype");
   }
   if (out.has_value()) {
-    TORCH_CHECK(out->is_cuda() && out->device() == x_fast.device() && out->scalar_type() == x_fast.scalar_type() &&
+    TORCH_CHECK(on_kernel_device(*out) && out->device() == x_fast.device() && out->scalar_type() == x_fast.scalar_type() &&
                     out->sizes() == grad_out.sizes(),
                 "out must match grad_out's shape and x_fast's device and dtype");
   }
@@ -88,7 +88,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lateral_concat_grad_weight_cuda(
 }  // namespace
 }  // namespace cuda
 
-TORCH_LIBRARY_IMPL(slowfast_fast, CUDA, m) {
+SLOWFAST_FAST_CUDA_LIBRARY_IMPL(m) {
   m.impl("lateral_concat_grad_weight", &cuda::lateral_concat_grad_weight_cuda);
 }
 

@@ -83,7 +83,9 @@ constexpr int kStages = sizeof(T) == 8 ? 2 : 3;
 // src, which must still be a valid address). sm_80+; older targets copy synchronously.
 template <int kBytes>
 __device__ __forceinline__ void cp_async(void* dst, const void* src, bool valid) {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#if defined(SLOWFAST_FAST_CUDA_EMULATION)
+  ::slowfast_fast::emulation::cp_async(dst, src, kBytes, valid);
+#elif !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
   const int src_bytes = valid ? kBytes : 0;
   if constexpr (kBytes == 16) {
@@ -99,7 +101,9 @@ __device__ __forceinline__ void cp_async(void* dst, const void* src, bool valid)
 }
 
 __device__ __forceinline__ void cp_async_commit() {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#if defined(SLOWFAST_FAST_CUDA_EMULATION)
+  ::slowfast_fast::emulation::cp_async_commit();
+#elif !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   asm volatile("cp.async.commit_group;\n" ::: "memory");
 #endif
 }
@@ -107,7 +111,9 @@ __device__ __forceinline__ void cp_async_commit() {
 // Waits until at most kPending of this thread's committed cp.async groups are still in flight.
 template <int kPending>
 __device__ __forceinline__ void cp_async_wait() {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#if defined(SLOWFAST_FAST_CUDA_EMULATION)
+  ::slowfast_fast::emulation::cp_async_wait(kPending);
+#elif !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 #endif
 }
@@ -491,16 +497,16 @@ void launch_lateral_gemm(const LateralGemmParams<T>& p, bool channels_last, bool
   // Each layout gets one kernel per dtype (two for fp32: TF32 or not); fp16/bf16 always use wmma.
   if constexpr (std::is_same_v<T, float>) {
     if (channels_last) {
-      if (tc) lateral_gemm_kernel<T, true, true><<<grid, kThreads, 0, stream>>>(p);
-      else lateral_gemm_kernel<T, true, false><<<grid, kThreads, 0, stream>>>(p);
+      if (tc) SLOWFAST_FAST_LAUNCH(grid, kThreads, stream, lateral_gemm_kernel<T, true, true>)(p);
+      else SLOWFAST_FAST_LAUNCH(grid, kThreads, stream, lateral_gemm_kernel<T, true, false>)(p);
     } else {
-      if (tc) lateral_gemm_kernel<T, false, true><<<grid, kThreads, 0, stream>>>(p);
-      else lateral_gemm_kernel<T, false, false><<<grid, kThreads, 0, stream>>>(p);
+      if (tc) SLOWFAST_FAST_LAUNCH(grid, kThreads, stream, lateral_gemm_kernel<T, false, true>)(p);
+      else SLOWFAST_FAST_LAUNCH(grid, kThreads, stream, lateral_gemm_kernel<T, false, false>)(p);
     }
   } else {
     constexpr bool kTc = !std::is_same_v<T, double>;
-    if (channels_last) lateral_gemm_kernel<T, true, kTc><<<grid, kThreads, 0, stream>>>(p);
-    else lateral_gemm_kernel<T, false, kTc><<<grid, kThreads, 0, stream>>>(p);
+    if (channels_last) SLOWFAST_FAST_LAUNCH(grid, kThreads, stream, lateral_gemm_kernel<T, true, kTc>)(p);
+    else SLOWFAST_FAST_LAUNCH(grid, kThreads, stream, lateral_gemm_kernel<T, false, kTc>)(p);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }

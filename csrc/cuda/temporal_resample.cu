@@ -169,7 +169,7 @@ std::pair<int64_t, int64_t> rows_of(const at::Tensor& t, at::MemoryFormat fmt) {
 }
 
 void check_input(const at::Tensor& x, const char* name) {
-  TORCH_CHECK(x.is_cuda(), name, " must be a CUDA tensor");
+  TORCH_CHECK(on_kernel_device(x), name, " must be a CUDA tensor");
   TORCH_CHECK(x.dim() == 5, name, " must be 5-D (N, C, T, H, W), got ", x.sizes());
 }
 
@@ -190,7 +190,7 @@ void launch_forward(const at::Tensor& x, at::Tensor& out0, const NearestIndex& i
   const int64_t slots = idx0.t_out + (out1 != nullptr ? idx1.t_out : 0);
   const int64_t blocks = geo.outer * slots * geo.chunks;
   if (blocks == 0) return;
-  resample_forward_kernel<U><<<grid_size(blocks), kRowThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+  SLOWFAST_FAST_LAUNCH(grid_size(blocks), kRowThreads, c10::cuda::getCurrentCUDAStream(), resample_forward_kernel<U>)(
       static_cast<const U*>(x.const_data_ptr()), static_cast<U*>(out0.data_ptr()), idx0,
       out1 != nullptr ? static_cast<U*>(out1->data_ptr()) : nullptr, idx1, geo);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -271,8 +271,8 @@ at::Tensor temporal_resample_backward_cuda(const at::Tensor& grad_out, int64_t t
     const dim3 grid(grid_size(geo.outer * geo.t_in * geo.chunks));
     const auto* src = go.const_data_ptr<scalar_t>();
     auto* dst = grad_x.data_ptr<scalar_t>();
-    if (vec) resample_backward_kernel<scalar_t, true><<<grid, kRowThreads, 0, stream>>>(src, dst, idx, geo);
-    else resample_backward_kernel<scalar_t, false><<<grid, kRowThreads, 0, stream>>>(src, dst, idx, geo);
+    if (vec) SLOWFAST_FAST_LAUNCH(grid, kRowThreads, stream, resample_backward_kernel<scalar_t, true>)(src, dst, idx, geo);
+    else SLOWFAST_FAST_LAUNCH(grid, kRowThreads, stream, resample_backward_kernel<scalar_t, false>)(src, dst, idx, geo);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return grad_x;
@@ -281,7 +281,7 @@ at::Tensor temporal_resample_backward_cuda(const at::Tensor& grad_out, int64_t t
 }  // namespace
 }  // namespace cuda
 
-TORCH_LIBRARY_IMPL(slowfast_fast, CUDA, m) {
+SLOWFAST_FAST_CUDA_LIBRARY_IMPL(m) {
   m.impl("temporal_resample", &cuda::temporal_resample_cuda);
   m.impl("temporal_resample_backward", &cuda::temporal_resample_backward_cuda);
   m.impl("pathway_split", &cuda::pathway_split_cuda);

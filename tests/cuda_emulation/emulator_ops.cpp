@@ -1,0 +1,102 @@
+// Ops that steer and observe the emulator: the thread order within a phase, the multiprocessor count
+// the host code reads, counters that show the kernels really ran, and self-test kernels (correct ones
+// and ones with the bugs the emulator exists to catch), so that a test shows each check can fail. The
+// fused ops' schemas in this namespace are defined from Python (slowfast_fast/ops/_schemas.py) before
+// the library is loaded.
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros_like.h>
+#include <torch/library.h>
+
+#include "cuda_emulation.h"
+
+namespace {
+
+namespace emu = slowfast_fast::emulation;
+
+constexpr int kThreads = 64;
+
+void configure(int64_t order, int64_t sms) {
+  TORCH_CHECK(order == emu::kForward || order == emu::kReverse || order == emu::kAlternate, "order: 0, 1 or 2");
+  TORCH_CHECK(sms >= 1, "sms must be positive");
+  emu::settings().order = static_cast<int>(order);
+  emu::settings().sms = static_cast<int>(sms);
+}
+
+std::vector<int64_t> counters() {
+  const auto& s = emu::settings();
+  return {s.launches, s.blocks, s.barriers, s.async_copies};
+}
+
+// Each thread publishes in[block * kThreads + tid] in shared memory and returns its right neighbour's
+// (tid + 1 wrapping within the block), read after a barrier, or, with `barrier` false, without one.
+__global__ void neighbour_kernel(const float* in, float* out, bool barrier) {
+  __shared__ float slot[kThreads];
+  const unsigned i = blockIdx.x * kThreads + threadIdx.x;
+  slot[threadIdx.x] = in[i];
+  if (barrier) __syncthreads();
+  out[i] = slot[(threadIdx.x + 1) % kThreads];
+}
+
+// The same through cp.async: `wait_first` waits for the copy before the barrier (correct), else only
+// after reading (the bug the deferred copies expose); `wait` false never waits.
+__global__ void async_neighbour_kernel(const float* in, float* out, bool wait_first, bool wait) {
+  __shared__ __align__(16) float slot[kThreads];
+  const unsigned i = blockIdx.x * kThreads + threadIdx.x;
+  emu::cp_async(&slot[threadIdx.x], in + i, 4, true);
+  emu::cp_async_commit();
+  if (wait && wait_first) emu::cp_async_wait(0);
+  __syncthreads();
+  out[i] = slot[(threadIdx.x + 1) % kThreads];
+  if (wait && !wait_first) emu::cp_async_wait(0);
+}
+
+// A cp.async from an address off its width's alignment (an error on the GPU).
+__global__ void misaligned_async_kernel(const float* in, float* out) {
+  __shared__ __align__(16) float slot[4 * kThreads];
+  emu::cp_async(&slot[4 * threadIdx.x], in + 4 * threadIdx.x + 1, 16, true);
+  emu::cp_async_commit();
+  emu::cp_async_wait(0);
+  out[threadIdx.x] = slot[4 * threadIdx.x];
+}
+
+// Half of the block skips the barrier (undefined behaviour on the GPU).
+__global__ void divergent_barrier_kernel(const float* in, float* out) {
+  if (threadIdx.x < kThreads / 2) __syncthreads();
+  out[threadIdx.x] = in[threadIdx.x];
+}
+
+// The sum of each warp's 32 values by shuffles, in lane 0; other lanes keep their partial sums.
+__global__ void warp_sum_kernel(const float* in, float* out) {
+  const unsigned i = blockIdx.x * kThreads + threadIdx.x;
+  float v = in[i];
+  for (unsigned d = 16; d > 0; d /= 2) v += __shfl_down_sync(0xffffffffu, v, d);
+  out[i] = v;
+}
+
+at::Tensor selftest(const std::string& name, const at::Tensor& in) {
+  TORCH_CHECK(in.is_cpu() && in.scalar_type() == at::kFloat && in.is_contiguous() && in.numel() % kThreads == 0 &&
+                  in.numel() >= 4 * kThreads + 4,
+              "selftest input: contiguous fp32 CPU, a multiple of ", kThreads, " elements, at least ", 4 * kThreads + 4);
+  at::Tensor out = at::zeros_like(in);
+  const float* x = in.data_ptr<float>();
+  float* y = out.data_ptr<float>();
+  const unsigned blocks = static_cast<unsigned>(in.numel() / kThreads);
+  if (name == "barrier") emu::launch(blocks, kThreads, neighbour_kernel)(x, y, true);
+  else if (name == "missing_barrier") emu::launch(blocks, kThreads, neighbour_kernel)(x, y, false);
+  else if (name == "async") emu::launch(blocks, kThreads, async_neighbour_kernel)(x, y, true, true);
+  else if (name == "async_read_before_wait") emu::launch(blocks, kThreads, async_neighbour_kernel)(x, y, false, true);
+  else if (name == "async_never_waited") emu::launch(blocks, kThreads, async_neighbour_kernel)(x, y, false, false);
+  else if (name == "async_misaligned") emu::launch(1u, kThreads, misaligned_async_kernel)(x, y);
+  else if (name == "divergent_barrier") emu::launch(1u, kThreads, divergent_barrier_kernel)(x, y);
+  else if (name == "warp_sum") emu::launch(blocks, kThreads, warp_sum_kernel)(x, y);
+  else TORCH_CHECK(false, "no selftest named ", name);
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(slowfast_fast_cudaemu, m) {
+  m.def("emulator_configure(int order, int sms) -> ()", &configure);
+  m.def("emulator_counters() -> int[]", &counters);
+  m.def("emulator_selftest(str name, Tensor x) -> Tensor", &selftest);
+}
