@@ -91,6 +91,8 @@ H200 = Machine()
 #                          fastest of them (autotuning measures; the model assumes it finds that one)
 #   fp32_channels_last_max_tile
 #                          output-channel tiles are capped at this in fp32 channels_last_3d
+#   gemm_stages_by_itemsize
+#                          {element size: gemm_stages} where the stages in flight depend on the dtype
 
 REFERENCE = {
     "name": "reference",
@@ -139,14 +141,15 @@ OLD = {
     "x_fast_frames": "per_output_frame",
 }
 
-# The redesigned CUDA forward (csrc/cuda, 2026-11-30; compiled for sm_90, never executed): the x_slow
-# copy is its own kernel (concat_copy_kernel: 256 threads, <= 64 registers -> 4 CTAs/SM, 4 loads of
-# 16 B outstanding per thread = 64 KB in flight per SM, above what copy bandwidth needs), then the
-# GEMM kernel: 256 threads, <= 128 registers -> 2 CTAs/SM (tests/test_cuda_sm90_static.py), a
-# 64-pixel x 64-channel tile, one flat K loop over (tap, channel) in steps of 16, a 3-stage cp.async
-# ring keeping 2 A tiles in flight: 2 CTAs x 2 stages x 16 x 64 x 4 B = 16 KB per SM in fp32 (8 KB
-# in bf16). Tiles still stop at a frame's end and x_fast is re-read per 64-channel output tile (from
-# L2 in practice; charged like DRAM here, pessimistic).
+# The redesigned CUDA forward (csrc/cuda; compiled for sm_90, never run on a GPU; since 2026-12-01 run
+# on the CPU emulator in CI): the x_slow copy is its own kernel (concat_copy_kernel: 256 threads,
+# <= 64 registers -> 4 CTAs/SM, 4 loads of 16 B outstanding per thread = 64 KB in flight per SM, above
+# what copy bandwidth needs), then the GEMM kernel: 256 threads, <= 128 registers -> 2 CTAs/SM
+# (tests/test_cuda_sm90_static.py), a 64-pixel x 64-channel tile, one flat K loop over (tap, channel)
+# in steps of 16, a cp.async ring of kStages A tiles: 4 in fp32 (3 in flight: 2 CTAs x 3 x 16 x 64 x
+# 4 B = 24 KB per SM), 6 in 16-bit types (5 in flight: 20 KB per SM); until 2026-12-01 3 stages in
+# both (16 KB / 8 KB). Tiles still stop at a frame's end and x_fast is re-read per 64-channel output
+# tile (from L2 in practice; charged like DRAM here, pessimistic).
 NEW_CUDA = {
     "name": "new CUDA",
     "summary": "the redesigned CUDA kernels (copy kernel + pipelined GEMM), from source and sm_90 resources",
@@ -159,6 +162,7 @@ NEW_CUDA = {
     "copy_scalar_tail": False,
     "gemm_ctas_per_sm": 2,
     "gemm_stages": 2,
+    "gemm_stages_by_itemsize": {4: 3, 2: 5},
     "k_step_channels": 16,
     "flat_k_loop": True,
     "pixel_tile": 64,
@@ -333,7 +337,8 @@ def gemm_in_flight(design: dict, shape: cases.LateralShape, itemsize: int) -> fl
     tile = design["pixel_tile"]
     hw = shape.spatial**2
     fill = 1.0 if design["tiles_span_frames"] else hw / (math.ceil(hw / tile) * tile)
-    return design["gemm_ctas_per_sm"] * design["gemm_stages"] * k_used * tile * fill * itemsize
+    stages = (design.get("gemm_stages_by_itemsize") or {}).get(itemsize, design["gemm_stages"])
+    return design["gemm_ctas_per_sm"] * stages * k_used * tile * fill * itemsize
 
 
 def predict(

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -336,3 +337,18 @@ def test_resampling_is_predicted_at_its_bytes_plus_one_launch():
         assert time == pytest.approx(roof + 3.0, abs=0.11)
     slow_8_fp32 = next(r for r in rows if r[0] == "| slow_1/8" and r[1] == "fp32")
     assert float(slow_8_fp32[2]) == pytest.approx(2 * 8 * 3 * 4 * 224 * 224 * 4 / 1e6, abs=0.05)
+
+
+def test_cuda_design_stages_follow_the_kernel_source():
+    """The model's CUDA stages in flight are the kernel's cp.async ring (kStages in lateral_gemm.cuh)
+    less the tile being multiplied, per element size; fp32 NCDHW layer1: 2 CTAs x 3 x 16 x 64 x 4 B."""
+    source = (ROOT / "csrc" / "cuda" / "lateral_gemm.cuh").read_text()
+    found = re.search(
+        r"constexpr int kStages = sizeof\(T\) == 8 \? (\d+) : sizeof\(T\) == 4 \? (\d+) : (\d+);", source
+    )
+    assert found, "kStages not found in lateral_gemm.cuh"
+    fp64, fp32, half = (int(g) for g in found.groups())
+    assert dm.NEW_CUDA["gemm_stages_by_itemsize"] == {4: fp32 - 1, 2: half - 1}
+    layer1 = dm.gpu_shapes(8)["4x16"][1]
+    assert dm.gemm_in_flight(dm.NEW_CUDA, layer1, 4) == 2 * (fp32 - 1) * 16 * 64 * 4
+    assert dm.gemm_in_flight(dm.NEW_CUDA, layer1, 2) == 2 * (half - 1) * 16 * 64 * 2
