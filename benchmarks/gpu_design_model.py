@@ -522,6 +522,182 @@ def partials_table(shapes: dict[str, list[cases.LateralShape]]) -> str:
     return _table(headers, lines)
 
 
+# The backward (lateral_concat_grad_input + lateral_concat_grad_weight, no ReLU and no scale: the
+# backbone's lateral conv), PREDICTED the same way: streams of bytes at Little's-law bandwidths, plus
+# launches. grad_x_slow is a view of grad_out (no bytes). Designs as data; keys:
+#   launches               kernels per backward (both ops)
+#   gi_ctas, gi_stages, gi_k_step_bytes, gi_pixel_tile, gi_channel_tile, gi_tiles_span_frames
+#                          grad_input's GEMM (N = C_fast, K = (tap, C_lat)): CTAs per SM, K steps in
+#                          flight, a K step's bytes of channels (capped at C_lat's tile), pixels and
+#                          fast channels per tile (g is re-read per fast-channel tile), whether pixel
+#                          tiles run across samples
+#   gw_ctas, gw_stages, gw_pixels_per_step, gw_o_tile, gw_c_tile
+#                          grad_weight's partial kernel: a step loads a gw_o_tile x pixels tile of g and
+#                          a pixels x gw_c_tile tile of x_fast; g is re-read per fast-channel tile and
+#                          x_fast per lateral-channel tile
+#   partials               "atomic": one fp32 slab zeroed, added into (L2) and read once; "ordered": a
+#                          slab per split written and read back (the split count of the Triton kernel)
+#   one_pass               grad_input and grad_weight read g once between them (not a kernel of the
+#                          package: what issue 10's "one pass over g" would save)
+# With `l2_rereads`, re-reads by programs resident at the same time (the channel tiles of one pixel
+# tile, which both kernels run back to back) are L2 hits, not DRAM bytes.
+BACKWARD_OLD_TRITON = {
+    "name": "old Triton",
+    "summary": "issue 10's review of the Triton backward (nested K loop: nothing in flight across taps; "
+    "grad_weight at 1 CTA/SM; ordered fp32 partials; 5 launches with the 2-kernel weight padding)",
+    "launches": 6,
+    "gi_ctas": 2, "gi_stages": 1, "gi_k_step_bytes": 128, "gi_pixel_tile": 128, "gi_channel_tile": 64,
+    "gi_tiles_span_frames": True,
+    "gw_ctas": 1, "gw_stages": 1, "gw_pixels_per_step": 128, "gw_o_tile": 64, "gw_c_tile": 64,
+    "partials": "ordered", "one_pass": False,
+}  # fmt: skip
+BACKWARD_TRITON = {
+    "name": "new Triton",
+    "summary": "the Triton backward as of 2026-12-01 (flat pipelined K loops, 2 CTAs/SM, atomic partials; "
+    "launches: weight operand, grad_input, slab zeroing, partials, reduce)",
+    "launches": 5,
+    "gi_ctas": 2, "gi_stages": 2, "gi_k_step_bytes": 128, "gi_pixel_tile": 128, "gi_channel_tile": 64,
+    "gi_tiles_span_frames": True,
+    "gw_ctas": 2, "gw_stages": 2, "gw_pixels_per_step": 32, "gw_o_tile": 64, "gw_c_tile": 64,
+    "partials": "atomic", "one_pass": False,
+    "configs": [{}, {"gi_pixel_tile": 64, "gi_channel_tile": 128, "gw_c_tile": 128}],
+}  # fmt: skip
+BACKWARD_CUDA = {
+    "name": "new CUDA",
+    "summary": "the CUDA backward (grad_input: the forward's GEMM transposed, cp.async ring; grad_weight: "
+    "register-staged 64x64 tiles of 16 pixels, per-split partials; 3 launches)",
+    "launches": 3,
+    "gi_ctas": 2, "gi_stages": None, "gi_k_step_bytes": None, "gi_pixel_tile": 64, "gi_channel_tile": 64,
+    "gi_tiles_span_frames": False,
+    "gw_ctas": 2, "gw_stages": 1, "gw_pixels_per_step": 16, "gw_o_tile": 64, "gw_c_tile": 64,
+    "partials": "ordered_cuda", "one_pass": False,
+}  # fmt: skip
+BACKWARD_ONE_PASS = {
+    **BACKWARD_TRITON,
+    "name": "one pass over g",
+    "summary": "new Triton with g read once by both gradients (issue 10's direction; not built)",
+    "launches": 4,
+    "one_pass": True,
+}
+BACKWARD_DESIGNS = (BACKWARD_OLD_TRITON, BACKWARD_TRITON, BACKWARD_CUDA, BACKWARD_ONE_PASS)
+
+
+def _cuda_splits(shape: cases.LateralShape, sms: int = H200.sms) -> int:
+    """The CUDA grad_weight's split count (grad_weight.cuh: 4 x SMs over its tiles, at most one split
+    per 8 pixel tiles of 16)."""
+    pixel_tiles = shape.batch * shape.t_slow * math.ceil(shape.spatial**2 / 16)
+    base = shape.kernel * math.ceil(shape.c_lateral / 64) * max(1, math.ceil(shape.c_fast / 64))
+    return max(1, min(math.ceil(4 * sms / base), math.ceil(pixel_tiles / 8)))
+
+
+def predict_backward(
+    design: dict, shape: cases.LateralShape, dtype: str, machine: Machine = H200, l2_rereads: bool = False
+) -> Prediction:
+    """The predicted backward time of ``design`` at ``shape`` (see BACKWARD_TRITON's comment)."""
+    if design.get("configs"):
+        return min(
+            (predict_backward({**design, **c, "configs": None}, shape, dtype, machine, l2_rereads)
+             for c in design["configs"]),
+            key=lambda p: p.seconds,
+        )  # fmt: skip
+    itemsize = ITEMSIZE[dtype]
+    plane = shape.batch * shape.spatial**2
+    hw = shape.spatial**2
+    taps = _taps_read(shape)  # (output frame, tap) pairs that read a fast frame
+    c_fast_tiles = math.ceil(shape.c_fast / design["gi_channel_tile"])
+    # grad_input: each fast frame's programs read g at its taps (a g frame k-fold where stride >= k),
+    # once per fast-channel tile; with L2 re-reads once in all (the fast frames that read one g frame
+    # run one after another, and one g frame is at most 6.4 MB at R50 batch 8: L2 holds it).
+    gi_g = plane * shape.c_lateral * itemsize * (shape.t_slow if l2_rereads else taps * c_fast_tiles)
+    gi_write = plane * shape.c_fast * shape.t_fast * itemsize
+    if design["gi_stages"] is None:  # the CUDA GEMM: its cp.async ring, K steps of 16 rows
+        stages = NEW_CUDA["gemm_stages_by_itemsize"][itemsize]
+        k_rows = 16
+    else:
+        stages = design["gi_stages"]
+        k_rows = min(design["gi_k_step_bytes"] // itemsize, max(16, 1 << (shape.c_lateral - 1).bit_length()))
+    tile = design["gi_pixel_tile"]
+    fill = 1.0 if design["gi_tiles_span_frames"] else hw / (math.ceil(hw / tile) * tile)
+    gi_flight = design["gi_ctas"] * stages * k_rows * tile * fill * itemsize
+    # grad_weight: g (per fast-channel tile) and x_fast (per lateral-channel tile) at the taps.
+    gw_g = (
+        plane
+        * shape.c_lateral
+        * taps
+        * itemsize
+        * (1 if l2_rereads else math.ceil(shape.c_fast / design["gw_c_tile"]))
+    )
+    if l2_rereads:
+        gw_g = plane * shape.c_lateral * shape.t_slow * itemsize
+    gw_x = (
+        plane
+        * shape.c_fast
+        * itemsize
+        * (
+            shape.fast_frames_read()
+            if l2_rereads
+            else taps * math.ceil(shape.c_lateral / design["gw_o_tile"])
+        )
+    )
+    if design["one_pass"]:
+        gw_g = 0
+    gw_flight = (
+        design["gw_ctas"]
+        * design["gw_stages"]
+        * (design["gw_o_tile"] + design["gw_c_tile"])
+        * (design["gw_pixels_per_step"] * itemsize)
+    )
+    slab = shape.c_lateral * (shape.c_fast * shape.kernel + 1) * 4
+    if design["partials"] == "atomic":
+        partials = grad_weight_partial_bytes(shape, atomic=True, sms=machine.sms)
+    elif design["partials"] == "ordered":
+        partials = grad_weight_partial_bytes(shape, atomic=False, sms=machine.sms)
+    else:
+        partials = 2 * _cuda_splits(shape, machine.sms) * slab
+    weight = shape.c_lateral * shape.c_fast * shape.kernel * itemsize
+    streams = (
+        Stream("g loads (grad_input)", gi_g, machine.achieved(gi_flight)),
+        Stream("grad_x_fast writes", gi_write, machine.copy_bandwidth),
+        Stream("g loads (grad_weight)", gw_g, machine.achieved(gw_flight)),
+        Stream("x_fast loads (grad_weight)", gw_x, machine.achieved(gw_flight)),
+        Stream("partials and weights", partials + 4 * weight, machine.copy_bandwidth),
+    )
+    return Prediction(streams, design["launches"] * machine.launch_s)
+
+
+def backward_roofline_s(shape: cases.LateralShape, dtype: str, machine: Machine = H200) -> float:
+    return shape.backward_bytes(ITEMSIZE[dtype]) / machine.copy_bandwidth
+
+
+def backward_tables(shapes: dict[str, list[cases.LateralShape]], machine: Machine) -> str:
+    """Per fusion point and summed: each backward design's predicted time / roofline, with re-reads
+    charged as DRAM bytes and as L2 hits."""
+    names = [d["name"] for d in BACKWARD_DESIGNS]
+    headers = ["config", "fusion point", "dtype", "roofline µs (prediction)",
+               *(f"{n} / roofline, DRAM re-reads (prediction)" for n in names),
+               *(f"{n} / roofline, L2 re-reads (prediction)" for n in names),
+               "largest term (new Triton, L2)"]  # fmt: skip
+    lines = []
+    for config, points in shapes.items():
+        for dtype in ITEMSIZE:
+            sums = {False: [0.0] * len(names), True: [0.0] * len(names)}
+            roof_sum = 0.0
+            for shape in points:
+                roof = backward_roofline_s(shape, dtype, machine)
+                roof_sum += roof
+                cells = []
+                for l2 in (False, True):
+                    for i, d in enumerate(BACKWARD_DESIGNS):
+                        p = predict_backward(d, shape, dtype, machine, l2)
+                        sums[l2][i] += p.seconds
+                        cells.append(f"{p.seconds / roof:.2f}")
+                largest = predict_backward(BACKWARD_TRITON, shape, dtype, machine, True).largest
+                lines.append([config, shape.point, dtype, _us(roof), *cells, largest])
+            total = [f"**{t / roof_sum:.2f}**" for l2 in (False, True) for t in sums[l2]]
+            lines.append([config, "**sum**", dtype, _us(roof_sum), *total, ""])
+    return _table(headers, lines)
+
+
 def resample_table(batch: int, machine: Machine) -> str:
     """The strided resampling kernels (16-byte copies, 8 CTAs x 8 KB in flight per SM: copy
     bandwidth) predicted as their bytes at copy bandwidth plus one launch, against issue 10's 1.2x."""
@@ -570,6 +746,12 @@ def render(batch: int = 8, machine: Machine = H200, layout: str = "ncdhw") -> st
         "### Strided resampling (Triton and CUDA)\n\n" + resample_table(batch, machine)
         + "\n\nThe launch is the whole gap: within 1.2x of the roofline needs a copy of at least 5 "
         "launches' time at copy bandwidth (64 MB at 3 µs per launch and 4.25 TB/s).",
+        "### Backward: predicted time / roofline\n\n" + backward_tables(shapes, machine)
+        + "\n\nDesigns: " + "; ".join(f"`{d['name']}`: {d['summary']}" for d in BACKWARD_DESIGNS)
+        + ". Roofline: the backward's fewest bytes (cases.py: read g's lateral channels, the read fast "
+        "frames and the weight; write grad_x_fast and grad_weight) at copy bandwidth. DRAM re-reads: "
+        "every tile's re-read of g or x_fast costs DRAM bytes (pessimistic); L2 re-reads: programs "
+        "resident together share them through L2 (optimistic).",
         "### Backward: grad_weight partials (Triton)\n\n" + partials_table(shapes)
         + "\n\nBytes, not times: the split count is the kernel's own at 132 SMs. Ordered partials are "
         "what torch.use_deterministic_algorithms(True) runs; atomic adds into one slab are the default.",

@@ -273,7 +273,9 @@ def test_script_prints_every_fusion_point_labelled_as_predictions():
     # 8 point tables x 6 rows (2 dtypes x 3 designs), plus the sums and the issue-10 check.
     assert out.count("| fp32 | old |") == 8 and out.count("| bf16 | new CUDA |") == 8
     assert "### Backward: grad_weight partials (Triton)" in out
-    assert out.count("| 4x16 | layer3_lateral |") == out.count("| 8x8 | layer3_lateral |") == 2
+    # Each config's layer3 row: twice in the partials table (fp32, bf16), twice in the backward table.
+    assert out.count("| 4x16 | layer3_lateral |") == out.count("| 8x8 | layer3_lateral |") == 4
+    assert "### Backward: predicted time / roofline" in out
 
 
 def test_an_autotuned_design_is_predicted_at_its_fastest_config():
@@ -352,3 +354,34 @@ def test_cuda_design_stages_follow_the_kernel_source():
     layer1 = dm.gpu_shapes(8)["4x16"][1]
     assert dm.gemm_in_flight(dm.NEW_CUDA, layer1, 4) == 2 * (fp32 - 1) * 16 * 64 * 4
     assert dm.gemm_in_flight(dm.NEW_CUDA, layer1, 2) == 2 * (half - 1) * 16 * 64 * 2
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_backward_model_bounds(dtype):
+    """L2 re-reads never cost more than DRAM re-reads; one pass over g never more than the Triton
+    backward it changes; every design at least its roofline plus its launches."""
+    machine = dm.H200
+    for points in dm.gpu_shapes(8).values():
+        for shape in points:
+            roof = dm.backward_roofline_s(shape, dtype, machine)
+            for design in dm.BACKWARD_DESIGNS:
+                dram = dm.predict_backward(design, shape, dtype, machine, l2_rereads=False)
+                l2 = dm.predict_backward(design, shape, dtype, machine, l2_rereads=True)
+                assert l2.seconds <= dram.seconds
+                assert l2.seconds >= roof * 0.99 + design["launches"] * machine.launch_s
+            for l2 in (False, True):
+                one = dm.predict_backward(dm.BACKWARD_ONE_PASS, shape, dtype, machine, l2)
+                assert (
+                    one.seconds <= dm.predict_backward(dm.BACKWARD_TRITON, shape, dtype, machine, l2).seconds
+                )
+
+
+def test_backward_model_l2_reads_g_once_per_kernel():
+    """With L2 re-reads grad_input and grad_weight each read g's lateral channels once: at R50 4x16
+    layer1 in fp32, 8 x 56 x 56 x 64 x 4 frames x 4 bytes each."""
+    shape = dm.gpu_shapes(8)["4x16"][1]
+    p = dm.predict_backward(dm.BACKWARD_TRITON, shape, "fp32", dm.H200, l2_rereads=True)
+    g = {s.name: s.bytes for s in p.streams}
+    assert g["g loads (grad_input)"] == g["g loads (grad_weight)"] == 8 * 56 * 56 * 64 * 4 * 4
+    one = dm.predict_backward(dm.BACKWARD_ONE_PASS, shape, "fp32", dm.H200, l2_rereads=True)
+    assert {s.name: s.bytes for s in one.streams}["g loads (grad_weight)"] == 0
