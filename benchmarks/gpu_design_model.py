@@ -535,6 +535,8 @@ def partials_table(shapes: dict[str, list[cases.LateralShape]]) -> str:
 #                          grad_weight's partial kernel: a step loads a gw_o_tile x pixels tile of g and
 #                          a pixels x gw_c_tile tile of x_fast; g is re-read per fast-channel tile and
 #                          x_fast per lateral-channel tile
+#   gw_stages_channels_last_by_itemsize
+#                          (optional) {element size: gw_stages} in channels_last_3d
 #   partials               "atomic": one fp32 slab zeroed, added into (L2) and read once; "ordered": a
 #                          slab per split written and read back (the split count of the Triton kernel)
 #   one_pass               grad_input and grad_weight read g once between them (not a kernel of the
@@ -565,11 +567,13 @@ BACKWARD_TRITON = {
 BACKWARD_CUDA = {
     "name": "new CUDA",
     "summary": "the CUDA backward (grad_input: the forward's GEMM transposed, cp.async ring; grad_weight: "
-    "register-staged 64x64 tiles of 16 pixels, per-split partials; 3 launches)",
+    "64x64 tiles of 16 pixels, through registers one step ahead in NCDHW, by a cp.async ring (3 steps "
+    "in flight in fp32, 5 in 16-bit types) in channels_last_3d; per-split partials; 3 launches)",
     "launches": 3,
     "gi_ctas": 2, "gi_stages": None, "gi_k_step_bytes": None, "gi_pixel_tile": 64, "gi_channel_tile": 64,
     "gi_tiles_span_frames": False,
     "gw_ctas": 2, "gw_stages": 1, "gw_pixels_per_step": 16, "gw_o_tile": 64, "gw_c_tile": 64,
+    "gw_stages_channels_last_by_itemsize": {4: 3, 2: 5},
     "partials": "ordered_cuda", "one_pass": False,
 }  # fmt: skip
 BACKWARD_ONE_PASS = {
@@ -591,12 +595,17 @@ def _cuda_splits(shape: cases.LateralShape, sms: int = H200.sms) -> int:
 
 
 def predict_backward(
-    design: dict, shape: cases.LateralShape, dtype: str, machine: Machine = H200, l2_rereads: bool = False
+    design: dict,
+    shape: cases.LateralShape,
+    dtype: str,
+    machine: Machine = H200,
+    l2_rereads: bool = False,
+    layout: str = "ncdhw",
 ) -> Prediction:
     """The predicted backward time of ``design`` at ``shape`` (see BACKWARD_TRITON's comment)."""
     if design.get("configs"):
         return min(
-            (predict_backward({**design, **c, "configs": None}, shape, dtype, machine, l2_rereads)
+            (predict_backward({**design, **c, "configs": None}, shape, dtype, machine, l2_rereads, layout)
              for c in design["configs"]),
             key=lambda p: p.seconds,
         )  # fmt: skip
@@ -641,9 +650,12 @@ def predict_backward(
     )
     if design["one_pass"]:
         gw_g = 0
+    gw_stages = design["gw_stages"]
+    if layout == "channels_last_3d":
+        gw_stages = (design.get("gw_stages_channels_last_by_itemsize") or {}).get(itemsize, gw_stages)
     gw_flight = (
         design["gw_ctas"]
-        * design["gw_stages"]
+        * gw_stages
         * (design["gw_o_tile"] + design["gw_c_tile"])
         * (design["gw_pixels_per_step"] * itemsize)
     )
@@ -669,7 +681,9 @@ def backward_roofline_s(shape: cases.LateralShape, dtype: str, machine: Machine 
     return shape.backward_bytes(ITEMSIZE[dtype]) / machine.copy_bandwidth
 
 
-def backward_tables(shapes: dict[str, list[cases.LateralShape]], machine: Machine) -> str:
+def backward_tables(
+    shapes: dict[str, list[cases.LateralShape]], machine: Machine, layout: str = "ncdhw"
+) -> str:
     """Per fusion point and summed: each backward design's predicted time / roofline, with re-reads
     charged as DRAM bytes and as L2 hits."""
     names = [d["name"] for d in BACKWARD_DESIGNS]
@@ -688,10 +702,10 @@ def backward_tables(shapes: dict[str, list[cases.LateralShape]], machine: Machin
                 cells = []
                 for l2 in (False, True):
                     for i, d in enumerate(BACKWARD_DESIGNS):
-                        p = predict_backward(d, shape, dtype, machine, l2)
+                        p = predict_backward(d, shape, dtype, machine, l2, layout)
                         sums[l2][i] += p.seconds
                         cells.append(f"{p.seconds / roof:.2f}")
-                largest = predict_backward(BACKWARD_TRITON, shape, dtype, machine, True).largest
+                largest = predict_backward(BACKWARD_TRITON, shape, dtype, machine, True, layout).largest
                 lines.append([config, shape.point, dtype, _us(roof), *cells, largest])
             total = [f"**{t / roof_sum:.2f}**" for l2 in (False, True) for t in sums[l2]]
             lines.append([config, "**sum**", dtype, _us(roof_sum), *total, ""])
@@ -746,7 +760,7 @@ def render(batch: int = 8, machine: Machine = H200, layout: str = "ncdhw") -> st
         "### Strided resampling (Triton and CUDA)\n\n" + resample_table(batch, machine)
         + "\n\nThe launch is the whole gap: within 1.2x of the roofline needs a copy of at least 5 "
         "launches' time at copy bandwidth (64 MB at 3 µs per launch and 4.25 TB/s).",
-        "### Backward: predicted time / roofline\n\n" + backward_tables(shapes, machine)
+        f"### Backward ({layout}): predicted time / roofline\n\n" + backward_tables(shapes, machine, layout)
         + "\n\nDesigns: " + "; ".join(f"`{d['name']}`: {d['summary']}" for d in BACKWARD_DESIGNS)
         + ". Roofline: the backward's fewest bytes (cases.py: read g's lateral channels, the read fast "
         "frames and the weight; write grad_x_fast and grad_weight) at copy bandwidth. DRAM re-reads: "

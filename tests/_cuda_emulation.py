@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import pathlib
+import shutil
 
 import torch
 
@@ -33,6 +34,10 @@ def load():
     """The emulated ops, ``torch.ops.slowfast_fast_cudaemu`` (built on first use)."""
     from torch.utils import cpp_extension
 
+    if shutil.which("ninja") is None:  # pip's ninja (make install) in a venv whose bin is not on PATH
+        import ninja
+
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
     lib = torch.library.Library(NAMESPACE, "FRAGMENT")
     for schema in SCHEMAS.values():
         lib.define(schema)
@@ -43,7 +48,8 @@ def load():
         name=NAMESPACE,
         sources=[str(HERE / s) for s in SOURCES],
         extra_include_paths=[str(HERE), str(ROOT / "csrc"), str(ROOT / "csrc" / "cuda")],
-        extra_cflags=["-O2", "-DSLOWFAST_FAST_CUDA_EMULATION", "-Wno-unknown-pragmas"],
+        # -U_FORTIFY_SOURCE: the fibers switch stacks with _longjmp, which fortified glibc refuses.
+        extra_cflags=["-O2", "-U_FORTIFY_SOURCE", "-DSLOWFAST_FAST_CUDA_EMULATION", "-Wno-unknown-pragmas"],
         build_directory=str(build),
         is_python_module=False,
         verbose=bool(os.environ.get("SLOWFAST_FAST_EMULATION_VERBOSE")),
@@ -60,15 +66,22 @@ def counters() -> list[int]:
     return list(load().emulator_counters())
 
 
-class order:
-    """Context manager: the emulated threads of a block run in ``thread_order`` (FORWARD, REVERSE or
-    ALTERNATE) within each phase."""
+def configure(thread_order: int = FORWARD, max_blocks: int = 0, sms: int = 132) -> None:
+    """The emulated threads of a block run in ``thread_order`` (FORWARD, REVERSE or ALTERNATE) within
+    each phase; launches run at most ``max_blocks`` blocks (0: the whole grid; the kernels loop over
+    their tiles with a grid stride, so fewer blocks each run several tiles); the host code sees ``sms``
+    multiprocessors."""
+    load().emulator_configure(thread_order, sms, max_blocks)
 
-    def __init__(self, thread_order: int, sms: int = 132):
-        self.thread_order, self.sms = thread_order, sms
+
+class order:
+    """Context manager: :func:`configure` inside, the defaults (FORWARD, whole grid) after."""
+
+    def __init__(self, thread_order: int, max_blocks: int = 0, sms: int = 132):
+        self.args = (thread_order, max_blocks, sms)
 
     def __enter__(self):
-        load().emulator_configure(self.thread_order, self.sms)
+        configure(*self.args)
 
     def __exit__(self, *exc):
-        load().emulator_configure(FORWARD, 132)
+        configure()

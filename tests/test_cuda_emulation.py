@@ -9,12 +9,16 @@ skips. Then the lateral kernels run under every thread order.
 
 from __future__ import annotations
 
+import pathlib
+import re
+
 import _cuda_emulation
 import pytest
 import test_cuda_kernels as ck
 import torch
 
 THREADS = 64  # emulator_ops.cpp's block
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _ops():
@@ -35,15 +39,19 @@ def test_barrier_orders_shared_memory(thread_order):
     x = _input()
     with _cuda_emulation.order(thread_order):
         assert torch.equal(_ops().emulator_selftest("barrier", x), _neighbours(x))
+        assert torch.equal(_ops().emulator_selftest("barrier_two_blocks", x), _neighbours(x))  # grid stride
         assert torch.equal(_ops().emulator_selftest("async", x), _neighbours(x))
+        x6 = _input(blocks=6)  # 3 blocks: each reads its tile, then refills from the other half
+        half = x6.numel() // 2
+        assert torch.equal(_ops().emulator_selftest("async_refill", x6)[:half], _neighbours(x6[:half]))
 
 
 @pytest.mark.parametrize("thread_order", [_cuda_emulation.FORWARD, _cuda_emulation.REVERSE])
 @pytest.mark.parametrize("name", ["missing_barrier", "async_read_before_wait"])
 def test_racy_kernels_read_poison(name, thread_order):
-    """Without the barrier (or the wait) a thread reads a slot no thread has filled yet: NaN (shared
-    memory is poisoned before each block), in every block, also when an earlier launch left the
-    right values there."""
+    """Without the barrier (or the wait) a thread reads a slot no thread has filled yet: NaN (the
+    kernel's __shared__ variable, a template's static, is filled with NaN at each block's start), in
+    every block, also when an earlier launch left the right values there."""
     x = _input()
     ops = _ops()
     ops.emulator_selftest("barrier", x)  # the right values are now in shared memory
@@ -52,6 +60,44 @@ def test_racy_kernels_read_poison(name, thread_order):
     wrong = ~(got == _neighbours(x))
     assert got.isnan().view(-1, THREADS).any(dim=1).all()  # every block went wrong
     assert wrong.sum() >= x.numel() // THREADS
+
+
+@pytest.mark.parametrize("thread_order", [_cuda_emulation.FORWARD, _cuda_emulation.REVERSE])
+def test_missing_barrier_shows_on_later_grid_stride_trips(thread_order):
+    """Two blocks loop over five tiles: on a block's later trips its shared memory holds the previous
+    tile's values (not NaN), and the missing barrier still gives wrong results there."""
+    x = _input()
+    with _cuda_emulation.order(thread_order):
+        got = _ops().emulator_selftest("missing_barrier_two_blocks", x)
+    wrong = ~(got == _neighbours(x)).view(-1, THREADS)
+    assert wrong.any(dim=1).all()  # every tile, first trips (NaN) and later ones (stale values)
+
+
+@pytest.mark.parametrize("thread_order", [_cuda_emulation.FORWARD, _cuda_emulation.REVERSE])
+def test_refilling_a_slot_still_being_read_shows(thread_order):
+    """A cp.async into a slot another thread has not read yet (no barrier between): that reader gets
+    the new value or the poison of a copy in flight, not the old value."""
+    x = _input(blocks=6)
+    half = x.numel() // 2
+    with _cuda_emulation.order(thread_order):
+        got = _ops().emulator_selftest("async_refill_without_barrier", x)[:half]
+    assert not torch.equal(got, _neighbours(x[:half]))
+
+
+def test_every_shared_variable_is_poisoned_in_emulation():
+    """Each __shared__ declaration in csrc/cuda is followed by SLOWFAST_FAST_SHARED_POISON(its name):
+    without it the emulator would not fill it with NaN per block (see cuda_emulation.h)."""
+    found = 0
+    for path in sorted((ROOT / "csrc" / "cuda").glob("*.cu*")):
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            decl = re.match(r"\s*__shared__ .*?(\w+)\[.*\];", line)
+            if decl:
+                found += 1
+                assert f"SLOWFAST_FAST_SHARED_POISON({decl.group(1)});" in lines[i + 1], (
+                    f"{path.name}:{i + 1}"
+                )
+    assert found >= 3
 
 
 @pytest.mark.parametrize(
@@ -90,14 +136,18 @@ def test_counters_count_launches_and_barriers():
     assert (launches, blocks, barriers, copies) == (1, 5, 5, 5 * THREADS)
 
 
-@pytest.mark.parametrize("thread_order", [_cuda_emulation.REVERSE, _cuda_emulation.ALTERNATE])
+@pytest.mark.parametrize("thread_order", [_cuda_emulation.FORWARD, _cuda_emulation.REVERSE])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("fmt", [ck.NC, ck.CL], ids=["ncdhw", "ndhwc"])
 @pytest.mark.parametrize("name", ["14x14", "7x7", "5x6"])
-def test_lateral_kernels_in_other_thread_orders(name, fmt, dtype, thread_order):
-    """test_cuda_kernels.py runs threads in index order; a barrier missing between one thread's write
-    and another's read (or read and overwrite) shows in one order or the other."""
-    ck.T.name, ck.T.device, ck.T.ops, ck.T.public = "emulated", "cpu", _ops(), False
+def test_lateral_kernels_in_other_thread_orders(name, fmt, dtype, thread_order, monkeypatch):
+    """test_cuda_kernels.py runs threads in alternating order; a barrier missing between one thread's
+    write and another's read (or read and overwrite) shows in one order or the other, so these run in
+    each (two blocks, so every block loops over several tiles)."""
+    monkeypatch.setattr(ck.T, "name", "emulated")
+    monkeypatch.setattr(ck.T, "device", "cpu")
+    monkeypatch.setattr(ck.T, "ops", _ops())
+    monkeypatch.setattr(ck.T, "public", False)
     geom = ck.ACCESS_GEOMETRIES[name]
     n, c_s, _, c_l, _, h, w = geom[:7]
     for relu in (True, False):  # grad_input's register and cp.async K loops
@@ -112,5 +162,35 @@ def test_lateral_kernels_in_other_thread_orders(name, fmt, dtype, thread_order):
             fmt=fmt,
             gen=torch.Generator().manual_seed(12),
         )
-        with _cuda_emulation.order(thread_order):
+        with _cuda_emulation.order(thread_order, max_blocks=2):
             ck._check_lateral(inputs, relu, grad_out, dtype, tf32=dtype == torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_grad_weight_takes_the_cp_async_ring_where_it_claims(dtype):
+    """channels_last_3d without a ReLU mask and with 16-byte channel units: the CUDA grad_weight fetches
+    its tiles with cp.async (the emulator counts them) and matches the register path's sums; with the
+    mask, or in NCDHW, it issues none."""
+    ops = _ops()
+    gen = torch.Generator().manual_seed(3)
+    n, c_s, c_f, c_l, t_f, h, w, k, s, p = (2, 8, 16, 32, 16, 3, 5, 5, 8, 2)
+    t_s = (t_f + 2 * p - k) // s + 1
+    x_fast = torch.randn(n, c_f, t_f, h, w, generator=gen).to(dtype)
+    weight = torch.randn(c_l, c_f, k, 1, 1, generator=gen).to(dtype)
+    grad = torch.randn(n, c_s + c_l, t_s, h, w, generator=gen).to(dtype)
+    out = torch.randn(n, c_s + c_l, t_s, h, w, generator=gen).to(dtype)
+
+    def copies(g, x, mask):
+        before = _cuda_emulation.counters()[3]
+        result = ops.lateral_concat_grad_weight(g, x, weight, None, mask, s, p)
+        return _cuda_emulation.counters()[3] - before, result
+
+    cl = torch.channels_last_3d
+    issued, ring = copies(grad.contiguous(memory_format=cl), x_fast.contiguous(memory_format=cl), None)
+    assert issued > 0
+    issued, registers = copies(grad, x_fast, None)  # NCDHW: the register path
+    assert issued == 0
+    for a, b in zip(ring, registers, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-4)
+    issued, _ = copies(grad.contiguous(memory_format=cl), x_fast.contiguous(memory_format=cl), out)
+    assert issued == 0  # the ReLU mask is applied on the way through registers

@@ -86,10 +86,15 @@ def target(request):
         T.name, T.device, T.ops, T.public = "gpu", "cuda", torch.ops.slowfast_fast, True
     else:
         T.name, T.device, T.ops, T.public = "emulated", "cpu", _cuda_emulation.load(), False
+        # Threads alternate direction phase by phase; at most 3 blocks, so the kernels' grid-stride
+        # loops run several tiles per block (reusing shared memory) wherever a grid has more.
+        _cuda_emulation.configure(_cuda_emulation.ALTERNATE, max_blocks=3)
     # The emulated kernels must really run (no silent fallback to another kernel): every test that
     # passes launched at least one, but those of empty batches, which launch nothing.
     before = _cuda_emulation.counters() if T.name == "emulated" else None
     yield T
+    if T.name == "emulated":
+        _cuda_emulation.configure()
     report = getattr(request.node, "rep_call", None)
     if before is not None and report is not None and report.passed and "empty" not in request.node.name:
         assert _cuda_emulation.counters()[0] > before[0], "no emulated kernel was launched"

@@ -275,7 +275,7 @@ def test_script_prints_every_fusion_point_labelled_as_predictions():
     assert "### Backward: grad_weight partials (Triton)" in out
     # Each config's layer3 row: twice in the partials table (fp32, bf16), twice in the backward table.
     assert out.count("| 4x16 | layer3_lateral |") == out.count("| 8x8 | layer3_lateral |") == 4
-    assert "### Backward: predicted time / roofline" in out
+    assert "### Backward (ncdhw): predicted time / roofline" in out
 
 
 def test_an_autotuned_design_is_predicted_at_its_fastest_config():
@@ -365,10 +365,14 @@ def test_backward_model_bounds(dtype):
         for shape in points:
             roof = dm.backward_roofline_s(shape, dtype, machine)
             for design in dm.BACKWARD_DESIGNS:
-                dram = dm.predict_backward(design, shape, dtype, machine, l2_rereads=False)
-                l2 = dm.predict_backward(design, shape, dtype, machine, l2_rereads=True)
-                assert l2.seconds <= dram.seconds
-                assert l2.seconds >= roof * 0.99 + design["launches"] * machine.launch_s
+                for layout in ("ncdhw", "channels_last_3d"):
+                    dram = dm.predict_backward(design, shape, dtype, machine, False, layout)
+                    l2 = dm.predict_backward(design, shape, dtype, machine, True, layout)
+                    assert l2.seconds <= dram.seconds
+                    assert l2.seconds >= roof * 0.99 + design["launches"] * machine.launch_s
+            cuda_nc = dm.predict_backward(dm.BACKWARD_CUDA, shape, dtype, machine, True, "ncdhw")
+            cuda_cl = dm.predict_backward(dm.BACKWARD_CUDA, shape, dtype, machine, True, "channels_last_3d")
+            assert cuda_cl.seconds <= cuda_nc.seconds  # the cp.async ring keeps more in flight
             for l2 in (False, True):
                 one = dm.predict_backward(dm.BACKWARD_ONE_PASS, shape, dtype, machine, l2)
                 assert (

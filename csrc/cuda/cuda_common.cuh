@@ -21,6 +21,8 @@
 #define SLOWFAST_FAST_LAUNCH(grid, block, stream, ...) ::slowfast_fast::emulation::launch(grid, block, __VA_ARGS__)
 // The emulated kernels take CPU tensors and register as the CPU kernels of their own namespace.
 #define SLOWFAST_FAST_CUDA_LIBRARY_IMPL(m) TORCH_LIBRARY_IMPL(slowfast_fast_cudaemu, CPU, m)
+// Each block's first thread fills the __shared__ variable with NaN (uninitialized on a GPU).
+#define SLOWFAST_FAST_SHARED_POISON(var) ::slowfast_fast::emulation::poison_shared(&(var), sizeof(var))
 #else
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -34,6 +36,9 @@
 // that the emulator can run the same launch (a template kernel's commas stay in __VA_ARGS__).
 #define SLOWFAST_FAST_LAUNCH(grid, block, stream, ...) __VA_ARGS__<<<grid, block, 0, stream>>>
 #define SLOWFAST_FAST_CUDA_LIBRARY_IMPL(m) TORCH_LIBRARY_IMPL(slowfast_fast, CUDA, m)
+// Every __shared__ declaration names its variable here: nothing on the GPU; the emulator fills it with
+// NaN at the start of each block, so a read of shared memory the block has not written shows.
+#define SLOWFAST_FAST_SHARED_POISON(var) ((void)0)
 #endif
 
 // wmma for bf16 and TF32 needs sm_80; older targets (only if someone lists them) fall back to SIMT.
@@ -122,6 +127,45 @@ __device__ __forceinline__ void store_global(uint2* p, const uint2& v) {
   asm volatile("st.global.v2.b32 [%0], {%1, %2};" ::"l"(p), "r"(v.x), "r"(v.y) : "memory");
 }
 #endif
+
+// cp.async of kBytes from global to shared memory, zero-filled when !valid (then nothing is read from
+// src, which must still be a valid address). sm_80+; older targets copy synchronously.
+template <int kBytes>
+__device__ __forceinline__ void cp_async(void* dst, const void* src, bool valid) {
+#if defined(SLOWFAST_FAST_CUDA_EMULATION)
+  ::slowfast_fast::emulation::cp_async(dst, src, kBytes, valid);
+#elif !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  const int src_bytes = valid ? kBytes : 0;
+  if constexpr (kBytes == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(src_bytes) : "memory");
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(s), "l"(src), "n"(kBytes), "r"(src_bytes)
+                 : "memory");
+  }
+#else
+  using U = typename UnitType<kBytes>::type;
+  *static_cast<U*>(dst) = valid ? *static_cast<const U*>(src) : U{};
+#endif
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(SLOWFAST_FAST_CUDA_EMULATION)
+  ::slowfast_fast::emulation::cp_async_commit();
+#elif !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+// Waits until at most kPending of this thread's committed cp.async groups are still in flight.
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(SLOWFAST_FAST_CUDA_EMULATION)
+  ::slowfast_fast::emulation::cp_async_wait(kPending);
+#elif !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+#endif
+}
 
 template <typename T>
 __device__ __forceinline__ bool positive(T v) {

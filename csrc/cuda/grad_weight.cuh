@@ -37,16 +37,116 @@ struct GradWeightParams {
   int64_t splits;
   bool g_vec;
   bool x_vec;
+  // channels_last_3d without a ReLU mask and with 16-byte units in both operands: the tiles go to
+  // shared memory by cp.async, kGwStages - 1 pixel tiles ahead (partial_loop_async), else through
+  // registers one tile ahead.
+  bool async;
   acc_t* partial;        // [splits][C_lat][k][C_fast]
   acc_t* partial_shift;  // [splits][C_lat]
 };
+
+// Pixel tiles in the cp.async ring: 4 in fp32 and 6 in 16-bit types (3 / 5 in flight: 48 KB / 40 KB of
+// g and x_fast per SM at 2 blocks; the register path keeps one tile, 16 KB / 8 KB), 2 in fp64 so the
+// static shared memory stays under 48 KB. A slot is a g tile As[px][o] then an x_fast tile Bs[px][c].
+template <typename T>
+constexpr int kGwStages = sizeof(T) == 8 ? 2 : sizeof(T) == 4 ? 4 : 6;
+
+template <typename T>
+constexpr int gw_smem_bytes() {
+  constexpr int ring = kGwStages<T> * 2 * kBK * kLds * static_cast<int>(sizeof(T));
+  return ring > tile_smem_bytes<T>() ? ring : tile_smem_bytes<T>();
+}
+
+// cp.async of an NDHWC tile, channels [c0, c0 + 64) x pixels [px0, px0 + kBK) of frame f of sample n,
+// into s[px * kLds + c], 16 bytes per copy (the host checked that the channel counts, the channel
+// offset and the base address are multiples of 16 bytes, so a unit is wholly in range or wholly out),
+// zero-filled outside the channels and pixels.
+template <typename T>
+__device__ __forceinline__ void issue_channels_last_tile(const T* g, const ActView& v, int64_t n, int64_t f,
+                                                         int64_t c0, int64_t ccount, int64_t px0, T* s) {
+  constexpr int V = kVec<T>;
+  constexpr int kRun = kBM / V;  // units along one pixel's 64 channels
+  for (int u = threadIdx.x; u < kBK * kRun; u += kThreads) {
+    const int px = u / kRun;
+    const int c = (u % kRun) * V;
+    const bool valid = c0 + c < ccount && px0 + px < v.hw;
+    const T* src = valid ? g + act_offset<true>(v, n, c0 + c, f, px0 + px) : g;
+    cp_async<16>(s + px * kLds + c, src, valid);
+  }
+}
+
+// The pixel loop of one tile with cp.async (p.async): the tiles of the next kGwStages - 1 needed pixel
+// tiles are in flight while one is multiplied; one barrier per step. The ring invariants are
+// k_loop_async's (lateral_gemm.cuh): one cp.async group committed per step, empty ones included, so
+// after wait_group(S - 2) step i's group is complete; the slot refilled after step i's barrier was last
+// read by step i - 1. `next` is the tile's next_needed; every thread walks the same pixel tiles.
+template <typename T, typename acc_t, typename Mma, typename Next>
+__device__ __forceinline__ void partial_loop_async(const GradWeightParams<T, acc_t>& p, Mma& mma, acc_t& shift_sum,
+                                                   T* ring, int64_t q_begin, int64_t q_end, int64_t o0, int64_t c0,
+                                                   bool sums_shift, const Next& next) {
+  constexpr int S = kGwStages<T>;
+  constexpr int kSlot = 2 * kBK * kLds;
+  uint32_t taps = 0;  // bit (step % S): the step's pixel tile has an x_fast frame
+  int64_t n = 0, to = 0, t = 0, px0 = 0;
+  bool tap = false;
+  int64_t q = next(q_begin, n, to, t, px0, tap);
+  uint32_t fetched = 0;
+  const auto fetch = [&]() {
+    const uint32_t slot = fetched % S;
+    T* dst = ring + slot * kSlot;
+    issue_channels_last_tile(p.g, p.gv, n, to, o0, p.c_lat, px0, dst);
+    if (tap) issue_channels_last_tile(p.x, p.xv, n, t, c0, p.c_fast, px0, dst + kBK * kLds);
+    taps = (taps & ~(1u << slot)) | (static_cast<uint32_t>(tap) << slot);
+    ++fetched;
+    q = next(q + 1, n, to, t, px0, tap);
+  };
+#pragma unroll
+  for (int s = 0; s < S - 1; ++s) {
+    if (q < q_end) fetch();
+    cp_async_commit();
+  }
+  for (uint32_t i = 0; i < fetched; ++i) {
+    cp_async_wait<S - 2>();
+    __syncthreads();
+    if (q < q_end) fetch();  // into slot (i + S - 1) % S
+    cp_async_commit();
+    const T* As = ring + (i % S) * kSlot;
+    if (sums_shift && threadIdx.x < kBM) {
+#pragma unroll
+      for (int px = 0; px < kBK; ++px) shift_sum += static_cast<acc_t>(As[px * kLds + threadIdx.x]);
+    }
+    if ((taps >> (i % S)) & 1u) mma.step(As, As + kBK * kLds);
+  }
+  cp_async_wait<0>();  // only empty groups can be left
+  __syncthreads();     // the last step's reads before the accumulator is staged over the ring
+}
+
+// Writes a tile's partial sums (staged through shared memory, which the caller's last barrier freed)
+// and its grad_shift partial; ends with a barrier, so the next tile may refill shared memory.
+template <typename T, typename acc_t, typename Mma>
+__device__ __forceinline__ void stage_partial(const GradWeightParams<T, acc_t>& p, const Mma& mma, acc_t shift_sum,
+                                              acc_t* Cs, int64_t split, int64_t kt, int64_t o0, int64_t c0,
+                                              bool sums_shift) {
+  mma.template store<false>(Cs);
+  __syncthreads();
+  for (int u = threadIdx.x; u < kBM * kBN; u += kThreads) {
+    const int o = u / kBN;
+    const int c = u % kBN;  // fast channels are contiguous in the workspace
+    if (o0 + o < p.c_lat && c0 + c < p.c_fast)
+      p.partial[((split * p.c_lat + o0 + o) * p.k + kt) * p.c_fast + c0 + c] = Cs[o * kLdc + c];
+  }
+  if (sums_shift && threadIdx.x < kBM && o0 + threadIdx.x < p.c_lat)
+    p.partial_shift[split * p.c_lat + o0 + threadIdx.x] = shift_sum;
+  __syncthreads();
+}
 
 template <typename T, bool CL, bool kUseWmma>
 __global__ void __launch_bounds__(kThreads, 2)
     grad_weight_partial_kernel(const GradWeightParams<T, typename BlockMma<T, kUseWmma>::acc_t> p) {
   using Mma = BlockMma<T, kUseWmma>;
   using acc_t = typename Mma::acc_t;
-  __shared__ __align__(128) unsigned char smem[tile_smem_bytes<T>()];
+  __shared__ __align__(128) unsigned char smem[gw_smem_bytes<T>()];
+  SLOWFAST_FAST_SHARED_POISON(smem);
   T* As = reinterpret_cast<T*>(smem);  // As[px][o]
   T* Bs = As + kBK * kLds;             // Bs[px][c]
   acc_t* Cs = reinterpret_cast<acc_t*>(smem);
@@ -88,6 +188,13 @@ __global__ void __launch_bounds__(kThreads, 2)
     Mma mma;
     mma.zero();
     acc_t shift_sum = acc_t(0);
+    if constexpr (CL) {
+      if (p.async) {
+        partial_loop_async(p, mma, shift_sum, As, q_begin, q_end, o0, c0, sums_shift, next_needed);
+        stage_partial(p, mma, shift_sum, Cs, split, kt, o0, c0, sums_shift);
+        continue;
+      }
+    }
     ActTileLoader<T, CL, kBM, kBK, kThreads> ga;
     ActTileLoader<T, CL, kBN, kBK, kThreads> xa;
     int64_t n = 0, to = 0, t = 0, px0 = 0;
@@ -116,17 +223,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       q = next_q;
       tap = next_tap;
     }
-    mma.template store<false>(Cs);
-    __syncthreads();
-    for (int u = threadIdx.x; u < kBM * kBN; u += kThreads) {
-      const int o = u / kBN;
-      const int c = u % kBN;  // fast channels are contiguous in the workspace
-      if (o0 + o < p.c_lat && c0 + c < p.c_fast)
-        p.partial[((split * p.c_lat + o0 + o) * p.k + kt) * p.c_fast + c0 + c] = Cs[o * kLdc + c];
-    }
-    if (sums_shift && threadIdx.x < kBM && o0 + threadIdx.x < p.c_lat)
-      p.partial_shift[split * p.c_lat + o0 + threadIdx.x] = shift_sum;
-    __syncthreads();
+    stage_partial(p, mma, shift_sum, Cs, split, kt, o0, c0, sums_shift);
   }
 }
 
@@ -151,6 +248,7 @@ __global__ void __launch_bounds__(kThreads)
                               T* __restrict__ grad_scale, T* __restrict__ grad_shift, int64_t c_lat,
                               int64_t c_fast, int64_t k, int64_t splits) {
   __shared__ acc_t scratch[kThreads / 32];
+  SLOWFAST_FAST_SHARED_POISON(scratch);
   // (kt, c) of entry e with 32-bit division (the host checked k * c_fast < 2^31): a 64-bit division is
   // a subroutine call, whose saved registers gave this kernel a stack frame.
   const uint32_t per_o = static_cast<uint32_t>(k * c_fast);
@@ -218,6 +316,7 @@ void grad_weight_impl(const at::Tensor& go, const std::optional<at::Tensor>& mas
   } else {
     p.g_vec = p.x_vec = ptrs && hw % V == 0;
   }
+  p.async = cl && p.mask == nullptr && p.g_vec && p.x_vec;
 
   // Enough splits for about four blocks per SM, each still reducing at least 8 pixel tiles. The
   // split count fixes the order the partials are added in; under torch.use_deterministic_algorithms

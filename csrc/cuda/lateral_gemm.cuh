@@ -83,45 +83,6 @@ constexpr int kW4 = kVec<T> / 4 > 1 ? kVec<T> / 4 : 1;
 template <typename T>
 constexpr int kStages = sizeof(T) == 8 ? 2 : sizeof(T) == 4 ? 4 : 6;
 
-// cp.async of kBytes from global to shared memory, zero-filled when !valid (then nothing is read from
-// src, which must still be a valid address). sm_80+; older targets copy synchronously.
-template <int kBytes>
-__device__ __forceinline__ void cp_async(void* dst, const void* src, bool valid) {
-#if defined(SLOWFAST_FAST_CUDA_EMULATION)
-  ::slowfast_fast::emulation::cp_async(dst, src, kBytes, valid);
-#elif !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  const int src_bytes = valid ? kBytes : 0;
-  if constexpr (kBytes == 16) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(src_bytes) : "memory");
-  } else {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(s), "l"(src), "n"(kBytes), "r"(src_bytes)
-                 : "memory");
-  }
-#else
-  using U = typename UnitType<kBytes>::type;
-  *static_cast<U*>(dst) = valid ? *static_cast<const U*>(src) : U{};
-#endif
-}
-
-__device__ __forceinline__ void cp_async_commit() {
-#if defined(SLOWFAST_FAST_CUDA_EMULATION)
-  ::slowfast_fast::emulation::cp_async_commit();
-#elif !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-#endif
-}
-
-// Waits until at most kPending of this thread's committed cp.async groups are still in flight.
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-#if defined(SLOWFAST_FAST_CUDA_EMULATION)
-  ::slowfast_fast::emulation::cp_async_wait(kPending);
-#elif !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-#endif
-}
-
 // The taps of one output frame f whose operand frame exists, as flat-K rows: row kk of the
 // reduction is channel kk % red_ch of tap j = kk / red_ch, which reads operand frame af0 + j with
 // weight tap kt0 + j * kt_step; k_eff = count * red_ch rows in all.
@@ -462,6 +423,7 @@ __global__ void __launch_bounds__(kThreads, 2) lateral_gemm_kernel(const Lateral
   using Mma = BlockMma<T, kUseWmma, CL>;
   using acc_t = typename Mma::acc_t;
   __shared__ __align__(128) unsigned char smem[lateral_smem_bytes<T, CL>()];
+  SLOWFAST_FAST_SHARED_POISON(smem);
   T* As = reinterpret_cast<T*>(smem);                       // ring of A tiles: NCDHW As[kk][m], NDHWC As[m][kk]
   T* Bs = As + kStages<T> * a_tile_elems<T, CL>();  // two B tiles Bs[kk][j]: reduction row x output channel
   acc_t* Cs = reinterpret_cast<acc_t*>(smem);

@@ -3,38 +3,56 @@
 // makes csrc/cuda/cuda_common.cuh include this header instead of the CUDA ones.
 //
 // What is emulated, and how faithfully:
-// * A launch runs its blocks one after another on the calling OS thread. A block's threads are
-//   fibers (ucontext) scheduled cooperatively: every ready thread runs until it reaches a barrier
-//   (__syncthreads, or the warp-level exchange of a shuffle) or exits; a barrier is released only when
-//   every thread it covers waits there. Run-to-barrier is the most hostile schedule for a missing
-//   __syncthreads: one thread runs its whole phase before the next starts, so a thread that reads
-//   shared memory another thread has not yet written, or overwrites what another has not yet read,
-//   gets the wrong value. The order of the threads within a phase is forward, reverse or alternating
-//   (configure()), so that both orders of every pair of threads are tried.
+// * A launch runs its blocks one after another on the calling OS thread (at most `max_blocks` of them
+//   when configure() caps the grid: every kernel here loops over its tiles with a grid stride, so a
+//   capped grid runs each block's loop several times, as large inputs do on a GPU). A block's threads
+//   are fibers (stacks with a guard page, switched with _setjmp/_longjmp) scheduled cooperatively:
+//   every ready thread runs until it reaches a barrier (__syncthreads, or the warp-level exchange of a
+//   shuffle) or exits; a barrier is released only when every thread it covers waits there.
+//   Run-to-barrier is the most hostile schedule for a missing __syncthreads where the thread that
+//   should wait runs first in the phase: it runs its whole phase before the others start. The order of
+//   the threads within a phase is forward, reverse or alternating between phases (configure()); a
+//   hazard shows only in an order that runs its victim first.
 // * __shared__ variables are function statics: one copy shared by the block's fibers (blocks never
-//   overlap), filled with 0xff bytes (NaN) before every block, so reading shared memory the block has
-//   not written (uninitialized on the GPU) poisons the result instead of finding an earlier block's
-//   values.
-// * cp.async copies land only when the issuing thread's cp.async.wait_group retires their group (the
-//   latest moment the hardware may complete them): reading a buffer before waiting reads stale data.
-//   Copies still in flight when a thread exits, and misaligned cp.async, are errors.
+//   overlap). Kernels name their __shared__ variables in SLOWFAST_FAST_SHARED_POISON(var) (a no-op
+//   under nvcc; a test checks that every declaration has one): the first thread of each block to get
+//   there fills the variable with 0xff bytes (NaN in every floating type), so reading shared memory the
+//   block has not written (uninitialized on a GPU) gives NaN, not zeros or an earlier block's values.
+// * cp.async: the destination is filled with 0xff when the copy is issued (its contents are undefined
+//   until the copy completes, so a thread still reading the old contents of a slot being refilled reads
+//   NaN), and the copy lands only when the issuing thread's cp.async.wait_group retires its group (the
+//   latest moment the hardware may complete it, so reading before the wait reads NaN). Copies still in
+//   flight when a thread exits, and misaligned cp.async, are errors.
 // * wmma: every lane holds the whole fragment (elementwise fragment code is layout-agnostic, as the
-//   CUDA documentation requires of it); mma_sync accumulates in fp32 and, for TF32, drops the low 13
-//   mantissa bits of each input as the tensor cores do. load/store_matrix_sync check the 32-byte
-//   alignment and 16-byte ldm multiple the hardware requires.
+//   CUDA documentation requires of it); mma_sync accumulates in fp32 and, for TF32, uses the top 10
+//   mantissa bits of each input (the kernels round with __float_to_tf32 first, so this changes nothing
+//   for them). load/store_matrix_sync check the 32-byte alignment and 16-byte ldm multiple the
+//   hardware requires. Not checked: that all 32 lanes of a warp reach a wmma call (each lane computes
+//   and stores the whole tile itself; the last lane's store wins).
 // * Global memory is the CPU tensors' memory. 16-byte accesses are uint4 (alignas(16)); the compiler
 //   may use aligned vector instructions for them, so a misaligned one can crash the process as on a
 //   GPU, but that is not guaranteed.
-// Not emulated: timing, occupancy, registers, memory coalescing, inter-block concurrency (no kernel here
-// uses atomics or inter-block communication) and device memory limits.
+// Not emulated: timing, occupancy, registers, memory coalescing, FMA contraction (results differ from a
+// GPU's in the last bits), inter-block concurrency (no kernel here uses atomics or inter-block
+// communication) and memory safety: an out-of-bounds global or shared access reads or corrupts
+// neighbouring host memory undetected (compute-sanitizer in the GPU run checks that).
 #pragma once
+
+// glibc's fortified longjmp (_FORTIFY_SOURCE, on by default in some distributions' compilers) aborts on
+// a jump to another stack, which is how fibers switch: tests/_cuda_emulation.py builds with
+// -U_FORTIFY_SOURCE.
+#if defined(_FORTIFY_SOURCE) && _FORTIFY_SOURCE > 0 && defined(__OPTIMIZE__)
+#error "build the CUDA emulator with -U_FORTIFY_SOURCE (fibers switch stacks with _longjmp)"
+#endif
 
 #include <c10/core/Device.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Exception.h>
 #include <c10/util/Half.h>
 #include <setjmp.h>
+#include <sys/mman.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
@@ -52,10 +70,7 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-// Every __shared__ variable lands in one section, which the emulator fills with 0xff bytes (NaN in every
-// floating type) before each block: a thread that reads shared memory no thread of its block wrote
-// gets NaN, never what an earlier block or launch left there.
-#define __shared__ static __attribute__((section("sff_emu_shared")))
+#define __shared__ static  // filled with NaN per block by SLOWFAST_FAST_SHARED_POISON (see above)
 #define __align__(n) __attribute__((aligned(n)))
 #define __launch_bounds__(...)
 
@@ -94,7 +109,8 @@ enum Order : int { kForward = 0, kReverse = 1, kAlternate = 2 };
 
 struct Settings {
   int order = kForward;
-  int sms = 132;  // an H200's, so that split counts match the GPU's
+  int sms = 132;         // an H200's, so that split counts match the GPU's
+  unsigned max_blocks = 0;  // 0: every block of the grid
   int64_t launches = 0;
   int64_t blocks = 0;
   int64_t barriers = 0;  // block-wide barriers released
@@ -138,30 +154,28 @@ struct Block {
   alignas(16) unsigned char exchange[1024][16];  // warp shuffles: one slot per thread
   // Per warp, the last mma_sync's operands and result (see nvcuda::wmma::mma_sync).
   std::vector<std::vector<unsigned char>> mma_memo;
+  std::vector<const void*> poisoned;  // __shared__ variables filled with NaN in this block
 };
 
 inline thread_local Block* tls_block = nullptr;
 
-}  // namespace emulation
-}  // namespace slowfast_fast
-
-// The bounds of the __shared__ section, defined by the linker for the whole shared library.
-extern "C" char __start_sff_emu_shared[] __attribute__((weak));
-extern "C" char __stop_sff_emu_shared[] __attribute__((weak));
-
-namespace slowfast_fast {
-namespace emulation {
-
-inline void poison_shared_memory() {
-  if (__start_sff_emu_shared != nullptr && __stop_sff_emu_shared > __start_sff_emu_shared) {
-    std::memset(__start_sff_emu_shared, 0xff, static_cast<size_t>(__stop_sff_emu_shared - __start_sff_emu_shared));
-  }
-}
-
 constexpr size_t kStackBytes = 256 * 1024;
 
-inline std::vector<std::unique_ptr<char[]>>& stacks() {
-  static thread_local std::vector<std::unique_ptr<char[]>> s;
+// Fiber stacks, mmap'ed with an inaccessible page below each, so that an overflow faults instead of
+// corrupting a neighbour. Kept for the process (one per thread a block has had).
+struct Stack {
+  char* base = nullptr;  // the usable part, kStackBytes
+  Stack() {
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    void* p = mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::runtime_error("CUDA emulation: cannot map a fiber stack");
+    mprotect(p, page, PROT_NONE);
+    base = static_cast<char*>(p) + page;
+  }
+};
+
+inline std::vector<std::unique_ptr<Stack>>& stacks() {
+  static thread_local std::vector<std::unique_ptr<Stack>> s;
   return s;
 }
 
@@ -246,14 +260,14 @@ inline void release_or_fail(Block& b) {
 // Runs one block of `threads` threads to completion.
 inline void run_block(Block& b) {
   auto& pool = stacks();
-  while (pool.size() < b.threads) pool.emplace_back(new char[kStackBytes]);
-  poison_shared_memory();
+  while (pool.size() < b.threads) pool.emplace_back(new Stack());
+  b.poisoned.clear();
   b.fibers.assign(b.threads, Fiber{});
   b.mma_memo.assign((b.threads + 31) / 32, {});
   for (unsigned i = 0; i < b.threads; ++i) {
     Fiber& f = b.fibers[i];
     getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = pool[i].get();
+    f.ctx.uc_stack.ss_sp = pool[i]->base;
     f.ctx.uc_stack.ss_size = kStackBytes;
     f.ctx.uc_link = nullptr;
     makecontext(&f.ctx, fiber_entry, 0);
@@ -283,6 +297,7 @@ inline void run_kernel(dim3 grid, dim3 threads, const std::function<void()>& bod
   if (threads.x == 0 || threads.x > 1024) fail("block of " + std::to_string(threads.x) + " threads");
   if (grid.x == 0) fail("empty grid");
   ++settings().launches;
+  if (settings().max_blocks > 0 && grid.x > settings().max_blocks) grid.x = settings().max_blocks;
   auto b = std::make_unique<Block>();
   b->threads = threads.x;
   b->body = &body;
@@ -323,7 +338,17 @@ inline void cp_async(void* dst, const void* src, int bytes, bool valid) {
   check_aligned(dst, bytes, "cp.async destination");
   if (valid) check_aligned(src, bytes, "cp.async source");
   ++settings().async_copies;
+  std::memset(dst, 0xff, bytes);  // undefined until the copy completes
   this_thread().open.push_back(Copy{dst, src, bytes, valid});
+}
+
+// SLOWFAST_FAST_SHARED_POISON(var): the first thread of the block to get here fills var with 0xff.
+inline void poison_shared(void* p, size_t bytes) {
+  Block& b = block();
+  for (const void* q : b.poisoned)
+    if (q == p) return;
+  b.poisoned.push_back(p);
+  std::memset(p, 0xff, bytes);
 }
 
 inline void cp_async_commit() {
@@ -466,11 +491,16 @@ void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a,
               const fragment<matrix_b, M, N, K, T, LB>& b, const fragment<accumulator, M, N, K, float>& c) {
   namespace emu = slowfast_fast::emulation;
   constexpr size_t kA = sizeof(a.x), kB = sizeof(b.x), kC = sizeof(c.x);
+  // The memo's key starts with the shape and operand type, so products of other shapes or types whose
+  // operands happen to have the same bytes never match.
+  const int tag[4] = {M, N, K, std::is_same_v<T, precision::tf32> ? 4 : static_cast<int>(sizeof(T)) + 8 * std::is_same_v<T, __nv_bfloat16>};
+  constexpr size_t kT = sizeof(tag);
   emu::Block& blk = emu::block();
   std::vector<unsigned char>& memo = blk.mma_memo[blk.current / 32];
-  if (memo.size() == kA + kB + 2 * kC && std::memcmp(memo.data(), a.x, kA) == 0 &&
-      std::memcmp(memo.data() + kA, b.x, kB) == 0 && std::memcmp(memo.data() + kA + kB, c.x, kC) == 0) {
-    std::memcpy(d.x, memo.data() + kA + kB + kC, kC);
+  if (memo.size() == kT + kA + kB + 2 * kC && std::memcmp(memo.data(), tag, kT) == 0 &&
+      std::memcmp(memo.data() + kT, a.x, kA) == 0 && std::memcmp(memo.data() + kT + kA, b.x, kB) == 0 &&
+      std::memcmp(memo.data() + kT + kA + kB, c.x, kC) == 0) {
+    std::memcpy(d.x, memo.data() + kT + kA + kB + kC, kC);
     return;
   }
   float fa[M * K], fb[K * N], out[M * N];
@@ -482,11 +512,12 @@ void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a,
       for (int k = 0; k < K; ++k) acc += fa[i * K + k] * fb[k * N + j];
       out[i * N + j] = acc;
     }
-  memo.resize(kA + kB + 2 * kC);
-  std::memcpy(memo.data(), a.x, kA);
-  std::memcpy(memo.data() + kA, b.x, kB);
-  std::memcpy(memo.data() + kA + kB, c.x, kC);
-  std::memcpy(memo.data() + kA + kB + kC, out, kC);
+  memo.resize(kT + kA + kB + 2 * kC);
+  std::memcpy(memo.data(), tag, kT);
+  std::memcpy(memo.data() + kT, a.x, kA);
+  std::memcpy(memo.data() + kT + kA, b.x, kB);
+  std::memcpy(memo.data() + kT + kA + kB, c.x, kC);
+  std::memcpy(memo.data() + kT + kA + kB + kC, out, kC);
   std::memcpy(d.x, out, kC);
 }
 

@@ -15,11 +15,13 @@ namespace emu = slowfast_fast::emulation;
 
 constexpr int kThreads = 64;
 
-void configure(int64_t order, int64_t sms) {
+void configure(int64_t order, int64_t sms, int64_t max_blocks) {
   TORCH_CHECK(order == emu::kForward || order == emu::kReverse || order == emu::kAlternate, "order: 0, 1 or 2");
   TORCH_CHECK(sms >= 1, "sms must be positive");
+  TORCH_CHECK(max_blocks >= 0, "max_blocks: 0 (no cap) or positive");
   emu::settings().order = static_cast<int>(order);
   emu::settings().sms = static_cast<int>(sms);
+  emu::settings().max_blocks = static_cast<unsigned>(max_blocks);
 }
 
 std::vector<int64_t> counters() {
@@ -29,18 +31,26 @@ std::vector<int64_t> counters() {
 
 // Each thread publishes in[block * kThreads + tid] in shared memory and returns its right neighbour's
 // (tid + 1 wrapping within the block), read after a barrier, or, with `barrier` false, without one.
-__global__ void neighbour_kernel(const float* in, float* out, bool barrier) {
-  __shared__ float slot[kThreads];
-  const unsigned i = blockIdx.x * kThreads + threadIdx.x;
-  slot[threadIdx.x] = in[i];
-  if (barrier) __syncthreads();
-  out[i] = slot[(threadIdx.x + 1) % kThreads];
+// A template with a grid-stride loop, as the package's kernels are: the poisoning must reach the static
+// of every instantiation, in every block and every loop trip.
+template <typename T>
+__global__ void neighbour_kernel(const T* in, T* out, bool barrier, unsigned tiles) {
+  __shared__ T slot[kThreads];
+  emu::poison_shared(slot, sizeof(slot));
+  for (unsigned tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const unsigned i = tile * kThreads + threadIdx.x;
+    slot[threadIdx.x] = in[i];
+    if (barrier) __syncthreads();
+    out[i] = slot[(threadIdx.x + 1) % kThreads];
+    __syncthreads();  // every read before the next trip's writes
+  }
 }
 
 // The same through cp.async: `wait_first` waits for the copy before the barrier (correct), else only
 // after reading (the bug the deferred copies expose); `wait` false never waits.
 __global__ void async_neighbour_kernel(const float* in, float* out, bool wait_first, bool wait) {
   __shared__ __align__(16) float slot[kThreads];
+  emu::poison_shared(slot, sizeof(slot));
   const unsigned i = blockIdx.x * kThreads + threadIdx.x;
   emu::cp_async(&slot[threadIdx.x], in + i, 4, true);
   emu::cp_async_commit();
@@ -50,9 +60,26 @@ __global__ void async_neighbour_kernel(const float* in, float* out, bool wait_fi
   if (wait && !wait_first) emu::cp_async_wait(0);
 }
 
+// A ring slot refilled by cp.async while another thread may still read its old contents: each thread
+// reads its neighbour's slot, then (after a barrier only if `barrier`) refills its own slot from the
+// second half of the input. Returns the first read.
+__global__ void async_refill_kernel(const float* in, float* out, bool barrier) {
+  __shared__ __align__(16) float slot[kThreads];
+  emu::poison_shared(slot, sizeof(slot));
+  const unsigned i = blockIdx.x * kThreads + threadIdx.x;
+  slot[threadIdx.x] = in[i];
+  __syncthreads();
+  out[i] = slot[(threadIdx.x + 1) % kThreads];
+  if (barrier) __syncthreads();
+  emu::cp_async(&slot[threadIdx.x], in + gridDim.x * kThreads + i, 4, true);
+  emu::cp_async_commit();
+  emu::cp_async_wait(0);
+}
+
 // A cp.async from an address off its width's alignment (an error on the GPU).
 __global__ void misaligned_async_kernel(const float* in, float* out) {
   __shared__ __align__(16) float slot[4 * kThreads];
+  emu::poison_shared(slot, sizeof(slot));
   emu::cp_async(&slot[4 * threadIdx.x], in + 4 * threadIdx.x + 1, 16, true);
   emu::cp_async_commit();
   emu::cp_async_wait(0);
@@ -81,8 +108,14 @@ at::Tensor selftest(const std::string& name, const at::Tensor& in) {
   const float* x = in.data_ptr<float>();
   float* y = out.data_ptr<float>();
   const unsigned blocks = static_cast<unsigned>(in.numel() / kThreads);
-  if (name == "barrier") emu::launch(blocks, kThreads, neighbour_kernel)(x, y, true);
-  else if (name == "missing_barrier") emu::launch(blocks, kThreads, neighbour_kernel)(x, y, false);
+  if (name == "barrier") emu::launch(blocks, kThreads, neighbour_kernel<float>)(x, y, true, blocks);
+  else if (name == "missing_barrier") emu::launch(blocks, kThreads, neighbour_kernel<float>)(x, y, false, blocks);
+  else if (name == "barrier_two_blocks") emu::launch(2u, kThreads, neighbour_kernel<float>)(x, y, true, blocks);
+  else if (name == "missing_barrier_two_blocks")
+    emu::launch(2u, kThreads, neighbour_kernel<float>)(x, y, false, blocks);
+  else if (name == "async_refill") emu::launch(blocks / 2, kThreads, async_refill_kernel)(x, y, true);
+  else if (name == "async_refill_without_barrier")
+    emu::launch(blocks / 2, kThreads, async_refill_kernel)(x, y, false);
   else if (name == "async") emu::launch(blocks, kThreads, async_neighbour_kernel)(x, y, true, true);
   else if (name == "async_read_before_wait") emu::launch(blocks, kThreads, async_neighbour_kernel)(x, y, false, true);
   else if (name == "async_never_waited") emu::launch(blocks, kThreads, async_neighbour_kernel)(x, y, false, false);
@@ -96,7 +129,7 @@ at::Tensor selftest(const std::string& name, const at::Tensor& in) {
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(slowfast_fast_cudaemu, m) {
-  m.def("emulator_configure(int order, int sms) -> ()", &configure);
+  m.def("emulator_configure(int order, int sms, int max_blocks) -> ()", &configure);
   m.def("emulator_counters() -> int[]", &counters);
   m.def("emulator_selftest(str name, Tensor x) -> Tensor", &selftest);
 }
