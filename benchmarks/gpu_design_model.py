@@ -543,16 +543,6 @@ def partials_table(shapes: dict[str, list[cases.LateralShape]]) -> str:
 #                          package: what issue 10's "one pass over g" would save)
 # With `l2_rereads`, re-reads by programs resident at the same time (the channel tiles of one pixel
 # tile, which both kernels run back to back) are L2 hits, not DRAM bytes.
-BACKWARD_OLD_TRITON = {
-    "name": "old Triton",
-    "summary": "issue 10's review of the Triton backward (nested K loop: nothing in flight across taps; "
-    "grad_weight at 1 CTA/SM; ordered fp32 partials; 5 launches with the 2-kernel weight padding)",
-    "launches": 6,
-    "gi_ctas": 2, "gi_stages": 1, "gi_k_step_bytes": 128, "gi_pixel_tile": 128, "gi_channel_tile": 64,
-    "gi_tiles_span_frames": True,
-    "gw_ctas": 1, "gw_stages": 1, "gw_pixels_per_step": 128, "gw_o_tile": 64, "gw_c_tile": 64,
-    "partials": "ordered", "one_pass": False,
-}  # fmt: skip
 BACKWARD_TRITON = {
     "name": "new Triton",
     "summary": "the Triton backward as of 2026-12-01 (flat pipelined K loops, 2 CTAs/SM, atomic partials; "
@@ -564,6 +554,17 @@ BACKWARD_TRITON = {
     "partials": "atomic", "one_pass": False,
     "configs": [{}, {"gi_pixel_tile": 64, "gi_channel_tile": 128, "gw_c_tile": 128}],
 }  # fmt: skip
+BACKWARD_OLD_TRITON = {
+    **BACKWARD_TRITON,
+    "name": "old Triton",
+    "summary": "issue 10's review of the Triton backward (nested K loop: nothing in flight across taps; "
+    "grad_weight at 1 CTA/SM; ordered fp32 partials; 5 launches with the 2-kernel weight padding)",
+    "launches": 6,
+    "gi_stages": 1,
+    "gw_ctas": 1, "gw_stages": 1, "gw_pixels_per_step": 128,
+    "partials": "ordered",
+    "configs": None,
+}  # fmt: skip
 BACKWARD_CUDA = {
     "name": "new CUDA",
     "summary": "the CUDA backward (grad_input: the forward's GEMM transposed, cp.async ring; grad_weight: "
@@ -573,7 +574,7 @@ BACKWARD_CUDA = {
     "gi_ctas": 2, "gi_stages": None, "gi_k_step_bytes": None, "gi_pixel_tile": 64, "gi_channel_tile": 64,
     "gi_tiles_span_frames": False,
     "gw_ctas": 2, "gw_stages": 1, "gw_pixels_per_step": 16, "gw_o_tile": 64, "gw_c_tile": 64,
-    "gw_stages_channels_last_by_itemsize": {4: 3, 2: 5},
+    "gw_stages_channels_last_by_itemsize": NEW_CUDA["gemm_stages_by_itemsize"],  # the same kStages ring
     "partials": "ordered_cuda", "one_pass": False,
 }  # fmt: skip
 BACKWARD_ONE_PASS = {
@@ -629,15 +630,10 @@ def predict_backward(
     fill = 1.0 if design["gi_tiles_span_frames"] else hw / (math.ceil(hw / tile) * tile)
     gi_flight = design["gi_ctas"] * stages * k_rows * tile * fill * itemsize
     # grad_weight: g (per fast-channel tile) and x_fast (per lateral-channel tile) at the taps.
-    gw_g = (
-        plane
-        * shape.c_lateral
-        * taps
-        * itemsize
-        * (1 if l2_rereads else math.ceil(shape.c_fast / design["gw_c_tile"]))
-    )
     if l2_rereads:
         gw_g = plane * shape.c_lateral * shape.t_slow * itemsize
+    else:
+        gw_g = plane * shape.c_lateral * taps * itemsize * math.ceil(shape.c_fast / design["gw_c_tile"])
     gw_x = (
         plane
         * shape.c_fast

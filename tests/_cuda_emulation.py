@@ -3,7 +3,7 @@ what is emulated and how): csrc/cuda compiled by the host compiler with SLOWFAST
 registered as the CPU kernels of the ``slowfast_fast_cudaemu`` namespace. CI has no GPU; this is how the
 kernels nvcc compiles run there.
 
-The build (a few minutes on two cores, once; then cached under build/cuda_emulation, and rebuilt
+The build (about a minute on two cores, once; then cached under build/cuda_emulation, and rebuilt
 when a source changes) is shared by pytest-xdist workers through torch's own build lock.
 """
 

@@ -342,13 +342,13 @@ def test_resampling_is_predicted_at_its_bytes_plus_one_launch():
 
 
 def test_cuda_design_stages_follow_the_kernel_source():
-    """The model's CUDA stages in flight are the kernel's cp.async ring (kStages in lateral_gemm.cuh)
+    """The model's CUDA stages in flight are the kernel's cp.async ring (kStages in cuda_common.cuh)
     less the tile being multiplied, per element size; fp32 NCDHW layer1: 2 CTAs x 3 x 16 x 64 x 4 B."""
-    source = (ROOT / "csrc" / "cuda" / "lateral_gemm.cuh").read_text()
+    source = (ROOT / "csrc" / "cuda" / "cuda_common.cuh").read_text()
     found = re.search(
         r"constexpr int kStages = sizeof\(T\) == 8 \? (\d+) : sizeof\(T\) == 4 \? (\d+) : (\d+);", source
     )
-    assert found, "kStages not found in lateral_gemm.cuh"
+    assert found, "kStages not found in cuda_common.cuh"
     fp64, fp32, half = (int(g) for g in found.groups())
     assert dm.NEW_CUDA["gemm_stages_by_itemsize"] == {4: fp32 - 1, 2: half - 1}
     layer1 = dm.gpu_shapes(8)["4x16"][1]

@@ -157,6 +157,15 @@ __device__ __forceinline__ void cp_async_commit() {
 #endif
 }
 
+// Slots of a cp.async ring of 16 x 64-element tiles (the lateral GEMM's A tiles, grad_weight's g and
+// x_fast tiles): the tile being multiplied and kStages - 1 being fetched. A tile is 16 x 64 elements
+// whatever the type, so the stages are counted in bytes: 3 tiles in flight in fp32 (12 KB per block and
+// operand, 24 KB per SM at 2 blocks), 5 in 16-bit types (10 KB; with 3 they had only 6 KB: Little's law
+// at ~700 ns DRAM latency and 132 SMs wants ~20 KB per SM for copy bandwidth). fp64 keeps two stages,
+// so the kernels' static shared memory stays under 48 KB.
+template <typename T>
+constexpr int kStages = sizeof(T) == 8 ? 2 : sizeof(T) == 4 ? 4 : 6;
+
 // Waits until at most kPending of this thread's committed cp.async groups are still in flight.
 template <int kPending>
 __device__ __forceinline__ void cp_async_wait() {

@@ -38,22 +38,19 @@ struct GradWeightParams {
   bool g_vec;
   bool x_vec;
   // channels_last_3d without a ReLU mask and with 16-byte units in both operands: the tiles go to
-  // shared memory by cp.async, kGwStages - 1 pixel tiles ahead (partial_loop_async), else through
+  // shared memory by cp.async, kStages - 1 pixel tiles ahead (partial_loop_async), else through
   // registers one tile ahead.
   bool async;
   acc_t* partial;        // [splits][C_lat][k][C_fast]
   acc_t* partial_shift;  // [splits][C_lat]
 };
 
-// Pixel tiles in the cp.async ring: 4 in fp32 and 6 in 16-bit types (3 / 5 in flight: 48 KB / 40 KB of
-// g and x_fast per SM at 2 blocks; the register path keeps one tile, 16 KB / 8 KB), 2 in fp64 so the
-// static shared memory stays under 48 KB. A slot is a g tile As[px][o] then an x_fast tile Bs[px][c].
-template <typename T>
-constexpr int kGwStages = sizeof(T) == 8 ? 2 : sizeof(T) == 4 ? 4 : 6;
-
+// The cp.async ring of pixel tiles has kStages<T> slots (cuda_common.cuh: 3 / 5 in flight in fp32 /
+// 16-bit types, 48 KB / 40 KB of g and x_fast per SM at 2 blocks; the register path keeps one tile,
+// 16 KB / 8 KB). A slot is a g tile As[px][o] then an x_fast tile Bs[px][c].
 template <typename T>
 constexpr int gw_smem_bytes() {
-  constexpr int ring = kGwStages<T> * 2 * kBK * kLds * static_cast<int>(sizeof(T));
+  constexpr int ring = kStages<T> * 2 * kBK * kLds * static_cast<int>(sizeof(T));
   return ring > tile_smem_bytes<T>() ? ring : tile_smem_bytes<T>();
 }
 
@@ -75,7 +72,7 @@ __device__ __forceinline__ void issue_channels_last_tile(const T* g, const ActVi
   }
 }
 
-// The pixel loop of one tile with cp.async (p.async): the tiles of the next kGwStages - 1 needed pixel
+// The pixel loop of one tile with cp.async (p.async): the tiles of the next kStages - 1 needed pixel
 // tiles are in flight while one is multiplied; one barrier per step. The ring invariants are
 // k_loop_async's (lateral_gemm.cuh): one cp.async group committed per step, empty ones included, so
 // after wait_group(S - 2) step i's group is complete; the slot refilled after step i's barrier was last
@@ -84,7 +81,7 @@ template <typename T, typename acc_t, typename Mma, typename Next>
 __device__ __forceinline__ void partial_loop_async(const GradWeightParams<T, acc_t>& p, Mma& mma, acc_t& shift_sum,
                                                    T* ring, int64_t q_begin, int64_t q_end, int64_t o0, int64_t c0,
                                                    bool sums_shift, const Next& next) {
-  constexpr int S = kGwStages<T>;
+  constexpr int S = kStages<T>;
   constexpr int kSlot = 2 * kBK * kLds;
   uint32_t taps = 0;  // bit (step % S): the step's pixel tile has an x_fast frame
   int64_t n = 0, to = 0, t = 0, px0 = 0;

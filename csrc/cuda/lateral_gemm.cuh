@@ -74,14 +74,8 @@ constexpr int kW8 = kVec<T> / 2 > 1 ? kVec<T> / 2 : 1;
 template <typename T>
 constexpr int kW4 = kVec<T> / 4 > 1 ? kVec<T> / 4 : 1;
 
-// A tiles in flight: the ring holds the tile being multiplied and kStages - 1 being fetched. A K step's
-// tile is 16 x 64 elements whatever the type, so the stages are counted in bytes: 3 tiles in flight in
-// fp32 (12 KB per block, 24 KB per SM at 2 blocks), 5 in 16-bit types (10 KB per block; with 3 they had
-// only 6 KB: Little's law at ~700 ns DRAM latency and 132 SMs wants ~20 KB per SM for copy bandwidth).
-// fp64 keeps two stages, so its static shared memory stays under 48 KB. Shared memory per block (fp32
+// The A tiles' cp.async ring has kStages<T> slots (cuda_common.cuh). Shared memory per block (fp32
 // NDHWC, the largest): 4 A tiles of 5 KB and two 4.5 KB B tiles, 30 KB; two blocks fit an SM many times.
-template <typename T>
-constexpr int kStages = sizeof(T) == 8 ? 2 : sizeof(T) == 4 ? 4 : 6;
 
 // The taps of one output frame f whose operand frame exists, as flat-K rows: row kk of the
 // reduction is channel kk % red_ch of tap j = kk / red_ch, which reads operand frame af0 + j with
