@@ -559,7 +559,7 @@ BACKWARD_OLD_TRITON = {
     "name": "old Triton",
     "summary": "issue 10's review of the Triton backward (nested K loop: nothing in flight across taps; "
     "grad_weight at 1 CTA/SM; ordered fp32 partials; 5 launches with the 2-kernel weight padding)",
-    "launches": 6,
+    "launches": 5,
     "gi_stages": 1,
     "gw_ctas": 1, "gw_stages": 1, "gw_pixels_per_step": 128,
     "partials": "ordered",
