@@ -5,6 +5,11 @@ kernels nvcc compiles run there.
 
 The build (about a minute on two cores, once; then cached under build/cuda_emulation, and rebuilt
 when a source changes) is shared by pytest-xdist workers through torch's own build lock.
+
+With ``SLOWFAST_FAST_EMULATION_ASAN=1`` the emulator is built with AddressSanitizer instead (under
+build/cuda_emulation_asan), so that every memory access of the kernels is checked; the process must
+then run with the compiler's libasan preloaded: :func:`asan_environment` gives the variables for a
+subprocess.
 """
 
 from __future__ import annotations
@@ -27,6 +32,48 @@ SOURCES = ["lateral_concat_emu.cpp", "grad_weight_emu.cpp", "temporal_resample_e
 FORWARD, REVERSE, ALTERNATE = 0, 1, 2
 
 _LIBRARIES = []  # the Python-side definitions must outlive the tests
+ASAN_VARIABLE = "SLOWFAST_FAST_EMULATION_ASAN"
+# Leaks: CPython and torch keep their allocations at exit. Reports abort the process (halt_on_error).
+ASAN_OPTIONS = "detect_leaks=0:halt_on_error=1:abort_on_error=0:exitcode=86"
+
+
+def _compiler() -> str:
+    return os.environ.get("CXX", "c++")
+
+
+def _compiler_library(name: str) -> str | None:
+    """The path of library ``name`` as the emulator's compiler links it, or None."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            [_compiler(), f"-print-file-name={name}"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out if os.path.isabs(out) and os.path.exists(out) else None
+
+
+def asan_environment() -> dict[str, str] | None:
+    """``os.environ`` plus what a subprocess needs to load the AddressSanitizer build of the emulator
+    (None when the compiler has no libasan). libstdc++ is preloaded after libasan: Python itself is
+    not a C++ program, and libasan, looking up the C++ runtime's ``__cxa_throw`` as it starts, would
+    otherwise fail its own check at the first C++ exception (torch throws some while importing)."""
+    runtime, cxx = _compiler_library("libasan.so"), _compiler_library("libstdc++.so")
+    if runtime is None or cxx is None:
+        return None
+    env = dict(os.environ)
+    env[ASAN_VARIABLE] = "1"
+    env["LD_PRELOAD"] = f"{runtime} {cxx}"
+    env["ASAN_OPTIONS"] = ASAN_OPTIONS
+    paths = (str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH"))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    return env
+
+
+def _asan_loaded() -> bool:
+    with open("/proc/self/maps") as maps:
+        return "libasan" in maps.read()
 
 
 @functools.cache
@@ -38,18 +85,28 @@ def load():
         import ninja
 
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+    asan = os.environ.get(ASAN_VARIABLE) == "1"
+    if asan and not _asan_loaded():
+        raise RuntimeError(
+            f"{ASAN_VARIABLE}=1 needs the process started with libasan preloaded "
+            "(tests/_cuda_emulation.py: asan_environment())"
+        )
     lib = torch.library.Library(NAMESPACE, "FRAGMENT")
     for schema in SCHEMAS.values():
         lib.define(schema)
     _LIBRARIES.append(lib)
-    build = ROOT / "build" / "cuda_emulation"
+    build = ROOT / "build" / ("cuda_emulation_asan" if asan else "cuda_emulation")
     build.mkdir(parents=True, exist_ok=True)
+    # -U_FORTIFY_SOURCE: the fibers switch stacks with _longjmp, which fortified glibc refuses.
+    flags = ["-O2", "-U_FORTIFY_SOURCE", "-DSLOWFAST_FAST_CUDA_EMULATION", "-Wno-unknown-pragmas"]
+    if asan:
+        flags = [*flags, "-fsanitize=address", "-fno-omit-frame-pointer"]
     cpp_extension.load(
-        name=NAMESPACE,
+        name=NAMESPACE + ("_asan" if asan else ""),
         sources=[str(HERE / s) for s in SOURCES],
         extra_include_paths=[str(HERE), str(ROOT / "csrc"), str(ROOT / "csrc" / "cuda")],
-        # -U_FORTIFY_SOURCE: the fibers switch stacks with _longjmp, which fortified glibc refuses.
-        extra_cflags=["-O2", "-U_FORTIFY_SOURCE", "-DSLOWFAST_FAST_CUDA_EMULATION", "-Wno-unknown-pragmas"],
+        extra_cflags=flags,
+        extra_ldflags=["-fsanitize=address"] if asan else None,
         build_directory=str(build),
         is_python_module=False,
         verbose=bool(os.environ.get("SLOWFAST_FAST_EMULATION_VERBOSE")),

@@ -4,13 +4,17 @@ test_cuda_kernels.py runs every CUDA kernel test on it (the ``emulated`` target)
 means something only if the emulator catches the bugs it claims to. Here small kernels with those
 bugs (tests/cuda_emulation/emulator_ops.cpp) must fail: a missing __syncthreads, reading a cp.async
 buffer before waiting for it, copies left in flight, a misaligned cp.async, a barrier half the block
-skips. Then the lateral kernels run under every thread order.
+skips. Then the lateral kernels run under every thread order. Last, the AddressSanitizer build of
+the emulator (in subprocesses, which preload libasan) must report out-of-bounds accesses, and the
+CUDA kernel tests must pass on it without a report.
 """
 
 from __future__ import annotations
 
 import pathlib
 import re
+import subprocess
+import sys
 
 import _cuda_emulation
 import pytest
@@ -114,6 +118,15 @@ def test_invalid_kernels_raise(name, message):
         _ops().emulator_selftest(name, _input())
 
 
+def test_wmma_calls_must_reach_every_lane():
+    """store_matrix_sync by all 32 lanes of each warp stores the tile; by half of them it fails the
+    launch (warp-collective on the GPU: undefined if some lanes skip it)."""
+    got = _ops().emulator_selftest("wmma_store", _input())
+    assert torch.equal(got[:256], torch.full((256,), 2.5)) and not got[256:].any()
+    with pytest.raises(RuntimeError, match="different numbers of warp-collective calls"):
+        _ops().emulator_selftest("wmma_store_half_warp", _input())
+
+
 def test_warp_shuffle_down():
     """Lane i adds lane i + d's value, or its own where i + d is past the warp (the hardware's rule):
     the same float32 additions in the same order as this simulation, so equal bit for bit."""
@@ -199,3 +212,80 @@ def test_grad_weight_takes_the_cp_async_ring_where_it_claims(dtype):
     assert run(3, 5, cl, relu=False) > 0  # odd frames: pixels beyond H*W zero-filled
     assert run(4, 4, torch.contiguous_format, relu=False) == 0
     assert run(4, 4, cl, relu=True) == 0  # the ReLU mask is applied on the way through registers
+
+
+# AddressSanitizer: the emulator built with -fsanitize=address checks every access of the kernels.
+# Its processes start with libasan preloaded, so they are subprocesses of the test run.
+ASAN_EXIT = 86  # _cuda_emulation.ASAN_OPTIONS: the exit status after a report
+
+_OOB_PROBE = """
+import sys, torch, _cuda_emulation
+ops = _cuda_emulation.load()
+assert ops.emulator_asan(), "not the AddressSanitizer build"
+ops.emulator_selftest(sys.argv[1], torch.randn(5 * 64))
+print("no report")
+"""
+
+
+def _asan_env():
+    env = _cuda_emulation.asan_environment()
+    if env is None:
+        pytest.skip("the C++ compiler has no libasan (AddressSanitizer)")
+    return env
+
+
+def test_out_of_bounds_selftests_refused_without_the_sanitizer():
+    """The plain build has no redzones: these selftests would read neighbouring host memory."""
+    assert not _ops().emulator_asan()
+    with pytest.raises(RuntimeError, match="only in the AddressSanitizer build"):
+        _ops().emulator_selftest("oob_global_past_end", _input())
+
+
+@pytest.mark.parametrize(
+    "name,report",
+    [
+        ("oob_global_past_end", "heap-buffer-overflow"),
+        ("oob_global_before_start", "heap-buffer-overflow"),
+        ("oob_shared_past_end", "global-buffer-overflow"),  # a template kernel's __shared__ array
+        ("oob_async_past_end", "heap-buffer-overflow"),  # the cp.async source, read when it lands
+    ],
+)
+def test_address_sanitizer_reports_out_of_bounds(name, report):
+    """One element out of bounds (one thread of five blocks) is reported, and stops the process."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _OOB_PROBE, name],
+        env=_asan_env(),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == ASAN_EXIT, proc.stderr[-4000:]
+    assert f"ERROR: AddressSanitizer: {report}" in proc.stderr
+    assert "no report" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "selection,least",
+    [
+        ("emulated and forward_backward", 250),
+        ("emulated and not forward_backward", 580),
+    ],
+    ids=["forward_backward", "the_rest"],
+)
+def test_cuda_kernels_pass_under_address_sanitizer(selection, least):
+    """Every emulated case of test_cuda_kernels.py (every kernel, geometry, dtype, layout, access width
+    and epilogue; alternating thread order, grids capped at 3 blocks), in two shards that pytest-xdist
+    workers run side by side (about 7 minutes of one core in all), on the AddressSanitizer build: no
+    access out of any tensor's or __shared__ array's bounds, and the same results."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+         str(ROOT / "tests" / "test_cuda_kernels.py"), "-k", selection],
+        env=_asan_env(), capture_output=True, text=True, timeout=3000, cwd=ROOT,
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-6000:]
+    assert "AddressSanitizer" not in output
+    summary = proc.stdout.strip().splitlines()[-1]  # pytest's last line (warnings go to stderr)
+    passed = re.search(r"(\d+) passed", summary)
+    assert passed and int(passed.group(1)) >= least, summary
+    assert "failed" not in summary and "error" not in summary, summary

@@ -27,15 +27,22 @@
 //   CUDA documentation requires of it); mma_sync accumulates in fp32 and, for TF32, uses the top 10
 //   mantissa bits of each input (the kernels round with __float_to_tf32 first, so this changes nothing
 //   for them). load/store_matrix_sync check the 32-byte alignment and 16-byte ldm multiple the
-//   hardware requires. Not checked: that all 32 lanes of a warp reach a wmma call (each lane computes
-//   and stores the whole tile itself; the last lane's store wins).
+//   hardware requires. Each lane computes and stores the whole tile itself (the last lane's store
+//   wins); that every lane of the warp makes each wmma call (warp-collective on the GPU) is checked by
+//   count: at every __syncthreads and at the block's end, all lanes of a warp must have made the same
+//   number of wmma and shuffle calls (a lane that skips one, or makes an extra one, fails the launch).
 // * Global memory is the CPU tensors' memory. 16-byte accesses are uint4 (alignas(16)); the compiler
 //   may use aligned vector instructions for them, so a misaligned one can crash the process as on a
 //   GPU, but that is not guaranteed.
 // Not emulated: timing, occupancy, registers, memory coalescing, FMA contraction (results differ from a
 // GPU's in the last bits), inter-block concurrency (no kernel here uses atomics or inter-block
-// communication) and memory safety: an out-of-bounds global or shared access reads or corrupts
-// neighbouring host memory undetected (compute-sanitizer in the GPU run checks that).
+// communication), and memory safety in the default build: an out-of-bounds global or shared access
+// reads or corrupts neighbouring host memory undetected. Built with -fsanitize=address (and run with
+// libasan preloaded: tests/_cuda_emulation.py, SLOWFAST_FAST_EMULATION_ASAN=1), AddressSanitizer checks
+// every access of the kernels: tensors are heap blocks with redzones, __shared__ variables globals
+// with redzones, cp.async copies memcpy's from their sources when they land. The fiber switches tell
+// it which stack is live (__sanitizer_start/finish_switch_fiber). On a GPU, compute-sanitizer in
+// benchmarks/gpu_check.sh checks the same.
 #pragma once
 
 // glibc's fortified longjmp (_FORTIFY_SOURCE, on by default in some distributions' compilers) aborts on
@@ -53,6 +60,11 @@
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define SLOWFAST_FAST_EMULATION_ASAN 1
+#endif
 
 #include <cmath>
 #include <cstdint>
@@ -137,6 +149,8 @@ enum class Wait { kNone, kBlock, kWarp, kDone };
 struct Fiber {
   ucontext_t ctx;
   jmp_buf jb;
+  void* fake_stack = nullptr;  // AddressSanitizer's, saved while suspended
+  uint64_t collectives = 0;    // warp-collective calls made (wmma loads, stores, products; shuffles)
   bool started = false;
   Wait wait = Wait::kNone;
   std::vector<Copy> open;                 // cp.async issued since the last commit
@@ -148,6 +162,9 @@ struct Block {
   std::vector<Fiber> fibers;
   ucontext_t main;
   jmp_buf main_jb;
+  void* main_fake_stack = nullptr;  // AddressSanitizer's view of the launching thread's stack
+  const void* main_stack_bottom = nullptr;
+  size_t main_stack_size = 0;
   unsigned current = 0;
   const std::function<void()>* body = nullptr;
   std::string error;
@@ -193,18 +210,45 @@ inline Fiber& this_thread() {
   return b.fibers[b.current];
 }
 
+// AddressSanitizer must know which stack runs: a switch is announced before the jump
+// (start_switch: the stack being entered, and where to keep the one being left; nullptr for a thread
+// that never comes back) and completed after it (finish_switch, on the new stack). No-ops otherwise.
+inline void start_switch(void** fake_stack_save, const void* bottom, size_t size) {
+#ifdef SLOWFAST_FAST_EMULATION_ASAN
+  __sanitizer_start_switch_fiber(fake_stack_save, bottom, size);
+#else
+  (void)fake_stack_save, (void)bottom, (void)size;
+#endif
+}
+
+inline void finish_switch(void* fake_stack_save, const void** bottom_old, size_t* size_old) {
+#ifdef SLOWFAST_FAST_EMULATION_ASAN
+  __sanitizer_finish_switch_fiber(fake_stack_save, bottom_old, size_old);
+#else
+  (void)fake_stack_save, (void)bottom_old, (void)size_old;
+#endif
+}
+
 // Suspends the running thread until the scheduler releases `w` (or forever, for kDone).
 inline void suspend(Wait w) {
   Block& b = block();
   Fiber& f = b.fibers[b.current];
   f.wait = w;
-  if (_setjmp(f.jb) == 0) _longjmp(b.main_jb, 1);
+  if (_setjmp(f.jb) == 0) {
+    start_switch(w == Wait::kDone ? nullptr : &f.fake_stack, b.main_stack_bottom, b.main_stack_size);
+    _longjmp(b.main_jb, 1);
+  }
+  finish_switch(f.fake_stack, &b.main_stack_bottom, &b.main_stack_size);  // resumed
 }
 
 // Runs fiber i until it suspends.
 inline void resume(Block& b, unsigned i) {
   Fiber& f = b.fibers[i];
-  if (_setjmp(b.main_jb) != 0) return;  // the fiber suspended
+  if (_setjmp(b.main_jb) != 0) {  // the fiber suspended
+    finish_switch(b.main_fake_stack, nullptr, nullptr);
+    return;
+  }
+  start_switch(&b.main_fake_stack, f.ctx.uc_stack.ss_sp, f.ctx.uc_stack.ss_size);
   if (f.started) _longjmp(f.jb, 1);
   f.started = true;
   swapcontext(&b.main, &f.ctx);  // never returns: the fiber comes back through main_jb
@@ -212,6 +256,7 @@ inline void resume(Block& b, unsigned i) {
 
 inline void fiber_entry() {
   Block& b = *tls_block;
+  finish_switch(nullptr, &b.main_stack_bottom, &b.main_stack_size);  // first entry
   const unsigned self = b.current;
   try {
     (*b.body)();
@@ -225,6 +270,25 @@ inline void fiber_entry() {
     b.error = "thread " + std::to_string(self) + " exited with cp.async copies in flight";
   }
   suspend(Wait::kDone);  // never resumed
+}
+
+// Warp-collective calls (wmma load/store/mma_sync, shuffles) must be made by every lane of the warp:
+// checked at every block-wide barrier and when the block ends, by the number each lane has made.
+inline void note_collective() {
+  ++this_thread().collectives;
+}
+
+inline void check_collectives(const Block& b) {
+  for (unsigned w0 = 0; w0 < b.threads; w0 += 32) {
+    const unsigned w1 = std::min(b.threads, w0 + 32);
+    for (unsigned i = w0 + 1; i < w1; ++i) {
+      if (b.fibers[i].collectives != b.fibers[w0].collectives) {
+        fail("lanes of warp " + std::to_string(w0 / 32) + " made different numbers of warp-collective calls " +
+             "(wmma, shuffles): thread " + std::to_string(w0) + " " + std::to_string(b.fibers[w0].collectives) +
+             ", thread " + std::to_string(i) + " " + std::to_string(b.fibers[i].collectives));
+      }
+    }
+  }
 }
 
 inline void release_or_fail(Block& b) {
@@ -250,6 +314,7 @@ inline void release_or_fail(Block& b) {
   }
   if (at_block > 0 && at_block + done == b.threads) {
     if (done > 0) fail("__syncthreads reached by some threads of a block after others exited");
+    check_collectives(b);
     for (Fiber& f : b.fibers) f.wait = Wait::kNone;
     ++settings().barriers;
     return;
@@ -285,7 +350,10 @@ inline void run_block(Block& b) {
     if (settings().order == kAlternate) forward = !forward;
     bool all_done = true;
     for (const Fiber& f : b.fibers) all_done = all_done && f.wait == Wait::kDone;
-    if (all_done) return;
+    if (all_done) {
+      check_collectives(b);
+      return;
+    }
     release_or_fail(b);
   }
 }
@@ -383,6 +451,7 @@ T __shfl_down_sync(unsigned mask, T v, unsigned delta) {
   if (mask != 0xffffffffu) emu::fail("__shfl_down_sync with a partial mask is not emulated");
   emu::Block& b = emu::block();
   const unsigned self = b.current;
+  emu::note_collective();
   std::memcpy(b.exchange[self], &v, sizeof(T));
   emu::suspend(emu::Wait::kWarp);  // every lane has published its value
   const unsigned lane = self % 32;
@@ -464,6 +533,7 @@ void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const P* p, unsigned
   static_assert(!std::is_void_v<Layout>, "matrix_a/matrix_b fragments have a layout");
   static_assert(std::is_same_v<P, typename F::storage_element_type>, "pointer type matches the fragment");
   check_matrix_pointer(p, ldm, sizeof(P));
+  slowfast_fast::emulation::note_collective();
   for (int r = 0; r < F::kRows; ++r)
     for (int c = 0; c < F::kCols; ++c)
       f.x[r * F::kCols + c] = std::is_same_v<Layout, row_major> ? p[r * ldm + c] : p[c * ldm + r];
@@ -496,6 +566,7 @@ void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a,
   const int tag[4] = {M, N, K, std::is_same_v<T, precision::tf32> ? 4 : static_cast<int>(sizeof(T)) + 8 * std::is_same_v<T, __nv_bfloat16>};
   constexpr size_t kT = sizeof(tag);
   emu::Block& blk = emu::block();
+  emu::note_collective();
   std::vector<unsigned char>& memo = blk.mma_memo[blk.current / 32];
   if (memo.size() == kT + kA + kB + 2 * kC && std::memcmp(memo.data(), tag, kT) == 0 &&
       std::memcmp(memo.data() + kT, a.x, kA) == 0 && std::memcmp(memo.data() + kT + kA, b.x, kB) == 0 &&
@@ -524,6 +595,7 @@ void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a,
 template <int M, int N, int K>
 void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f, unsigned ldm, layout_t layout) {
   check_matrix_pointer(p, ldm, sizeof(float));
+  slowfast_fast::emulation::note_collective();
   for (int i = 0; i < M; ++i)
     for (int j = 0; j < N; ++j) (layout == mem_row_major ? p[i * ldm + j] : p[j * ldm + i]) = f.x[i * N + j];
 }

@@ -100,6 +100,55 @@ __global__ void warp_sum_kernel(const float* in, float* out) {
   out[i] = v;
 }
 
+// Out-of-bounds accesses, each one element past (or before) what it may touch: the last thread reads
+// past the end of the input, the first before its start, the last thread of a block past the end of a
+// __shared__ array, and a cp.async copies from past the end of the input. Only AddressSanitizer sees
+// them (selftest refuses them in the plain build, where they would read neighbouring host memory).
+__global__ void past_end_kernel(const float* in, float* out, int shift) {
+  const int i = static_cast<int>(blockIdx.x * kThreads + threadIdx.x);
+  out[i] = in[i + shift];
+}
+
+// A template, as the package's kernels are: its static is a COMDAT (unique) global, which the
+// sanitizer must cover too.
+template <typename T>
+__global__ void shared_past_end_kernel(const T* in, T* out) {
+  __shared__ T slot[kThreads];
+  emu::poison_shared(slot, sizeof(slot));
+  const unsigned i = blockIdx.x * kThreads + threadIdx.x;
+  slot[threadIdx.x] = in[i];
+  __syncthreads();
+  out[i] = slot[threadIdx.x + 1];
+}
+
+__global__ void async_past_end_kernel(const float* in, float* out) {
+  __shared__ __align__(16) float slot[kThreads];
+  emu::poison_shared(slot, sizeof(slot));
+  const unsigned i = blockIdx.x * kThreads + threadIdx.x;
+  emu::cp_async(&slot[threadIdx.x], in + i + 1, 4, true);
+  emu::cp_async_commit();
+  emu::cp_async_wait(0);
+  out[i] = slot[threadIdx.x];
+}
+
+// A 16x16 tile of 2.5 stored by wmma into out's first 256 elements (both warps store the same tile), by
+// every lane or, with `half_warp`, by lanes 0-15 only (undefined on the GPU: store_matrix_sync is
+// warp-collective).
+__global__ void wmma_store_kernel(float* out, bool half_warp) {
+  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float> f;
+  nvcuda::wmma::fill_fragment(f, 2.5f);
+  if (!half_warp || threadIdx.x % 32 < 16) nvcuda::wmma::store_matrix_sync(out, f, 16, nvcuda::wmma::mem_row_major);
+  __syncthreads();
+}
+
+bool asan_build() {
+#ifdef SLOWFAST_FAST_EMULATION_ASAN
+  return true;
+#else
+  return false;
+#endif
+}
+
 at::Tensor selftest(const std::string& name, const at::Tensor& in) {
   TORCH_CHECK(in.is_cpu() && in.scalar_type() == at::kFloat && in.is_contiguous() && in.numel() % kThreads == 0 &&
                   in.numel() >= 4 * kThreads + 4,
@@ -122,7 +171,16 @@ at::Tensor selftest(const std::string& name, const at::Tensor& in) {
   else if (name == "async_misaligned") emu::launch(1u, kThreads, misaligned_async_kernel)(x, y);
   else if (name == "divergent_barrier") emu::launch(1u, kThreads, divergent_barrier_kernel)(x, y);
   else if (name == "warp_sum") emu::launch(blocks, kThreads, warp_sum_kernel)(x, y);
-  else TORCH_CHECK(false, "no selftest named ", name);
+  else if (name == "wmma_store") emu::launch(1u, kThreads, wmma_store_kernel)(y, false);
+  else if (name == "wmma_store_half_warp") emu::launch(1u, kThreads, wmma_store_kernel)(y, true);
+  else if (name.rfind("oob_", 0) == 0) {
+    TORCH_CHECK(asan_build(), "selftest ", name, " reads out of bounds: only in the AddressSanitizer build");
+    if (name == "oob_global_past_end") emu::launch(blocks, kThreads, past_end_kernel)(x, y, 1);
+    else if (name == "oob_global_before_start") emu::launch(blocks, kThreads, past_end_kernel)(x, y, -1);
+    else if (name == "oob_shared_past_end") emu::launch(blocks, kThreads, shared_past_end_kernel<float>)(x, y);
+    else if (name == "oob_async_past_end") emu::launch(blocks, kThreads, async_past_end_kernel)(x, y);
+    else TORCH_CHECK(false, "no selftest named ", name);
+  } else TORCH_CHECK(false, "no selftest named ", name);
   return out;
 }
 
@@ -132,4 +190,5 @@ TORCH_LIBRARY_FRAGMENT(slowfast_fast_cudaemu, m) {
   m.def("emulator_configure(int order, int sms, int max_blocks) -> ()", &configure);
   m.def("emulator_counters() -> int[]", &counters);
   m.def("emulator_selftest(str name, Tensor x) -> Tensor", &selftest);
+  m.def("emulator_asan() -> bool", &asan_build);
 }
