@@ -114,7 +114,10 @@ def load():
     from slowfast_fast.ops._registration import register
 
     register(NAMESPACE)  # the same fake kernels and autograd formulas as the real namespaces
-    return getattr(torch.ops, NAMESPACE)
+    ops = getattr(torch.ops, NAMESPACE)
+    if ops.emulator_asan() != asan:  # a test that asked for the sanitizer must not run without it
+        raise RuntimeError(f"the emulator loaded is {'not ' if asan else ''}the AddressSanitizer build")
+    return ops
 
 
 def counters() -> list[int]:
