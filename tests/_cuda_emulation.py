@@ -18,6 +18,7 @@ import functools
 import os
 import pathlib
 import shutil
+import subprocess
 
 import torch
 
@@ -43,8 +44,6 @@ def _compiler() -> str:
 
 def _compiler_library(name: str) -> str | None:
     """The path of library ``name`` as the emulator's compiler links it, or None."""
-    import subprocess
-
     try:
         out = subprocess.run(
             [_compiler(), f"-print-file-name={name}"], capture_output=True, text=True, check=True

@@ -104,7 +104,8 @@ __global__ void warp_sum_kernel(const float* in, float* out) {
 // past the end of the input, the first before its start, the last thread of a block past the end of a
 // __shared__ array, and a cp.async copies from past the end of the input. Only AddressSanitizer sees
 // them (selftest refuses them in the plain build, where they would read neighbouring host memory).
-__global__ void past_end_kernel(const float* in, float* out, int shift) {
+// Thread i reads in[i + shift].
+__global__ void shifted_read_kernel(const float* in, float* out, int shift) {
   const int i = static_cast<int>(blockIdx.x * kThreads + threadIdx.x);
   out[i] = in[i + shift];
 }
@@ -175,8 +176,8 @@ at::Tensor selftest(const std::string& name, const at::Tensor& in) {
   else if (name == "wmma_store_half_warp") emu::launch(1u, kThreads, wmma_store_kernel)(y, true);
   else if (name.rfind("oob_", 0) == 0) {
     TORCH_CHECK(asan_build(), "selftest ", name, " reads out of bounds: only in the AddressSanitizer build");
-    if (name == "oob_global_past_end") emu::launch(blocks, kThreads, past_end_kernel)(x, y, 1);
-    else if (name == "oob_global_before_start") emu::launch(blocks, kThreads, past_end_kernel)(x, y, -1);
+    if (name == "oob_global_past_end") emu::launch(blocks, kThreads, shifted_read_kernel)(x, y, 1);
+    else if (name == "oob_global_before_start") emu::launch(blocks, kThreads, shifted_read_kernel)(x, y, -1);
     else if (name == "oob_shared_past_end") emu::launch(blocks, kThreads, shared_past_end_kernel<float>)(x, y);
     else if (name == "oob_async_past_end") emu::launch(blocks, kThreads, async_past_end_kernel)(x, y);
     else TORCH_CHECK(false, "no selftest named ", name);
