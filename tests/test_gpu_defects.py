@@ -113,8 +113,34 @@ def test_autotuning_keeps_only_the_default_config_while_capturing(monkeypatch):
     assert _common.prune_while_capturing(configs, {}) == ["default"]
     monkeypatch.setattr(_common, "capturing", lambda: False)
     assert _common.prune_while_capturing(configs, {}) == configs
-    for kernel in (fwd._lateral_concat_kernel, bwd._grad_input_kernel, bwd._grad_weight_partial_kernel):
-        assert kernel.early_config_prune is _common.prune_while_capturing, kernel.fn.__name__
+    assert fwd._lateral_concat_kernel.early_config_prune is _common.prune_while_capturing
+    # The backward's prune keeps one config per tile of the roles a launch runs, after the same step.
+    monkeypatch.setattr(_common, "capturing", lambda: True)
+    assert bwd._backward_kernel.early_config_prune is bwd.prune_roles
+    configs = _gpu_backward_configs(bwd)
+    assert bwd.prune_roles(configs, {"NEED_INPUT": 1, "NEED_WEIGHT": 1}) == configs[:1]
+
+
+def _gpu_backward_configs(bwd):
+    """Configs as the backward kernel's GPU list makes them (every grad_input tile with every grad_weight
+    tile), with a second grad_weight tile added so that both roles have two (the GPU list has one)."""
+    import triton
+
+    weight_tiles = [*bwd._WEIGHT_TILES, {**bwd._WEIGHT_TILES[0], "BLOCK_W_C": 128}]
+    return [
+        triton.Config({**a, **b}, num_warps=4, num_stages=3) for a in bwd._INPUT_TILES for b in weight_tiles
+    ]
+
+
+def test_backward_autotuning_times_only_the_tiles_of_the_roles_a_launch_runs():
+    _, _, bwd, _ = _triton()
+    configs = _gpu_backward_configs(bwd)
+    assert len(configs) == 4
+    assert bwd.prune_roles(configs, {"NEED_INPUT": 1, "NEED_WEIGHT": 1}) == configs
+    for role, prefix in (("NEED_INPUT", "BLOCK_IN_"), ("NEED_WEIGHT", "BLOCK_W_")):
+        kept = bwd.prune_roles(configs, {"NEED_INPUT": 0, "NEED_WEIGHT": 0, role: 1})
+        tiles = [{k: v for k, v in c.kwargs.items() if k.startswith(prefix)} for c in kept]
+        assert len(kept) == 2 and tiles[0] != tiles[1], role
 
 
 class _FakeTuner:
@@ -256,7 +282,7 @@ def test_grad_weight_bits_do_not_depend_on_the_gpu_when_deterministic(determinis
     def no_autotuning(*args, **kwargs):
         raise AssertionError("grad_weight autotuned under torch.use_deterministic_algorithms(True)")
 
-    monkeypatch.setattr(bwd._grad_weight_partial_kernel, "run", no_autotuning)
+    monkeypatch.setattr(bwd._backward_kernel, "run", no_autotuning)
     device = torch.device(_device())
     x_slow, x_fast, weight, scale = _lateral_case(device)
     grad_out = torch.randn(2, 3 + 6, 2, 5, 5, generator=torch.Generator().manual_seed(5)).to(device)
@@ -322,7 +348,7 @@ def test_autotune_keys_hold_batch_bucket_and_every_constexpr_flag():
     """Variants must not share a tuning result: every constexpr but the tile sizes (tuned), the
     accumulator (follows the dtype, keyed by Triton) and the fixed chunk size is in the key."""
     _common, fwd, bwd, _ = _triton()
-    for kernel in (fwd._lateral_concat_kernel, bwd._grad_input_kernel, bwd._grad_weight_partial_kernel):
+    for kernel in (fwd._lateral_concat_kernel, bwd._backward_kernel):
         python_fn = kernel.fn.fn  # the decorated function (JITFunction and interpreter alike)
         params = inspect.signature(python_fn).parameters.values()
         flags = {

@@ -451,6 +451,161 @@ def test_grad_weight_atomic_adds_match_ordered_partials(dtype, monkeypatch):
     assert_close(atomic[0], *grads, "atomic grad_weight")
 
 
+@pytest.mark.parametrize("fmt", [CONTIG, CL], ids=["ncdhw", "ndhwc"])
+@pytest.mark.parametrize("affine,relu", [(True, True), (False, False)])
+def test_fused_backward_gives_each_gradient_asked_for(fmt, affine, relu):
+    """``lateral_concat_backward`` (both gradients in one call, what autograd runs) against the
+    reference, for each combination of the results asked for: one not asked for is a 0-element
+    tensor, and the ones asked for do not depend on what else was."""
+    case = TILE_CASES[1]
+    x_slow, x_fast, weight, scale, shift = case.tensors(torch.float64, fmt, affine)
+    leaves = [None if t is None else t.detach().requires_grad_() for t in (x_fast, weight, scale, shift)]
+    ref = reference.lateral_concat(x_slow, *leaves[:2], case.stride, case.pad, *leaves[2:], relu)
+    grad_out = torch.randn_like(ref)
+    expected = torch.autograd.grad(ref, [t for t in leaves if t is not None], grad_out)
+    if not affine:  # grad_scale is sum_k W * G and grad_shift sum g, whether or not the forward had them
+        g = grad_out[:, case.c_slow :]
+        expected = (*expected, (expected[1] * weight).sum((1, 2, 3, 4)), g.sum((0, 2, 3, 4)))
+    out = ref.detach() if relu else None
+    for need_input in (True, False):
+        for need_weight in (True, False):
+            got = TRITON_OPS.lateral_concat_backward(
+                grad_out, x_fast, weight, scale, out, case.stride, case.pad, need_input, need_weight
+            )
+            assert len(got) == 4
+            for result, truth, needed in zip(got, expected, (need_input, *[need_weight] * 3), strict=True):
+                if needed:
+                    torch.testing.assert_close(result, truth)
+                else:
+                    assert result.shape == (0,) and result.device == truth.device
+            if need_input:
+                assert got[0].is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize(
+    "dtype,kernels",
+    [
+        (torch.float32, ["_backward_prep_kernel", "_backward_kernel"]),
+        (torch.bfloat16, ["_backward_prep_kernel", "_backward_kernel", "_grad_weight_reduce_kernel"]),
+    ],
+    ids=["fp32", "bf16"],
+)
+def test_autograd_backward_launches_and_no_torch_kernels(dtype, kernels, monkeypatch):
+    """The backward of ``lateral_concat`` (both gradients, folded BN, ReLU) is one call of the fused op:
+    a prep kernel (weight operand, zeros), the grad_input + grad_weight kernel and, where the results
+    are 16-bit, the reduce kernel that rounds the fp32 slab (fp32 results are added into directly), and
+    no PyTorch kernel besides allocations and views. It used to also zero the slab and reorder the
+    weight with PyTorch and launch grad_input and the partials apart: 5 launches."""
+    import importlib
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    bwd = importlib.import_module("slowfast_fast.triton.lateral_concat_backward")
+    launches = []
+    for name in ("_backward_prep_kernel", "_backward_kernel", "_grad_weight_reduce_kernel"):
+        kernel = getattr(bwd, name)
+
+        def counted(*args, _run=kernel.run, _name=name, **kwargs):
+            launches.append(_name)
+            return _run(*args, **kwargs)
+
+        monkeypatch.setattr(kernel, "run", counted)
+
+    allocations = {
+        "empty",
+        "empty_like",
+        "new_empty",
+        "empty_strided",
+        "view",
+        "slice",
+        "as_strided",
+        "detach",
+    }
+    seen = []
+
+    class Log(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    case = TILE_CASES[0]
+    x_slow, x_fast, weight, scale, shift = case.tensors(dtype)
+    leaves = [t.requires_grad_() for t in (x_fast, weight, scale, shift)]
+    relu = dtype == torch.float32  # see test_lateral_concat_backward_16bit
+    out = ops.lateral_concat(x_slow, *leaves[:2], case.stride, case.pad, *leaves[2:], relu, backend="triton")
+    grad_out = torch.randn_like(out)
+    with Log():
+        grads = torch.autograd.grad(out, leaves, grad_out)
+    assert launches == kernels
+    # The design model (benchmarks/gpu_design_model.py) charges the Triton backward these launches.
+    import importlib.util
+    import pathlib
+    import sys
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_design_model.py"
+    spec = importlib.util.spec_from_file_location("gpu_design_model", script)
+    model = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))
+    if not hasattr(model, "BACKWARD_TRITON"):
+        spec.loader.exec_module(model)
+    model_dtype = "fp32" if dtype == torch.float32 else "bf16"
+    assert model.backward_launches(model.BACKWARD_TRITON, model_dtype) == len(kernels)
+    others = [op for op in seen if op not in allocations and op != "lateral_concat_backward"]
+    assert "lateral_concat_backward" in seen and not others, others
+    names = ["x_fast", "weight", "scale", "shift"]
+    for name, got, truth, same in zip(
+        names,
+        grads,
+        _lateral_grads(
+            _cast((x_slow, *leaves), torch.float64), case, relu, grad_out.double(), reference.lateral_concat
+        )[1:],
+        _lateral_grads((x_slow, *leaves), case, relu, grad_out, reference.lateral_concat)[1:],
+        strict=True,
+    ):
+        assert_close(got, truth, same, f"grad {name} {dtype}")
+
+
+@pytest.mark.skipif(not _common.INTERPRET, reason="times real configs on a GPU; this one fakes the timing")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=["direct", "slab"])
+def test_autotuning_restarts_what_grad_weight_adds_into(dtype, monkeypatch):
+    """Timing a config runs the backward kernel several times, and its grad_weight splits add with
+    atomics (into the results themselves in fp32/fp64, into an fp32 slab in 16-bit types): the
+    autotuner must zero them before each run and before the real one, or the first call of each new
+    shape returns a multiple of the gradient. Two configs (grad_weight tiles 16 and 32 wide) with a
+    fake timer that runs each config three times stand for the GPU's autotuning; the result must be
+    the untimed call's, bit for bit (the interpreter runs the programs, and their atomics, in order)."""
+    import importlib
+
+    import triton
+
+    bwd = importlib.import_module("slowfast_fast.triton.lateral_concat_backward")
+    kernel = bwd._backward_kernel
+    case = TILE_CASES[1]
+    x_slow, x_fast, weight, scale, _ = case.tensors(dtype)
+    grad_out = _rand((case.n, case.c_slow + case.c_lat, case.t_slow, case.h, case.w), dtype)
+    args = (grad_out, x_fast, weight, scale, None, case.stride, case.pad)
+    untimed = TRITON_OPS.lateral_concat_grad_weight(*args)
+
+    base = bwd._BACKWARD_CONFIGS[0]
+    configs = [base, triton.Config({**base.kwargs, "BLOCK_W_C": 32}, num_warps=base.num_warps)]
+    runs = []
+
+    def timed_three_times(kernel_call, quantiles):
+        for _ in range(3):
+            kernel_call()
+            runs.append(1)
+        return [float(len(runs))] * 3  # the first config timed is the fastest
+
+    monkeypatch.setattr(kernel, "configs", configs)
+    monkeypatch.setattr(kernel, "cache", {})
+    monkeypatch.setattr(kernel, "cache_results", False)
+    # do_bench is a cached property: the instance's own entry, removed again after the test.
+    monkeypatch.setitem(kernel.__dict__, "do_bench", timed_three_times)
+    timed = TRITON_OPS.lateral_concat_grad_weight(*args)
+    assert len(runs) == 6, "both configs were timed"
+    for a, b in zip(timed, untimed, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_lateral_concat_empty_batch():
     case = CASES[0]
     x_slow, x_fast, weight, scale, shift = case.tensors(torch.float32)
@@ -611,6 +766,12 @@ def test_opcheck_lateral_concat():
         True,
     )
     torch.library.opcheck(TRITON_OPS.lateral_concat.default, args)
+    grad_out = _rand((case.n, case.c_slow + case.c_lat, case.t_slow, case.h, case.w), torch.float32)
+    for need in ((True, True), (True, False), (False, True)):
+        torch.library.opcheck(
+            TRITON_OPS.lateral_concat_backward.default,
+            (grad_out, x_fast.detach(), weight.detach(), scale, None, case.stride, case.pad, *need),
+        )
 
 
 def test_opcheck_resample_ops():

@@ -49,11 +49,14 @@ OCCUPANCY = {
     # per SM (4 TB/s x ~0.7 us / 132 SMs); each 4-warp copy program keeps 16 KB in flight, so 2 CTAs
     # give 32 KB. Its GEMM programs need 2 CTAs so one CTA's epilogue overlaps another's main loop.
     "_lateral_concat_kernel": 2,
-    # A transposed conv at low arithmetic intensity: memory-bound, wants >= 2 CTAs of 4 warps.
-    "_grad_input_kernel": 2,
-    # Reduction over all pixels, per (kt, channel tile): 2 CTAs so loads of one overlap the MMAs of
-    # the other; the old design's 115-184 KB of shared memory allowed 1.
-    "_grad_weight_partial_kernel": 2,
+    # Both backward GEMMs in one launch, each designed for 2 CTAs of 4 warps: grad_input (a transposed
+    # conv at low arithmetic intensity, memory-bound) and the grad_weight partials (a reduction over all
+    # pixels per (kt, channel tile): loads of one CTA overlap the MMAs of the other; the old design's
+    # 115-184 KB of shared memory allowed 1). The kernel's registers and shared memory are those of its
+    # hungrier role, so both roles must fit the budget of 2.
+    "_backward_kernel": 2,
+    # Prepares the weight operand and zeroes the slab: an elementwise pass over < 1 MB.
+    "_backward_prep_kernel": 1,
     # Adds the partials: tiny, 1 CTA of 4 warps is plenty, but it must not spill.
     "_grad_weight_reduce_kernel": 1,
     # Pure copies of 8 KB tiles per program: 8 CTAs/SM (32 warps) keep 64 KB in flight.
@@ -127,11 +130,16 @@ def _record_launches():
 
 def _launch_all(context):
     """Calls every launcher at every R50 fusion point / resample shape, layout, dtype and epilogue."""
+    import importlib
+
     import torch
 
     from slowfast_fast.bench import cases
-    from slowfast_fast.triton import _common, lateral_concat_backward, resample
+    from slowfast_fast.triton import _common, resample
     from slowfast_fast.triton.lateral_concat import lateral_concat
+
+    # By module path: the package re-exports the function of the same name.
+    lateral_concat_backward = importlib.import_module("slowfast_fast.triton.lateral_concat_backward")
 
     # An H200's SM count sizes the grad_weight split, as on the GPU.
     lateral_concat_backward.num_sms = lambda device: 132
@@ -163,11 +171,12 @@ def _launch_all(context):
                     # most 168 registers, 0 spills.
                     lateral_concat(x_slow, x_fast, weight, shape.stride, shape.padding, vec, vec, True)
                     args = (grad_out, x_fast, weight, vec, grad_out, shape.stride, shape.padding)
-                    lateral_concat_backward.lateral_concat_grad_input(*args)
-                    lateral_concat_backward.lateral_concat_grad_weight(*args)  # atomic split adds
+                    # Both roles in one launch, the grad_weight splits adding atomically (the separate
+                    # grad ops launch the same kernels with one role's programs: no other code).
+                    lateral_concat_backward.lateral_concat_backward(*args)
                     torch.use_deterministic_algorithms(True)  # ordered partials, pinned config
                     try:
-                        lateral_concat_backward.lateral_concat_grad_weight(*args)
+                        lateral_concat_backward.lateral_concat_backward(*args)
                     finally:
                         torch.use_deterministic_algorithms(False)
             if allow_tf32:  # resampling only copies: the precision setting does not reach it
@@ -286,7 +295,7 @@ def _describe(row: dict) -> str:
 
 def test_every_kernel_was_compiled(compiled_kernels):
     assert {row["kernel"] for row in compiled_kernels} == set(OCCUPANCY)
-    for kernel in ("_lateral_concat_kernel", "_grad_input_kernel", "_grad_weight_partial_kernel"):
+    for kernel in ("_lateral_concat_kernel", "_backward_kernel"):
         rows = [row for row in compiled_kernels if row["kernel"] == kernel]
         assert {(row["dtype"], row["constexprs"]["PRECISION"]) for row in rows} == {
             ("fp32", "tf32"),

@@ -9,6 +9,6 @@ from slowfast_fast.ops.resample import pathway_inputs, pathway_split, temporal_r
 if _extension.compiled_available():
     _registration.register(_extension.NAMESPACE)
 if _triton_ops.LOAD_ERROR is None:
-    _registration.register(_triton_ops.NAMESPACE)
+    _registration.register(_triton_ops.NAMESPACE, fused_backward=True)
 
 __all__ = ["lateral_concat", "temporal_resample", "pathway_split", "pathway_inputs"]

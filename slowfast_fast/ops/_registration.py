@@ -38,6 +38,15 @@ def _grad_weight_fake(grad_out, x_fast, weight, scale, out, stride, padding):
     )
 
 
+def _backward_fake(grad_out, x_fast, weight, scale, out, stride, padding, need_input, need_weight):
+    """What was not asked for is a 0-element tensor."""
+    args = (grad_out, x_fast, weight, scale, out, stride, padding)
+    grad_x_fast = _grad_input_fake(*args) if need_input else x_fast.new_empty((0,))
+    if need_weight:
+        return (grad_x_fast, *_grad_weight_fake(*args))
+    return grad_x_fast, weight.new_empty((0,)), weight.new_empty((0,)), weight.new_empty((0,))
+
+
 def _resample_fake(x, scale_factor):
     _validate.check_resample(x, scale_factor)
     n, c, t, h, w = x.shape
@@ -54,10 +63,14 @@ def _split_fake(x, slow_scale, fast_scale):
     return _resample_fake(x, slow_scale), _resample_fake(x, fast_scale)
 
 
-def register(namespace: str) -> None:
-    """Register fake kernels and autograd for every op of ``namespace``."""
+def register(namespace: str, fused_backward: bool = False) -> None:
+    """Register fake kernels and autograd for every op of ``namespace``. With ``fused_backward`` the
+    namespace also has ``lateral_concat_backward`` (``_schemas.TRITON_SCHEMAS``), and the autograd
+    formula computes both gradients with that one op instead of the two separate ones."""
     ops = _ops(namespace)
     q = f"{namespace}::"
+    if fused_backward:
+        torch.library.register_fake(q + "lateral_concat_backward")(_backward_fake)
     torch.library.register_fake(q + "lateral_concat")(_lateral_fake)
     torch.library.register_fake(q + "lateral_concat_grad_input")(_grad_input_fake)
     torch.library.register_fake(q + "lateral_concat_grad_weight")(_grad_weight_fake)
@@ -77,18 +90,23 @@ def register(namespace: str) -> None:
         need = ctx.needs_input_grad
         grad_x_slow = grad_out[:, : ctx.c_slow] if need[0] else None
         grad_x_fast = None
-        if need[1]:
+        grad_weight = grad_scale = grad_shift = None
+        need_weight = need[2] or need[5] or need[6]
+        if fused_backward and (need[1] or need_weight):
+            grad_x_fast, grad_weight, grad_scale, grad_shift = ops.lateral_concat_backward(
+                grad_out, x_fast, weight, scale, out, ctx.stride, ctx.padding, need[1], need_weight
+            )
+        elif need[1]:
             grad_x_fast = ops.lateral_concat_grad_input(
                 grad_out, x_fast, weight, scale, out, ctx.stride, ctx.padding
             )
-        grad_weight = grad_scale = grad_shift = None
-        if need[2] or need[5] or need[6]:
+        if not fused_backward and need_weight:
             grad_weight, grad_scale, grad_shift = ops.lateral_concat_grad_weight(
                 grad_out, x_fast, weight, scale, out, ctx.stride, ctx.padding
             )
         return (
             grad_x_slow,
-            grad_x_fast,
+            grad_x_fast if need[1] else None,
             grad_weight if need[2] else None,
             None,
             None,

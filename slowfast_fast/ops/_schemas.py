@@ -26,3 +26,15 @@ SCHEMAS = {
     ),
     "pathway_split": ("pathway_split(Tensor x, float slow_scale, float fast_scale) -> (Tensor, Tensor)"),
 }
+
+# Ops only the Triton namespace has. ``lateral_concat_backward`` gives both gradients of
+# ``lateral_concat`` in one call (``(grad_x_fast, grad_weight, grad_scale, grad_shift)``; one not asked
+# for by ``need_input`` / ``need_weight`` is a 0-element tensor), so that its kernels can share
+# launches; the autograd formula uses it where the namespace has it.
+TRITON_SCHEMAS = {
+    "lateral_concat_backward": (
+        "lateral_concat_backward(Tensor grad_out, Tensor x_fast, Tensor weight, Tensor? scale, "
+        "Tensor? out, int stride, int padding, bool need_input, bool need_weight) "
+        "-> (Tensor, Tensor, Tensor, Tensor)"
+    ),
+}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from slowfast_fast.ops._schemas import SCHEMAS
+from slowfast_fast.ops._schemas import SCHEMAS, TRITON_SCHEMAS
 
 NAMESPACE = "slowfast_fast_triton"
 LOAD_ERROR: str | None = None
@@ -15,12 +15,12 @@ try:
 except ImportError as exc:
     LOAD_ERROR = str(exc)
 else:
-    _missing = [name for name in SCHEMAS if not hasattr(_kernels, name)]
+    _missing = [name for name in {**SCHEMAS, **TRITON_SCHEMAS} if not hasattr(_kernels, name)]
     if _missing:
         LOAD_ERROR = f"slowfast_fast.triton lacks kernels for {_missing}"
 if LOAD_ERROR is None:
     _lib = torch.library.Library(NAMESPACE, "DEF")
-    for _name, _schema in SCHEMAS.items():
+    for _name, _schema in {**SCHEMAS, **TRITON_SCHEMAS}.items():
         _lib.define(_schema)
         # CPU tensors reach these kernels only under TRITON_INTERPRET=1 (checked by the backend switch).
         for _key in ("CUDA", "CPU"):

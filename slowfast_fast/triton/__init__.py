@@ -1,16 +1,22 @@
 """Triton kernels of the fused ops (the default backend for CUDA tensors).
 
 Each function allocates its outputs and launches kernels; the positional signatures match the op
-schemas of ``slowfast_fast.ops._schemas``, under which ``slowfast_fast.ops._triton_ops`` registers
-them. Inputs arrive validated. On CPU they run only under ``TRITON_INTERPRET=1`` (tests without a GPU).
+schemas of ``slowfast_fast.ops._schemas`` (``SCHEMAS`` and the Triton-only ``TRITON_SCHEMAS``), under
+which ``slowfast_fast.ops._triton_ops`` registers them. Inputs arrive validated. On CPU they run only
+under ``TRITON_INTERPRET=1`` (tests without a GPU).
 """
 
 from slowfast_fast.triton.lateral_concat import lateral_concat
-from slowfast_fast.triton.lateral_concat_backward import lateral_concat_grad_input, lateral_concat_grad_weight
+from slowfast_fast.triton.lateral_concat_backward import (
+    lateral_concat_backward,
+    lateral_concat_grad_input,
+    lateral_concat_grad_weight,
+)
 from slowfast_fast.triton.resample import pathway_split, temporal_resample, temporal_resample_backward
 
 __all__ = [
     "lateral_concat",
+    "lateral_concat_backward",
     "lateral_concat_grad_input",
     "lateral_concat_grad_weight",
     "temporal_resample",

@@ -55,15 +55,18 @@ _AUTOTUNE_CACHE = (
 )
 
 
-def autotune(configs: list[triton.Config], key: list[str]):
+def autotune(configs: list[triton.Config], key: list[str], prune=prune_while_capturing, reset_to_zero=None):
     """``triton.autotune`` with this package's policy: results cached on disk across processes
     where Triton supports it, and a fixed default config for untuned keys during graph capture
-    (see :func:`launch`). ``key`` should name the batch bucket and the constexpr flags: the best
-    tiles differ between variants, which must not share one tuning result."""
+    (see :func:`launch`; a custom ``prune`` must keep that by calling :func:`prune_while_capturing`).
+    ``key`` should name the batch bucket and the constexpr flags: the best tiles differ between
+    variants, which must not share one tuning result. ``reset_to_zero`` names the arguments a kernel
+    accumulates into: timing a config runs the kernel several times."""
     return triton.autotune(
         configs=configs,
         key=key,
-        prune_configs_by={"early_config_prune": prune_while_capturing},
+        prune_configs_by={"early_config_prune": prune},
+        reset_to_zero=reset_to_zero,
         **_AUTOTUNE_CACHE,
     )
 

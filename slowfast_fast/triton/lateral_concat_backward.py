@@ -8,33 +8,39 @@ With ``g`` the lateral channels of ``grad_out`` (zeroed where the forward ReLU w
   taps that land on ``t``: ``(t + padding - kt) % stride == 0`` and the output frame exists. That tap
   set is the same for every pixel of the program, so the K loop is one flat loop over
   ``(tap, o)`` (the software pipeliner overlaps its loads), and frames no window reads (stride > k)
-  get zeros without a load. The weight comes in as a dense ``(KT, C_lat, C_fast)`` tensor with the
-  scale folded in (made per call by one small kernel), contiguous along the fast channels; B loads
-  are masked past C_fast.
+  get zeros without a load. The weight comes in as a dense ``(KT, C_lat, C_fast)`` operand with the
+  scale folded in, contiguous along the fast channels; B loads are masked past C_fast.
 * ``G[o, c, kt] = sum over (n, to, hw) of g[n, o, to, hw] * x_fast[n, c, to*stride - padding + kt, hw]``
   is a reduction over all output pixels, flattened over ``(n, to, hw)`` and cut into chunks of
-  ``BLOCK_M`` (the same for every config). By default every split (a run of chunks) adds its fp32
-  tile of G and of ``sum g`` per channel into one zeroed slab with relaxed atomics: the adds resolve
-  in L2 (the slab is C_lat x (C_fast x KT + 1) x 4 bytes, at most 0.9 MB at R50 8x8 layer3), so the
-  partials cost DRAM at most the slab's zeroing and one read: at R50's fusion points (batch 8) at
-  most 2.8% of the backward's fewest bytes in fp32 and 5.6% in bf16, where per-split slabs cost up
-  to 38% and 77% (``benchmarks/gpu_design_model.py``); the order of the adds is not fixed.
-  Under ``torch.use_deterministic_algorithms(True)`` each split writes its own slab and the second
-  kernel adds them in a fixed order (no atomics; the split count and tile are pinned). The second
-  small kernel produces ``grad_weight = G * scale``, ``grad_scale = sum_k W * G`` and
-  ``grad_shift = sum g``. The reduction dimension is only 32 pixels per step so that three pipeline
-  stages of both tiles fit in a quarter of the shared memory (the old 128-pixel steps took 115-184 KB:
-  one CTA per SM).
+  ``BLOCK_W_M`` (the same for every config); a split is a run of chunks. Then
+  ``grad_weight = G * scale``, ``grad_scale = sum_k W * G`` and ``grad_shift = sum g``, all linear in G.
+  By default the splits add with relaxed atomics (resolved in L2; the order of the adds is not
+  fixed): in fp32 and fp64 each split adds its share of all three results straight into them; in
+  16-bit types its fp32 tile of G and of ``sum g`` into one zeroed fp32 slab (C_lat x (C_fast x KT + 1)
+  x 4 bytes, at most 0.9 MB at R50 8x8 layer3) that a small reduce kernel reads once and rounds. So the
+  partials cost DRAM at most that slab's zeroing and one read: at R50's fusion points (batch 8) at most
+  5.6% of the backward's fewest bytes in bf16, where per-split slabs cost up to 77%
+  (``benchmarks/gpu_design_model.py``). Under ``torch.use_deterministic_algorithms(True)`` each split
+  writes its own slab and the reduce kernel adds them in a fixed order (no atomics; the split count
+  and the config are pinned). The reduction steps 32 pixels at a time so that three pipeline stages of
+  both tiles fit in a quarter of the shared memory.
+
+Launches (:func:`lateral_concat_backward`, which autograd calls once for both gradients): a prep kernel
+(the weight operand, and the zeros the splits add into), then one kernel whose first programs are
+grad_input tiles and whose others are grad_weight splits (:func:`_backward_kernel`; the tail of one role
+overlaps the other), then, in 16-bit types or when deterministic, the reduce kernel: 2 launches in fp32,
+3 in bf16 (it was 5: the weight operand, grad_input, the slab's zeros, the partials, the reduce).
 
 Vector accesses follow the forward (see lateral_concat.py): the launchers compute aligned run
 lengths, the kernels state them to the compiler; integer sizes are not specialized by the JIT.
 
 sm_90 resources (tests/test_triton_sm90_static.py, every config at the R50 4x16 and 8x8 fusion
-points, batch 8): no spills; both GEMM kernels are designed for 2 CTAs of 4 warps per SM (<= 255
-registers, <= 113 KiB shared memory per CTA). Measured: grad_input at most 180 registers and 88 KiB
-(3 stages of a 128-pixel g tile and a weight tile, K steps of 128 bytes: 32 channels in fp32, 64 in
-16-bit types, as in the forward), grad_weight at most 209 registers and
-81 KiB (fp32 channels_last_3d, 3 stages of 64x32 g and 32x128 x_fast tiles).
+points, batch 8): no spills; the backward kernel is designed for 2 CTAs of 4 warps per SM (<= 255
+registers, <= 113 KiB shared memory per CTA), and each of its registers and shared bytes are those of
+its hungrier role (Triton reuses the shared memory of the branch not taken). Measured: at most 207
+registers (fp32 channels_last_3d) and 88 KiB (grad_input's 3 stages of a 128-pixel g tile and a weight
+tile, K steps of 128 bytes: 32 channels in fp32, 64 in 16-bit types). grad_weight's tile is 64 x 64:
+the 64 x 128 tile, which its own kernel ran in 212-216 registers, spilled 56-80 bytes in the combined one.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from slowfast_fast.triton._common import (
     max_block,
     num_sms,
     on_device_of_first_tensor,
+    prune_while_capturing,
     run_length,
     spatial_strides,
     upcast_dot,
@@ -65,32 +72,47 @@ from slowfast_fast.triton._common import (
 )
 
 # Few configs: every one is compiled per dtype/epilogue variant before the first call can run. The
-# first of each list is also the fixed default during CUDA-graph capture; the first weight config is
-# the one pinned under torch.use_deterministic_algorithms(True). BLOCK_N/BLOCK_O/BLOCK_C/BLOCK_K are
-# caps that the kernels shrink to the channel counts (powers of two, at least 16 for tl.dot).
-_INPUT_CONFIGS = autotune_configs(
+# grad_input and grad_weight programs run in one launch (:func:`_backward_kernel`), so a config is a pair
+# of tiles, one per role, with the warps and stages both roles were designed for (4 and 3). The first is
+# also the fixed default during CUDA-graph capture. The channel blocks are caps that the kernel shrinks to the
+# channel counts (powers of two, at least 16 for tl.dot).
+_INPUT_TILES = [
+    {"BLOCK_IN_M": 128, "BLOCK_IN_N": 64, "BLOCK_IN_K": 32},
+    {"BLOCK_IN_M": 64, "BLOCK_IN_N": 128, "BLOCK_IN_K": 32},
+]
+_WEIGHT_TILES = [
+    {"BLOCK_W_O": 64, "BLOCK_W_C": 64, "BLOCK_W_M": 32},
+]
+_BACKWARD_CONFIGS = autotune_configs(
     [
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=3),
+        triton.Config({**tiles_in, **tiles_w}, num_warps=4, num_stages=3)
+        for tiles_in in _INPUT_TILES
+        for tiles_w in _WEIGHT_TILES
     ],
-    triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}, num_warps=1),
+    triton.Config(
+        {
+            "BLOCK_IN_M": 16,
+            "BLOCK_IN_N": 16,
+            "BLOCK_IN_K": 16,
+            "BLOCK_W_O": 16,
+            "BLOCK_W_C": 16,
+            "BLOCK_W_M": 16,
+        },
+        num_warps=1,
+    ),
 )
-
-_WEIGHT_CONFIGS = autotune_configs(
-    [
-        triton.Config({"BLOCK_O": 64, "BLOCK_C": 64, "BLOCK_M": 32}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_C": 128, "BLOCK_M": 32}, num_warps=4, num_stages=3),
-    ],
-    triton.Config({"BLOCK_O": 16, "BLOCK_C": 16, "BLOCK_M": 16}, num_warps=1),
-)
-# Pixels per chunk of the grad_weight reduction: every config's BLOCK_M, fixed before autotuning
+# Pixels per chunk of the grad_weight reduction: every config's BLOCK_W_M, fixed before autotuning
 # picks one, because the number of partials (allocated up front) depends on it.
-_CHUNK_HW = max_block(_WEIGHT_CONFIGS, "BLOCK_M")
-assert all(c.kwargs["BLOCK_M"] == _CHUNK_HW for c in _WEIGHT_CONFIGS)
+_CHUNK_HW = max_block(_BACKWARD_CONFIGS, "BLOCK_W_M")
+assert all(c.kwargs["BLOCK_W_M"] == _CHUNK_HW for c in _BACKWARD_CONFIGS)
 # Output tile used only to estimate how many programs one split launches.
 _TILE_ESTIMATE = 64
-# The config of the partial kernel under torch.use_deterministic_algorithms(True).
-DETERMINISTIC_WEIGHT_CONFIG = _WEIGHT_CONFIGS[0]
+# The config of the backward kernel under torch.use_deterministic_algorithms(True): the 64-pixel
+# grad_input tile (with the 128-pixel one, ptxas spilled 24 bytes of the ordered-partials variant in
+# IEEE fp32 channels_last_3d, even when allowed 255 registers).
+DETERMINISTIC_CONFIG = _BACKWARD_CONFIGS[-1]
+# Elements per program of the prep kernel (weight operand, slab zeroing).
+_PREP_BLOCK = 1024
 
 _SIZES = ["C_SLOW", "C_FAST", "C_LAT", "T_SLOW", "T_FAST", "HW", "KT", "STRIDE", "PAD", "PIXELS", "M_TOTAL"]
 _G_STRIDES = ["g_sn", "g_sc", "g_st", "g_shw"]
@@ -111,32 +133,47 @@ def weight_splits(
     return chunks, chunks_per_split, max(1, triton.cdiv(chunks, chunks_per_split))
 
 
-@autotune(
-    _INPUT_CONFIGS,
-    key=["C_FAST", "C_LAT", "KT", "STRIDE", "HW", "CHANNELS_LAST", "BATCH_BUCKET", "RELU", "PRECISION"]
-    + ["UPCAST", "A_RUN_M", "A_RUN_K", "O_RUN_M", "O_RUN_N", "C_TILE", "K_TILE", "INDEX", "W_RUN"]
-    + ["K_SCALE"],
-)
-@triton.jit(do_not_specialize=_SIZES + _G_STRIDES + _DX_STRIDES + ["CHANNELS_LAST", "BATCH_BUCKET"])
-def _grad_input_kernel(
-    g_ptr, out_ptr, w_ptr, dx_ptr,
-    C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD, PIXELS,
+def prune_roles(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    """The backward kernel's ``early_config_prune``: :func:`prune_while_capturing`, then, when a launch
+    runs only one role's programs, one config per distinct tile of that role (the other role's tile
+    changes nothing there, so timing it again would only cost a compile and a benchmark)."""
+    configs = prune_while_capturing(configs, named_args, **kwargs)
+    roles = [
+        prefix
+        for prefix, needed in (
+            ("BLOCK_IN_", named_args.get("NEED_INPUT")),
+            ("BLOCK_W_", named_args.get("NEED_WEIGHT")),
+        )
+        if needed
+    ]
+    kept, seen = [], set()
+    for config in configs:
+        tiles = tuple(sorted((k, v) for k, v in config.kwargs.items() if k.startswith(tuple(roles))))
+        if tiles not in seen:
+            seen.add(tiles)
+            kept.append(config)
+    return kept
+
+
+@triton.jit
+def _grad_input_program(
+    pid, g_ptr, out_ptr, w_ptr, dx_ptr,
+    C_SLOW, C_FAST, C_LAT, T_SLOW, HW, KT, STRIDE, PAD, PIXELS,
     g_sn, g_sc, g_st, g_shw,
     dx_sn, dx_sc, dx_st, dx_shw,
-    CHANNELS_LAST, BATCH_BUCKET,  # only autotune keys
     RELU: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
     A_RUN_M: tl.constexpr, A_RUN_K: tl.constexpr, O_RUN_M: tl.constexpr, O_RUN_N: tl.constexpr,
     C_TILE: tl.constexpr, K_TILE: tl.constexpr, INDEX: tl.constexpr, W_RUN: tl.constexpr,
     K_SCALE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
+    """One grad_input tile: ``pid`` in [0, T_FAST * pixel tiles * channel tiles)."""
     # out (the forward output, read for the ReLU mask) has g's strides: the launcher sees to that.
     BN: tl.constexpr = min(BLOCK_N, C_TILE)
     BK: tl.constexpr = min(BLOCK_K * K_SCALE, K_TILE)
     A_ALIGN: tl.constexpr = A_RUN_M * A_RUN_K  # one of the two is 1
     O_ALIGN: tl.constexpr = O_RUN_M * O_RUN_N
     # Program = (t, pixel tile, channel tile), channel tiles fastest: they share the g tiles.
-    pid = tl.program_id(0)
     c_tiles = tl.cdiv(C_FAST, BN)
     m_tiles = tl.cdiv(PIXELS, BLOCK_M)
     tile_c = pid % c_tiles
@@ -188,24 +225,20 @@ def _grad_input_kernel(
     tl.store(dx_ptr + (o_row[:, None] + o_col[None, :]), acc.to(dx_ptr.dtype.element_ty), mask=o_mask)
 
 
-@autotune(
-    _WEIGHT_CONFIGS,
-    key=["C_FAST", "C_LAT", "KT", "HW", "CHANNELS_LAST", "BATCH_BUCKET", "RELU", "PRECISION", "UPCAST"]
-    + ["G_RUN_M", "G_RUN_O", "X_RUN_M", "X_RUN_C", "O_TILE", "C_TILE", "INDEX", "ATOMIC"],
-)
-@triton.jit(do_not_specialize=_SIZES + _G_STRIDES + _X_STRIDES + ["CHUNKS", "CHUNKS_PER_SPLIT"]
-            + ["CHANNELS_LAST", "BATCH_BUCKET"])  # fmt: skip
-def _grad_weight_partial_kernel(
-    g_ptr, out_ptr, xf_ptr, part_ptr, shift_part_ptr,
+@triton.jit
+def _grad_weight_program(
+    pid, g_ptr, out_ptr, xf_ptr, part_ptr, shift_part_ptr, wt_ptr, scale_ptr, gw_ptr, gscale_ptr, gshift_ptr,
     C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD, M_TOTAL, CHUNKS, CHUNKS_PER_SPLIT,
     g_sn, g_sc, g_st, g_shw,
     xf_sn, xf_sc, xf_st, xf_shw,
-    CHANNELS_LAST, BATCH_BUCKET,  # only autotune keys
+    w_so, w_sc, w_sk,
     RELU: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
     G_RUN_M: tl.constexpr, G_RUN_O: tl.constexpr, X_RUN_M: tl.constexpr, X_RUN_C: tl.constexpr,
     O_TILE: tl.constexpr, C_TILE: tl.constexpr, INDEX: tl.constexpr, ATOMIC: tl.constexpr,
+    DIRECT: tl.constexpr, HAS_SCALE: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_M: tl.constexpr,
 ):  # fmt: skip
+    """One grad_weight partial tile: ``pid`` in [0, splits * KT * o tiles * c tiles)."""
     # out (the forward output, read for the ReLU mask) has g's strides: the launcher sees to that.
     BO: tl.constexpr = min(BLOCK_O, O_TILE)
     BC: tl.constexpr = min(BLOCK_C, C_TILE)
@@ -213,7 +246,6 @@ def _grad_weight_partial_kernel(
     X_ALIGN: tl.constexpr = X_RUN_M * X_RUN_C
     # Program = (split, kt, o tile, c tile), the tiles fastest so the programs reading the same
     # gradient and input pixels run together and share them through L2.
-    pid = tl.program_id(0)
     c_tiles = tl.cdiv(C_FAST, BC)
     o_tiles = tl.cdiv(C_LAT, BO)
     tile_c = pid % c_tiles
@@ -262,16 +294,142 @@ def _grad_weight_partial_kernel(
 
     # Partials are laid out like the weight, (C_LAT, C_FAST, KT): one slab per split, or with ATOMIC one
     # slab that every split adds into (L2 atomics: no partial bytes go to DRAM, the order of the adds
-    # is not fixed).
+    # is not fixed). DIRECT (atomic, outputs in the accumulator's dtype) adds each tile's share of all
+    # three results straight into the zeroed outputs, and no reduce kernel runs: grad_weight += tile *
+    # scale, grad_scale += sum over the tile's channels of W * tile, grad_shift += sum g (all linear in G).
     k_total = C_FAST * KT
     at = o[:, None] * k_total + c[None, :] * KT + kt
-    if ATOMIC:
+    if DIRECT:
+        tile_ok = o_ok[:, None] & c_ok[None, :]
+        w = tl.load(wt_ptr + o[:, None] * w_so + c[None, :] * w_sc + kt * w_sk, mask=tile_ok, other=0.0)
+        tl.atomic_add(gscale_ptr + o, tl.sum(w.to(ACC) * acc, axis=1), mask=o_ok, sem="relaxed")
+        if HAS_SCALE:
+            acc = acc * tl.load(scale_ptr + o, mask=o_ok, other=0.0).to(ACC)[:, None]
+        tl.atomic_add(gw_ptr + at, acc, mask=tile_ok, sem="relaxed")
+        tl.atomic_add(gshift_ptr + o, shift_acc, mask=o_ok & sums_shift, sem="relaxed")
+    elif ATOMIC:
         tl.atomic_add(part_ptr + at, acc, mask=o_ok[:, None] & c_ok[None, :], sem="relaxed")
         tl.atomic_add(shift_part_ptr + o, shift_acc, mask=o_ok & sums_shift, sem="relaxed")
     else:
         part = part_ptr + split.to(tl.int64) * C_LAT * k_total
         tl.store(part + at, acc, mask=o_ok[:, None] & c_ok[None, :])
         tl.store(shift_part_ptr + split * C_LAT + o, shift_acc, mask=o_ok & sums_shift)
+
+
+@autotune(
+    _BACKWARD_CONFIGS,
+    key=[
+        "C_FAST",
+        "C_LAT",
+        "KT",
+        "STRIDE",
+        "HW",
+        "CHANNELS_LAST",
+        "BATCH_BUCKET",
+        "NEED_INPUT",
+        "NEED_WEIGHT",
+    ]
+    + ["RELU", "PRECISION", "UPCAST", "A_RUN_M", "A_RUN_K", "O_RUN_M", "O_RUN_N", "X_RUN_M", "X_RUN_C"]
+    + ["O_TILE", "C_TILE", "K_TILE", "INDEX", "W_RUN", "K_SCALE", "ATOMIC", "DIRECT", "HAS_SCALE"],
+    prune=prune_roles,
+    # Timing a config runs it several times: the atomic slab must start from zero again each time, and
+    # before the real run (Triton zeroes the named arguments between runs and once after timing).
+    reset_to_zero=["part_ptr", "shift_part_ptr", "gw_ptr", "gscale_ptr", "gshift_ptr"],
+)
+@triton.jit(
+    do_not_specialize=_SIZES + _G_STRIDES + _DX_STRIDES + _X_STRIDES + ["w_so", "w_sc", "w_sk"]
+    + ["CHUNKS", "CHUNKS_PER_SPLIT", "NEED_INPUT", "NEED_WEIGHT", "CHANNELS_LAST", "BATCH_BUCKET"]
+)  # fmt: skip
+def _backward_kernel(
+    g_ptr, out_ptr, w_ptr, dx_ptr, xf_ptr, part_ptr, shift_part_ptr, wt_ptr, scale_ptr,
+    gw_ptr, gscale_ptr, gshift_ptr,
+    C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD, PIXELS, M_TOTAL, CHUNKS, CHUNKS_PER_SPLIT,
+    NEED_INPUT,
+    g_sn, g_sc, g_st, g_shw,
+    dx_sn, dx_sc, dx_st, dx_shw,
+    xf_sn, xf_sc, xf_st, xf_shw,
+    w_so, w_sc, w_sk,
+    NEED_WEIGHT, CHANNELS_LAST, BATCH_BUCKET,  # only autotune keys (NEED_WEIGHT: and the grid's)
+    RELU: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
+    A_RUN_M: tl.constexpr, A_RUN_K: tl.constexpr, O_RUN_M: tl.constexpr, O_RUN_N: tl.constexpr,
+    X_RUN_M: tl.constexpr, X_RUN_C: tl.constexpr,
+    O_TILE: tl.constexpr, C_TILE: tl.constexpr, K_TILE: tl.constexpr, INDEX: tl.constexpr,
+    W_RUN: tl.constexpr, K_SCALE: tl.constexpr, ATOMIC: tl.constexpr, DIRECT: tl.constexpr,
+    HAS_SCALE: tl.constexpr,
+    BLOCK_IN_M: tl.constexpr, BLOCK_IN_N: tl.constexpr, BLOCK_IN_K: tl.constexpr,
+    BLOCK_W_O: tl.constexpr, BLOCK_W_C: tl.constexpr, BLOCK_W_M: tl.constexpr,
+):  # fmt: skip
+    """Both backward GEMMs in one launch: the first ``NEED_INPUT * T_FAST * pixel tiles * channel
+    tiles`` programs compute grad_input tiles, the rest (if the grid has them) grad_weight partials.
+    g's vector runs serve both roles (``A_RUN_*``: the same tensor, the same channel bounds)."""
+    pid = tl.program_id(0)
+    input_programs = (
+        NEED_INPUT * T_FAST * tl.cdiv(PIXELS, BLOCK_IN_M) * tl.cdiv(C_FAST, min(BLOCK_IN_N, C_TILE))
+    )
+    if pid < input_programs:
+        _grad_input_program(
+            pid, g_ptr, out_ptr, w_ptr, dx_ptr,
+            C_SLOW, C_FAST, C_LAT, T_SLOW, HW, KT, STRIDE, PAD, PIXELS,
+            g_sn, g_sc, g_st, g_shw, dx_sn, dx_sc, dx_st, dx_shw,
+            RELU, PRECISION, ACC, UPCAST, A_RUN_M, A_RUN_K, O_RUN_M, O_RUN_N, C_TILE, K_TILE, INDEX, W_RUN,
+            K_SCALE, BLOCK_IN_M, BLOCK_IN_N, BLOCK_IN_K,
+        )  # fmt: skip
+    else:
+        _grad_weight_program(
+            pid - input_programs, g_ptr, out_ptr, xf_ptr, part_ptr, shift_part_ptr, wt_ptr, scale_ptr,
+            gw_ptr, gscale_ptr, gshift_ptr,
+            C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD, M_TOTAL, CHUNKS, CHUNKS_PER_SPLIT,
+            g_sn, g_sc, g_st, g_shw, xf_sn, xf_sc, xf_st, xf_shw, w_so, w_sc, w_sk,
+            RELU, PRECISION, ACC, UPCAST, A_RUN_M, A_RUN_K, X_RUN_M, X_RUN_C, O_TILE, C_TILE, INDEX, ATOMIC,
+            DIRECT, HAS_SCALE, BLOCK_W_O, BLOCK_W_C, BLOCK_W_M,
+        )  # fmt: skip
+
+
+@triton.jit(
+    do_not_specialize=[
+        "C_LAT",
+        "C_FAST",
+        "KT",
+        "w_so",
+        "w_sc",
+        "w_sk",
+        "ROWS",
+        "ZEROS_A",
+        "ZEROS_B",
+        "ZEROS_C",
+    ]
+)
+def _backward_prep_kernel(
+    w_ptr, scale_ptr, rows_ptr, zero_a_ptr, zero_b_ptr, zero_c_ptr,
+    C_LAT, C_FAST, KT, w_so, w_sc, w_sk, ROWS, ZEROS_A, ZEROS_B, ZEROS_C,
+    HAS_SCALE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    """What the backward kernel needs before it starts, in one launch: the first ``cdiv(ROWS, BLOCK)``
+    programs write grad_input's weight operand ``rows[kt, o, c] = weight[o, c, kt] * scale[o]``
+    (``ROWS`` = C_LAT * C_FAST * KT elements, or 0; the product in ``ACC`` rounded once to the weight's
+    dtype, as PyTorch's opmath multiplies), the rest zero the first ``ZEROS_A``, ``ZEROS_B`` and
+    ``ZEROS_C`` elements of three tensors of one dtype, taken as one range (the grad_weight slab, or the
+    three outputs the backward kernel adds into directly)."""
+    pid = tl.program_id(0)
+    row_programs = tl.cdiv(ROWS, BLOCK)
+    if pid < row_programs:
+        i = pid * BLOCK + tl.arange(0, BLOCK)
+        ok = i < ROWS
+        c = i % C_FAST
+        o = (i // C_FAST) % C_LAT
+        kt = i // (C_FAST * C_LAT)
+        w = tl.load(w_ptr + o * w_so + c * w_sc + kt * w_sk, mask=ok, other=0.0)
+        if HAS_SCALE:
+            w = (w.to(ACC) * tl.load(scale_ptr + o, mask=ok, other=0.0).to(ACC)).to(rows_ptr.dtype.element_ty)
+        tl.store(rows_ptr + i, w, mask=ok)
+    else:
+        i = (pid - row_programs) * BLOCK + tl.arange(0, BLOCK)
+        zeros = tl.zeros((BLOCK,), dtype=zero_a_ptr.dtype.element_ty)
+        tl.store(zero_a_ptr + i, zeros, mask=i < ZEROS_A)
+        i -= ZEROS_A
+        tl.store(zero_b_ptr + i, zeros, mask=(i >= 0) & (i < ZEROS_B))
+        i -= ZEROS_B
+        tl.store(zero_c_ptr + i, zeros, mask=(i >= 0) & (i < ZEROS_C))
 
 
 @triton.jit(do_not_specialize=["SPLITS", "C_LAT", "C_FAST", "KT", "w_so", "w_sc", "w_sk"])
@@ -326,23 +484,149 @@ def _matching(grad_out: torch.Tensor, out: torch.Tensor | None):
     return grad_out, out, g_strides
 
 
-def _input_weight(weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
-    """``(KT, C_lat, C_fast)`` dense: ``weight[o, c, kt] * scale[o]`` at ``[kt, o, c]``, in one kernel
-    (a copy, or the product written straight into the new order). 16-bit products are computed in
-    fp32 and rounded once to weight's dtype, as the forward's epilogue scales."""
-    c_lat, c_fast, kt = weight.shape[:3]
-    rows = weight.new_empty((kt, c_lat, c_fast))
-    w = weight[..., 0, 0].permute(2, 0, 1)
-    if scale is None:
-        rows.copy_(w)
-    elif weight.dtype == torch.float64 or scale.dtype == weight.dtype:
-        torch.mul(w, scale.to(weight.dtype)[None, :, None], out=rows)  # opmath: fp32 for 16-bit types
-    else:
-        rows.copy_(w.float() * scale.float()[None, :, None])
-    return rows
+def _empty(like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A 0-element tensor on ``like``'s device: the result of a gradient that was not asked for."""
+    return torch.empty((0,), dtype=dtype or like.dtype, device=like.device)
 
 
 @on_device_of_first_tensor
+def lateral_concat_backward(
+    grad_out: torch.Tensor,
+    x_fast: torch.Tensor,
+    weight: torch.Tensor,
+    scale: torch.Tensor | None,
+    out: torch.Tensor | None,
+    stride: int,
+    padding: int,
+    need_input: bool = True,
+    need_weight: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(grad_x_fast, grad_weight, grad_scale, grad_shift)`` in at most three launches: one small
+    kernel that prepares grad_input's weight operand and zeroes the grad_weight slab, one that runs
+    the grad_input tiles and the grad_weight partials side by side, and the reduce kernel.
+
+    ``grad_out`` is the gradient of the whole concatenated output; ``out`` (the forward output) is
+    given only when the forward applied ReLU. ``grad_x_fast`` is shaped and laid out like x_fast;
+    ``grad_weight`` is ``G * scale`` shaped like ``weight`` (contiguous), ``grad_scale`` is
+    ``sum_k W * G`` and ``grad_shift`` ``sum g`` per lateral channel, all three in weight's dtype.
+    A result not asked for (``need_input``, ``need_weight``) is a 0-element tensor and costs nothing.
+    """
+    n, c_fast, t_fast, h, w = x_fast.shape
+    c_lat, kt = weight.shape[0], weight.shape[2]
+    c_slow = grad_out.shape[1] - c_lat
+    t_slow = grad_out.shape[2]
+    hw = h * w
+    acc = accumulator(weight.dtype)
+    part_dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    scale = None if scale is None else scale.contiguous()  # the kernels index it densely; tiny
+
+    if need_input:
+        dx = torch.empty(
+            x_fast.shape, dtype=x_fast.dtype, device=x_fast.device, memory_format=output_memory_format(x_fast)
+        )
+    else:
+        dx = _empty(x_fast)
+    run_input = dx.numel() > 0
+
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    chunks, chunks_per_split, splits = weight_splits(
+        n, t_slow, hw, c_lat, kt, c_fast, DETERMINISTIC_SMS if deterministic else num_sms(x_fast.device)
+    )
+    run_weight = need_weight and chunks > 0
+    k_total = c_fast * kt
+    # Deterministic: every split writes its own partial (the backward kernel writes them all; without
+    # pixels it does not run and the sums are zero) and the reduce kernel adds them in a fixed order.
+    # Otherwise the splits add with atomics: where the results are in the accumulator's dtype (fp32,
+    # fp64) straight into them (no reduce kernel), else into one zeroed fp32 slab that the reduce kernel
+    # reads once and rounds.
+    atomic = not deterministic
+    direct = atomic and weight.dtype in (torch.float32, torch.float64)
+    slabs = (0 if direct else 1 if atomic else splits) if need_weight else 0
+    # At least one element, so that the kernels get a real address even when nothing is reduced.
+    buffer = torch.empty((max(1, slabs * c_lat * (k_total + 1)),), dtype=part_dtype, device=weight.device)
+    partials = buffer[: slabs * c_lat * k_total].view(slabs, c_lat, k_total)
+    shift_partials = buffer[slabs * c_lat * k_total : slabs * c_lat * (k_total + 1)].view(slabs, c_lat)
+    if need_weight:
+        grad_weight = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
+        grad_scale = torch.empty((c_lat,), dtype=weight.dtype, device=weight.device)
+        grad_shift = torch.empty((c_lat,), dtype=weight.dtype, device=weight.device)
+        results = (grad_weight, grad_scale, grad_shift)
+    else:
+        results = (_empty(weight), _empty(weight), _empty(weight))
+    # Kernel arguments a launch does not use still need an address.
+    spare = weight.new_empty((1,))
+    outputs = results if need_weight else (spare, spare, spare)
+
+    # The prep kernel: the weight operand (grad_input) and zeros where the splits add (or, without
+    # pixels, the slab that the reduce kernel then sums to zero).
+    rows = weight.new_empty((kt, c_lat, c_fast)) if run_input else weight
+    rows_n = rows.numel() if run_input else 0
+    if need_weight and direct:
+        zeros = outputs
+    elif need_weight and (atomic or chunks == 0):
+        zeros = (buffer, buffer[:0], buffer[:0])
+    else:
+        zeros = (buffer[:0],) * 3
+    zero_n = [t.numel() for t in zeros]
+    prep_programs = triton.cdiv(rows_n, _PREP_BLOCK) + triton.cdiv(sum(zero_n), _PREP_BLOCK)
+    if prep_programs:
+        _backward_prep_kernel[(prep_programs,)](
+            weight, weight if scale is None else scale, rows, *zeros, c_lat, c_fast, kt,
+            weight.stride(0), weight.stride(1), weight.stride(2), rows_n, *zero_n,
+            HAS_SCALE=scale is not None, ACC=acc, BLOCK=_PREP_BLOCK,
+        )  # fmt: skip
+
+    if run_input or run_weight:
+        relu = out is not None
+        grad_out, out, g_strides = _matching(grad_out, out)
+        x_fast, xf_strides = spatial_strides(x_fast)
+        # Without grad_input the kernel never touches dx: x_fast stands in (same dtype and layout).
+        dx_arg, dx_strides = spatial_strides(dx) if run_input else (x_fast, xf_strides)
+        a_run_m, a_run_k = vector_runs(g_strides, hw, (c_slow, c_lat))
+        o_run_m, o_run_n = vector_runs(dx_strides, hw, (c_fast,))
+        x_run_m, x_run_c = vector_runs(xf_strides, hw, (c_fast,))
+        o_tile, c_tile = channel_tile(c_lat, x_fast.dtype), channel_tile(c_fast, x_fast.dtype)
+        pixels = n * hw
+
+        def grid(meta):
+            inputs = t_fast * triton.cdiv(pixels, meta["BLOCK_IN_M"])
+            inputs *= triton.cdiv(c_fast, min(meta["BLOCK_IN_N"], c_tile))
+            weights = splits * kt * triton.cdiv(c_lat, min(meta["BLOCK_W_O"], o_tile))
+            weights *= triton.cdiv(c_fast, min(meta["BLOCK_W_C"], c_tile))
+            return (inputs * run_input + weights * run_weight,)
+
+        args = (
+            grad_out, out, rows, dx_arg, x_fast, partials, shift_partials, weight,
+            weight if scale is None else scale, *outputs,
+            c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding, pixels, n * t_slow * hw,
+            chunks, chunks_per_split, int(run_input), *g_strides, *dx_strides, *xf_strides,
+            weight.stride(0), weight.stride(1), weight.stride(2),
+            int(run_weight), int(xf_strides[1] == 1 and c_fast > 1), batch_bucket(n),
+        )  # fmt: skip
+        flags = dict(
+            RELU=relu, PRECISION=dot_precision(x_fast.dtype), ACC=acc, UPCAST=upcast_dot(x_fast.dtype),
+            A_RUN_M=a_run_m, A_RUN_K=a_run_k, O_RUN_M=o_run_m, O_RUN_N=o_run_n, X_RUN_M=x_run_m,
+            X_RUN_C=x_run_c, O_TILE=o_tile, C_TILE=c_tile,
+            K_TILE=channel_tile(c_lat, x_fast.dtype, reduced=True),
+            INDEX=index_type(grad_out, out, dx_arg, x_fast), W_RUN=run_length(c_fast),
+            K_SCALE=k_scale(x_fast.dtype), ATOMIC=atomic, DIRECT=direct, HAS_SCALE=scale is not None,
+        )  # fmt: skip
+        if deterministic:
+            # The tile along the reduced pixels sets the summation order: pin it, never autotune.
+            _backward_kernel.fn[grid](*args, **flags, **DETERMINISTIC_CONFIG.all_kwargs())
+        else:
+            launch(_backward_kernel, grid, *args, **flags)
+
+    if need_weight and not direct:
+        _grad_weight_reduce_kernel[(c_lat,)](
+            partials, shift_partials, weight, weight if scale is None else scale, *results,
+            slabs, c_lat, c_fast, kt, weight.stride(0), weight.stride(1), weight.stride(2),
+            HAS_SCALE=scale is not None, ACC=acc, BLOCK_S=16,
+            BLOCK_K=min(256, triton.next_power_of_2(k_total)),
+        )  # fmt: skip
+    return (dx, *results)
+
+
 def lateral_concat_grad_input(
     grad_out: torch.Tensor,
     x_fast: torch.Tensor,
@@ -352,49 +636,11 @@ def lateral_concat_grad_input(
     stride: int,
     padding: int,
 ) -> torch.Tensor:
-    """grad of x_fast: the transposed temporal conv of ``g * scale``, shaped like x_fast.
-
-    ``grad_out`` is the gradient of the whole concatenated output; ``out`` (the forward output)
-    is given only when the forward applied ReLU.
-    """
-    n, c_fast, t_fast, h, w = x_fast.shape
-    c_lat, kt = weight.shape[0], weight.shape[2]
-    c_slow = grad_out.shape[1] - c_lat
-    t_slow = grad_out.shape[2]
-    dx = torch.empty(
-        x_fast.shape, dtype=x_fast.dtype, device=x_fast.device, memory_format=output_memory_format(x_fast)
-    )
-    if dx.numel() == 0:
-        return dx
-    relu = out is not None
-    grad_out, out, g_strides = _matching(grad_out, out)
-    _, dx_strides = spatial_strides(dx)
-    w_rows = _input_weight(weight, scale)
-    hw = h * w
-    pixels = n * hw
-    a_run_m, a_run_k = vector_runs(g_strides, hw, (c_slow, c_lat))
-    o_run_m, o_run_n = vector_runs(dx_strides, hw, (c_fast,))
-    c_tile = channel_tile(c_fast, x_fast.dtype)
-
-    def grid(meta):
-        c_tiles = triton.cdiv(c_fast, min(meta["BLOCK_N"], c_tile))
-        return (t_fast * triton.cdiv(pixels, meta["BLOCK_M"]) * c_tiles,)
-
-    launch(
-        _grad_input_kernel, grid,
-        grad_out, out, w_rows, dx,
-        c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding, pixels,
-        *g_strides, *dx_strides,
-        int(dx_strides[1] == 1 and c_fast > 1), batch_bucket(n),
-        RELU=relu, PRECISION=dot_precision(x_fast.dtype), ACC=accumulator(x_fast.dtype),
-        UPCAST=upcast_dot(x_fast.dtype), A_RUN_M=a_run_m, A_RUN_K=a_run_k, O_RUN_M=o_run_m, O_RUN_N=o_run_n,
-        C_TILE=c_tile, K_TILE=channel_tile(c_lat, x_fast.dtype, reduced=True),
-        INDEX=index_type(grad_out, out, dx), W_RUN=run_length(c_fast), K_SCALE=k_scale(x_fast.dtype),
-    )  # fmt: skip
-    return dx
+    """grad of x_fast: the transposed temporal conv of ``g * scale``, shaped like x_fast
+    (:func:`lateral_concat_backward` with only that result: two launches)."""
+    return lateral_concat_backward(grad_out, x_fast, weight, scale, out, stride, padding, True, False)[0]
 
 
-@on_device_of_first_tensor
 def lateral_concat_grad_weight(
     grad_out: torch.Tensor,
     x_fast: torch.Tensor,
@@ -404,68 +650,5 @@ def lateral_concat_grad_weight(
     stride: int,
     padding: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(grad_weight, grad_scale, grad_shift)``: ``G * scale`` shaped like ``weight`` (contiguous),
-    ``sum_k W * G`` and ``sum g`` per lateral channel, all in weight's dtype."""
-    n, c_fast, t_fast, h, w = x_fast.shape
-    c_lat, kt = weight.shape[0], weight.shape[2]
-    c_slow = grad_out.shape[1] - c_lat
-    t_slow = grad_out.shape[2]
-    hw = h * w
-    acc = accumulator(weight.dtype)
-    part_dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
-
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    chunks, chunks_per_split, splits = weight_splits(
-        n, t_slow, hw, c_lat, kt, c_fast, DETERMINISTIC_SMS if deterministic else num_sms(x_fast.device)
-    )
-
-    k_total = c_fast * kt
-    # Deterministic: every split writes its own partial (the partial kernel writes them all; without
-    # pixels it does not run and the sums are zero) and the reduce kernel adds them in a fixed order.
-    # Otherwise the splits add into one zeroed slab with atomics, which the reduce kernel reads once.
-    atomic = not deterministic
-    slabs = 1 if atomic else splits
-    alloc = torch.zeros if atomic or chunks == 0 else torch.empty
-    buffer = alloc((slabs * c_lat * (k_total + 1),), dtype=part_dtype, device=weight.device)
-    partials = buffer[: slabs * c_lat * k_total].view(slabs, c_lat, k_total)
-    shift_partials = buffer[slabs * c_lat * k_total :].view(slabs, c_lat)
-    if chunks > 0:
-        relu = out is not None
-        grad_out, out, g_strides = _matching(grad_out, out)
-        x_fast, xf_strides = spatial_strides(x_fast)
-        g_run_m, g_run_o = vector_runs(g_strides, hw, (c_slow, c_lat))
-        x_run_m, x_run_c = vector_runs(xf_strides, hw, (c_fast,))
-        o_tile, c_tile = channel_tile(c_lat, x_fast.dtype), channel_tile(c_fast, x_fast.dtype)
-
-        def grid(meta):
-            o_tiles = triton.cdiv(c_lat, min(meta["BLOCK_O"], o_tile))
-            return (splits * kt * o_tiles * triton.cdiv(c_fast, min(meta["BLOCK_C"], c_tile)),)
-
-        args = (
-            grad_out, out, x_fast, partials, shift_partials,
-            c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding, n * t_slow * hw,
-            chunks, chunks_per_split, *g_strides, *xf_strides,
-            int(xf_strides[1] == 1 and c_fast > 1), batch_bucket(n),
-        )  # fmt: skip
-        flags = dict(
-            RELU=relu, PRECISION=dot_precision(x_fast.dtype), ACC=acc, UPCAST=upcast_dot(x_fast.dtype),
-            G_RUN_M=g_run_m, G_RUN_O=g_run_o, X_RUN_M=x_run_m, X_RUN_C=x_run_c,
-            O_TILE=o_tile, C_TILE=c_tile, INDEX=index_type(grad_out, out, x_fast), ATOMIC=atomic,
-        )  # fmt: skip
-        if deterministic:
-            # The tile along the reduced pixels sets the summation order: pin it, never autotune.
-            _grad_weight_partial_kernel.fn[grid](*args, **flags, **DETERMINISTIC_WEIGHT_CONFIG.all_kwargs())
-        else:
-            launch(_grad_weight_partial_kernel, grid, *args, **flags)
-
-    scale = None if scale is None else scale.contiguous()  # indexed densely; tiny
-    grad_weight = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
-    grad_scale = torch.empty((c_lat,), dtype=weight.dtype, device=weight.device)
-    grad_shift = torch.empty((c_lat,), dtype=weight.dtype, device=weight.device)
-    _grad_weight_reduce_kernel[(c_lat,)](
-        partials, shift_partials, weight, weight if scale is None else scale,
-        grad_weight, grad_scale, grad_shift,
-        slabs, c_lat, c_fast, kt, weight.stride(0), weight.stride(1), weight.stride(2),
-        HAS_SCALE=scale is not None, ACC=acc, BLOCK_S=16, BLOCK_K=min(256, triton.next_power_of_2(k_total)),
-    )  # fmt: skip
-    return grad_weight, grad_scale, grad_shift
+    """``(grad_weight, grad_scale, grad_shift)`` (:func:`lateral_concat_backward` with only those)."""
+    return lateral_concat_backward(grad_out, x_fast, weight, scale, out, stride, padding, False, True)[1:]
