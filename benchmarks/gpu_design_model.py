@@ -526,6 +526,7 @@ def partials_table(shapes: dict[str, list[cases.LateralShape]]) -> str:
 # backbone's lateral conv), PREDICTED the same way: streams of bytes at Little's-law bandwidths, plus
 # launches. grad_x_slow is a view of grad_out (no bytes). Designs as data; keys:
 #   launches               kernels per backward (both ops)
+#   launches_by_itemsize   (optional) {element size: launches} where they differ by dtype
 #   gi_ctas, gi_stages, gi_k_step_bytes, gi_pixel_tile, gi_channel_tile, gi_tiles_span_frames
 #                          grad_input's GEMM (N = C_fast, K = (tap, C_lat)): CTAs per SM, K steps in
 #                          flight, a K step's bytes of channels (capped at C_lat's tile), pixels and
@@ -545,15 +546,29 @@ def partials_table(shapes: dict[str, list[cases.LateralShape]]) -> str:
 # tile, which both kernels run back to back) are L2 hits, not DRAM bytes.
 BACKWARD_TRITON = {
     "name": "new Triton",
-    "summary": "the Triton backward as of 2026-12-01 (flat pipelined K loops, 2 CTAs/SM, atomic partials; "
-    "launches: weight operand, grad_input, slab zeroing, partials, reduce)",
-    "launches": 5,
+    "summary": "the Triton backward as of 2026-12-01, fourth session (flat pipelined K loops, 2 CTAs/SM, "
+    "atomic partials; grad_input and the partials in one launch after one that prepares the weight "
+    "operand and zeros; then, in 16-bit types, the reduce of the fp32 slab: 3 launches in bf16, 2 in "
+    "fp32, where the splits add into the results directly)",
+    "launches": 3,
+    "launches_by_itemsize": {4: 2, 8: 2},
     "gi_ctas": 2, "gi_stages": 2, "gi_k_step_bytes": 128, "gi_pixel_tile": 128, "gi_channel_tile": 64,
     "gi_tiles_span_frames": True,
     "gw_ctas": 2, "gw_stages": 2, "gw_pixels_per_step": 32, "gw_o_tile": 64, "gw_c_tile": 64,
     "partials": "atomic", "one_pass": False,
-    "configs": [{}, {"gi_pixel_tile": 64, "gi_channel_tile": 128, "gw_c_tile": 128}],
+    # One grad_weight tile (64 x 64): the 64 x 128 one spills in the combined kernel (sm_90 static test).
+    "configs": [{}, {"gi_pixel_tile": 64, "gi_channel_tile": 128}],
 }  # fmt: skip
+BACKWARD_TRITON_5_LAUNCHES = {
+    **BACKWARD_TRITON,
+    "name": "Triton 12-01",
+    "summary": "the Triton backward earlier on 2026-12-01: grad_input and the partials in kernels of their "
+    "own, 5 launches (weight operand, grad_input, slab zeroing, partials, reduce), grad_weight tiles of "
+    "64 x 64 or 64 x 128",
+    "launches": 5,
+    "launches_by_itemsize": {},
+    "configs": [{}, {"gi_pixel_tile": 64, "gi_channel_tile": 128, "gw_c_tile": 128}],
+}
 BACKWARD_OLD_TRITON = {
     **BACKWARD_TRITON,
     "name": "old Triton",
@@ -564,6 +579,7 @@ BACKWARD_OLD_TRITON = {
     "gw_ctas": 1, "gw_stages": 1, "gw_pixels_per_step": 128,
     "partials": "ordered",
     "configs": None,
+    "launches_by_itemsize": {},
 }  # fmt: skip
 BACKWARD_CUDA = {
     "name": "new CUDA",
@@ -581,10 +597,16 @@ BACKWARD_ONE_PASS = {
     **BACKWARD_TRITON,
     "name": "one pass over g",
     "summary": "new Triton with g read once by both gradients (issue 10's direction; not built)",
-    "launches": 4,
+    "launches": 3,
     "one_pass": True,
 }
-BACKWARD_DESIGNS = (BACKWARD_OLD_TRITON, BACKWARD_TRITON, BACKWARD_CUDA, BACKWARD_ONE_PASS)
+BACKWARD_DESIGNS = (
+    BACKWARD_OLD_TRITON,
+    BACKWARD_TRITON_5_LAUNCHES,
+    BACKWARD_TRITON,
+    BACKWARD_CUDA,
+    BACKWARD_ONE_PASS,
+)
 
 
 def _cuda_splits(shape: cases.LateralShape, sms: int = H200.sms) -> int:
@@ -670,7 +692,12 @@ def predict_backward(
         Stream("x_fast loads (grad_weight)", gw_x, machine.achieved(gw_flight)),
         Stream("partials and weights", partials + 4 * weight, machine.copy_bandwidth),
     )
-    return Prediction(streams, design["launches"] * machine.launch_s)
+    return Prediction(streams, backward_launches(design, dtype) * machine.launch_s)
+
+
+def backward_launches(design: dict, dtype: str) -> int:
+    """Kernels per backward of ``design`` in ``dtype`` (``launches``, or ``launches_by_itemsize``'s)."""
+    return design.get("launches_by_itemsize", {}).get(ITEMSIZE[dtype], design["launches"])
 
 
 def backward_roofline_s(shape: cases.LateralShape, dtype: str, machine: Machine = H200) -> float:
