@@ -526,7 +526,6 @@ def partials_table(shapes: dict[str, list[cases.LateralShape]]) -> str:
 # backbone's lateral conv), PREDICTED the same way: streams of bytes at Little's-law bandwidths, plus
 # launches. grad_x_slow is a view of grad_out (no bytes). Designs as data; keys:
 #   launches               kernels per backward (both ops)
-#   launches_by_itemsize   (optional) {element size: launches} where they differ by dtype
 #   gi_ctas, gi_stages, gi_k_step_bytes, gi_pixel_tile, gi_channel_tile, gi_tiles_span_frames
 #                          grad_input's GEMM (N = C_fast, K = (tap, C_lat)): CTAs per SM, K steps in
 #                          flight, a K step's bytes of channels (capped at C_lat's tile), pixels and
@@ -547,11 +546,10 @@ def partials_table(shapes: dict[str, list[cases.LateralShape]]) -> str:
 BACKWARD_TRITON = {
     "name": "new Triton",
     "summary": "the Triton backward as of 2026-12-01, fourth session (flat pipelined K loops, 2 CTAs/SM, "
-    "atomic partials; grad_input and the partials in one launch after one that prepares the weight "
-    "operand and zeros; then, in 16-bit types, the reduce of the fp32 slab: 3 launches in bf16, 2 in "
-    "fp32, where the splits add into the results directly)",
-    "launches": 3,
-    "launches_by_itemsize": {4: 2, 8: 2},
+    "atomic partials; 2 launches: one prepares the weight operand and zeros, one runs grad_input and "
+    "the partials; fp32 splits add into the results, 16-bit ones into an fp32 slab that the last split "
+    "per tile rounds into them)",
+    "launches": 2,
     "gi_ctas": 2, "gi_stages": 2, "gi_k_step_bytes": 128, "gi_pixel_tile": 128, "gi_channel_tile": 64,
     "gi_tiles_span_frames": True,
     "gw_ctas": 2, "gw_stages": 2, "gw_pixels_per_step": 32, "gw_o_tile": 64, "gw_c_tile": 64,
@@ -566,7 +564,6 @@ BACKWARD_TRITON_5_LAUNCHES = {
     "own, 5 launches (weight operand, grad_input, slab zeroing, partials, reduce), grad_weight tiles of "
     "64 x 64 or 64 x 128",
     "launches": 5,
-    "launches_by_itemsize": {},
     "configs": [{}, {"gi_pixel_tile": 64, "gi_channel_tile": 128, "gw_c_tile": 128}],
 }
 BACKWARD_OLD_TRITON = {
@@ -579,7 +576,6 @@ BACKWARD_OLD_TRITON = {
     "gw_ctas": 1, "gw_stages": 1, "gw_pixels_per_step": 128,
     "partials": "ordered",
     "configs": None,
-    "launches_by_itemsize": {},
 }  # fmt: skip
 BACKWARD_CUDA = {
     "name": "new CUDA",
@@ -597,7 +593,7 @@ BACKWARD_ONE_PASS = {
     **BACKWARD_TRITON,
     "name": "one pass over g",
     "summary": "new Triton with g read once by both gradients (issue 10's direction; not built)",
-    "launches": 3,
+    "launches": 2,
     "one_pass": True,
 }
 BACKWARD_DESIGNS = (
@@ -692,12 +688,7 @@ def predict_backward(
         Stream("x_fast loads (grad_weight)", gw_x, machine.achieved(gw_flight)),
         Stream("partials and weights", partials + 4 * weight, machine.copy_bandwidth),
     )
-    return Prediction(streams, backward_launches(design, dtype) * machine.launch_s)
-
-
-def backward_launches(design: dict, dtype: str) -> int:
-    """Kernels per backward of ``design`` in ``dtype`` (``launches``, or ``launches_by_itemsize``'s)."""
-    return design.get("launches_by_itemsize", {}).get(ITEMSIZE[dtype], design["launches"])
+    return Prediction(streams, design["launches"] * machine.launch_s)
 
 
 def backward_roofline_s(shape: cases.LateralShape, dtype: str, machine: Machine = H200) -> float:

@@ -483,27 +483,30 @@ def test_fused_backward_gives_each_gradient_asked_for(fmt, affine, relu):
 
 
 @pytest.mark.parametrize(
-    "dtype,kernels",
-    [
-        (torch.float32, ["_backward_prep_kernel", "_backward_kernel"]),
-        (torch.bfloat16, ["_backward_prep_kernel", "_backward_kernel", "_grad_weight_reduce_kernel"]),
-    ],
-    ids=["fp32", "bf16"],
+    "dtype,deterministic",
+    [(torch.float32, False), (torch.bfloat16, False), (torch.float32, True)],
+    ids=["fp32", "bf16", "fp32-deterministic"],
 )
-def test_autograd_backward_launches_and_no_torch_kernels(dtype, kernels, monkeypatch):
+def test_autograd_backward_launches_and_no_torch_kernels(dtype, deterministic, monkeypatch):
     """The backward of ``lateral_concat`` (both gradients, folded BN, ReLU) is one call of the fused op:
-    a prep kernel (weight operand, zeros), the grad_input + grad_weight kernel and, where the results
-    are 16-bit, the reduce kernel that rounds the fp32 slab (fp32 results are added into directly), and
-    no PyTorch kernel besides allocations and views. It used to also zero the slab and reorder the
-    weight with PyTorch and launch grad_input and the partials apart: 5 launches."""
+    a prep kernel (weight operand, zeros) and the grad_input + grad_weight kernel (fp32 splits add into
+    the results, 16-bit ones into an fp32 slab that the last split per tile rounds), plus the reduce
+    kernel only for the ordered partials of deterministic mode; no PyTorch kernel besides allocations
+    and views. It used to also zero the slab and reorder the weight with PyTorch, launch grad_input
+    and the partials apart, and always reduce: 5 launches."""
     import importlib
 
+    import triton
     from torch.utils._python_dispatch import TorchDispatchMode
+
+    kernels = ["_backward_prep_kernel", "_backward_kernel"] + ["_grad_weight_reduce_kernel"] * deterministic
 
     bwd = importlib.import_module("slowfast_fast.triton.lateral_concat_backward")
     launches = []
     for name in ("_backward_prep_kernel", "_backward_kernel", "_grad_weight_reduce_kernel"):
         kernel = getattr(bwd, name)
+        if isinstance(kernel, triton.runtime.Autotuner):
+            kernel = kernel.fn  # the jitted function under it: tuned and pinned launches alike
 
         def counted(*args, _run=kernel.run, _name=name, **kwargs):
             launches.append(_name)
@@ -534,8 +537,13 @@ def test_autograd_backward_launches_and_no_torch_kernels(dtype, kernels, monkeyp
     relu = dtype == torch.float32  # see test_lateral_concat_backward_16bit
     out = ops.lateral_concat(x_slow, *leaves[:2], case.stride, case.pad, *leaves[2:], relu, backend="triton")
     grad_out = torch.randn_like(out)
-    with Log():
-        grads = torch.autograd.grad(out, leaves, grad_out)
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(deterministic)
+    try:
+        with Log():
+            grads = torch.autograd.grad(out, leaves, grad_out)
+    finally:
+        torch.use_deterministic_algorithms(previous)
     assert launches == kernels
     # The design model (benchmarks/gpu_design_model.py) charges the Triton backward these launches.
     import importlib.util
@@ -547,8 +555,8 @@ def test_autograd_backward_launches_and_no_torch_kernels(dtype, kernels, monkeyp
     model = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))
     if not hasattr(model, "BACKWARD_TRITON"):
         spec.loader.exec_module(model)
-    model_dtype = "fp32" if dtype == torch.float32 else "bf16"
-    assert model.backward_launches(model.BACKWARD_TRITON, model_dtype) == len(kernels)
+    if not deterministic:
+        assert model.BACKWARD_TRITON["launches"] == len(kernels)
     others = [op for op in seen if op not in allocations and op != "lateral_concat_backward"]
     assert "lateral_concat_backward" in seen and not others, others
     names = ["x_fast", "weight", "scale", "shift"]

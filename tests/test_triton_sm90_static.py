@@ -21,8 +21,9 @@ Asserted per compiled kernel:
 * the copies (the forward's x_slow programs, resampling) use 16-byte loads and stores.
 
 Runs in a subprocess without ``TRITON_INTERPRET`` (tests/conftest.py sets it for this process), with
-a fresh Triton cache, so what it measures is the compile of a CI machine: 268 compiles, 50-95 s on the
-shared 2-core development machine when it is quiet. Under pytest-xdist the workers share one compile
+a fresh Triton cache, so what it measures is the compile of a CI machine: 213 compiles since the
+backward became one kernel on 2026-12-01 (268 before, which took 50-95 s on the shared 2-core
+development machine when it was quiet; not re-timed). Under pytest-xdist the workers share one compile
 per test run (a table in the temp directory named by the run's id, under a file lock).
 ``python tests/test_triton_sm90_static.py [kernel ...]`` prints the table.
 """

@@ -17,19 +17,21 @@ With ``g`` the lateral channels of ``grad_out`` (zeroed where the forward ReLU w
   By default the splits add with relaxed atomics (resolved in L2; the order of the adds is not
   fixed): in fp32 and fp64 each split adds its share of all three results straight into them; in
   16-bit types its fp32 tile of G and of ``sum g`` into one zeroed fp32 slab (C_lat x (C_fast x KT + 1)
-  x 4 bytes, at most 0.9 MB at R50 8x8 layer3) that a small reduce kernel reads once and rounds. So the
-  partials cost DRAM at most that slab's zeroing and one read: at R50's fusion points (batch 8) at most
-  5.6% of the backward's fewest bytes in bf16, where per-split slabs cost up to 77%
-  (``benchmarks/gpu_design_model.py``). Under ``torch.use_deterministic_algorithms(True)`` each split
-  writes its own slab and the reduce kernel adds them in a fixed order (no atomics; the split count
-  and the config are pinned). The reduction steps 32 pixels at a time so that three pipeline stages of
-  both tiles fit in a quarter of the shared memory.
+  x 4 bytes, at most 0.9 MB at R50 8x8 layer3), and the last split to arrive at each tile (an int32
+  arrival counter per tile) rounds the tile into grad_weight, the last tile of each lateral-channel
+  tile its grad_scale and grad_shift. So the partials cost DRAM at most that slab's zeroing and one
+  read: at R50's fusion points (batch 8) at most 5.6% of the backward's fewest bytes in bf16, where
+  per-split slabs cost up to 77% (``benchmarks/gpu_design_model.py``). Under
+  ``torch.use_deterministic_algorithms(True)`` each split writes its own slab and a reduce kernel adds
+  them in a fixed order (no atomics; the split count and the config are pinned). The reduction steps
+  32 pixels at a time so that three pipeline stages of both tiles fit in a quarter of the shared
+  memory.
 
 Launches (:func:`lateral_concat_backward`, which autograd calls once for both gradients): a prep kernel
 (the weight operand, and the zeros the splits add into), then one kernel whose first programs are
 grad_input tiles and whose others are grad_weight splits (:func:`_backward_kernel`; the tail of one role
-overlaps the other), then, in 16-bit types or when deterministic, the reduce kernel: 2 launches in fp32,
-3 in bf16 (it was 5: the weight operand, grad_input, the slab's zeros, the partials, the reduce).
+overlaps the other): 2 launches, plus the reduce kernel when deterministic (it was 5: the weight
+operand, grad_input, the slab's zeros, the partials, the reduce).
 
 Vector accesses follow the forward (see lateral_concat.py): the launchers compute aligned run
 lengths, the kernels state them to the compiler; integer sizes are not specialized by the JIT.
@@ -228,6 +230,7 @@ def _grad_input_program(
 @triton.jit
 def _grad_weight_program(
     pid, g_ptr, out_ptr, xf_ptr, part_ptr, shift_part_ptr, wt_ptr, scale_ptr, gw_ptr, gscale_ptr, gshift_ptr,
+    scale_part_ptr, count_ptr,
     C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD, M_TOTAL, CHUNKS, CHUNKS_PER_SPLIT,
     g_sn, g_sc, g_st, g_shw,
     xf_sn, xf_sc, xf_st, xf_shw,
@@ -235,7 +238,7 @@ def _grad_weight_program(
     RELU: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
     G_RUN_M: tl.constexpr, G_RUN_O: tl.constexpr, X_RUN_M: tl.constexpr, X_RUN_C: tl.constexpr,
     O_TILE: tl.constexpr, C_TILE: tl.constexpr, INDEX: tl.constexpr, ATOMIC: tl.constexpr,
-    DIRECT: tl.constexpr, HAS_SCALE: tl.constexpr,
+    DIRECT: tl.constexpr, FINISH: tl.constexpr, HAS_SCALE: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_M: tl.constexpr,
 ):  # fmt: skip
     """One grad_weight partial tile: ``pid`` in [0, splits * KT * o tiles * c tiles)."""
@@ -310,6 +313,35 @@ def _grad_weight_program(
     elif ATOMIC:
         tl.atomic_add(part_ptr + at, acc, mask=o_ok[:, None] & c_ok[None, :], sem="relaxed")
         tl.atomic_add(shift_part_ptr + o, shift_acc, mask=o_ok & sums_shift, sem="relaxed")
+        if FINISH:
+            # The last split to add into this (kt, o tile, c tile) rounds the tile into grad_weight; the
+            # last tile of an o tile to finish rounds its grad_scale and grad_shift (no reduce kernel).
+            # A split's adds are ordered before its arrival by the barrier (all threads' adds) and the
+            # counter's release; the last arrival's acquire orders every earlier split's adds before
+            # its reads, which bypass L1 (.cg). The slab was zeroed by the prep kernel (an earlier
+            # launch) and is read only by the one last arrival per tile.
+            tl.debug_barrier()
+            tile = pid % (c_tiles * o_tiles * KT)
+            arrived = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel", scope="gpu")
+            if arrived == tl.cdiv(CHUNKS, CHUNKS_PER_SPLIT) - 1:
+                tile_ok = o_ok[:, None] & c_ok[None, :]
+                total = tl.load(part_ptr + at, mask=tile_ok, other=0.0, cache_modifier=".cg")
+                w = tl.load(
+                    wt_ptr + o[:, None] * w_so + c[None, :] * w_sc + kt * w_sk, mask=tile_ok, other=0.0
+                )
+                tl.atomic_add(scale_part_ptr + o, tl.sum(w.to(ACC) * total, axis=1), mask=o_ok, sem="relaxed")
+                if HAS_SCALE:
+                    total = total * tl.load(scale_ptr + o, mask=o_ok, other=0.0).to(ACC)[:, None]
+                tl.store(gw_ptr + at, total.to(gw_ptr.dtype.element_ty), mask=tile_ok)
+                tl.debug_barrier()
+                finished = tl.atomic_add(
+                    count_ptr + c_tiles * o_tiles * KT + tile_o, 1, sem="acq_rel", scope="gpu"
+                )
+                if finished == c_tiles * KT - 1:
+                    scale_sum = tl.load(scale_part_ptr + o, mask=o_ok, other=0.0, cache_modifier=".cg")
+                    tl.store(gscale_ptr + o, scale_sum.to(gscale_ptr.dtype.element_ty), mask=o_ok)
+                    shift_sum = tl.load(shift_part_ptr + o, mask=o_ok, other=0.0, cache_modifier=".cg")
+                    tl.store(gshift_ptr + o, shift_sum.to(gshift_ptr.dtype.element_ty), mask=o_ok)
     else:
         part = part_ptr + split.to(tl.int64) * C_LAT * k_total
         tl.store(part + at, acc, mask=o_ok[:, None] & c_ok[None, :])
@@ -330,11 +362,19 @@ def _grad_weight_program(
         "NEED_WEIGHT",
     ]
     + ["RELU", "PRECISION", "UPCAST", "A_RUN_M", "A_RUN_K", "O_RUN_M", "O_RUN_N", "X_RUN_M", "X_RUN_C"]
-    + ["O_TILE", "C_TILE", "K_TILE", "INDEX", "W_RUN", "K_SCALE", "ATOMIC", "DIRECT", "HAS_SCALE"],
+    + ["O_TILE", "C_TILE", "K_TILE", "INDEX", "W_RUN", "K_SCALE", "ATOMIC", "DIRECT", "FINISH", "HAS_SCALE"],
     prune=prune_roles,
     # Timing a config runs it several times: the atomic slab must start from zero again each time, and
     # before the real run (Triton zeroes the named arguments between runs and once after timing).
-    reset_to_zero=["part_ptr", "shift_part_ptr", "gw_ptr", "gscale_ptr", "gshift_ptr"],
+    reset_to_zero=[
+        "part_ptr",
+        "shift_part_ptr",
+        "gw_ptr",
+        "gscale_ptr",
+        "gshift_ptr",
+        "scale_part_ptr",
+        "count_ptr",
+    ],
 )
 @triton.jit(
     do_not_specialize=_SIZES + _G_STRIDES + _DX_STRIDES + _X_STRIDES + ["w_so", "w_sc", "w_sk"]
@@ -342,7 +382,7 @@ def _grad_weight_program(
 )  # fmt: skip
 def _backward_kernel(
     g_ptr, out_ptr, w_ptr, dx_ptr, xf_ptr, part_ptr, shift_part_ptr, wt_ptr, scale_ptr,
-    gw_ptr, gscale_ptr, gshift_ptr,
+    gw_ptr, gscale_ptr, gshift_ptr, scale_part_ptr, count_ptr,
     C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD, PIXELS, M_TOTAL, CHUNKS, CHUNKS_PER_SPLIT,
     NEED_INPUT,
     g_sn, g_sc, g_st, g_shw,
@@ -355,7 +395,7 @@ def _backward_kernel(
     X_RUN_M: tl.constexpr, X_RUN_C: tl.constexpr,
     O_TILE: tl.constexpr, C_TILE: tl.constexpr, K_TILE: tl.constexpr, INDEX: tl.constexpr,
     W_RUN: tl.constexpr, K_SCALE: tl.constexpr, ATOMIC: tl.constexpr, DIRECT: tl.constexpr,
-    HAS_SCALE: tl.constexpr,
+    FINISH: tl.constexpr, HAS_SCALE: tl.constexpr,
     BLOCK_IN_M: tl.constexpr, BLOCK_IN_N: tl.constexpr, BLOCK_IN_K: tl.constexpr,
     BLOCK_W_O: tl.constexpr, BLOCK_W_C: tl.constexpr, BLOCK_W_M: tl.constexpr,
 ):  # fmt: skip
@@ -377,11 +417,11 @@ def _backward_kernel(
     else:
         _grad_weight_program(
             pid - input_programs, g_ptr, out_ptr, xf_ptr, part_ptr, shift_part_ptr, wt_ptr, scale_ptr,
-            gw_ptr, gscale_ptr, gshift_ptr,
+            gw_ptr, gscale_ptr, gshift_ptr, scale_part_ptr, count_ptr,
             C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD, M_TOTAL, CHUNKS, CHUNKS_PER_SPLIT,
             g_sn, g_sc, g_st, g_shw, xf_sn, xf_sc, xf_st, xf_shw, w_so, w_sc, w_sk,
             RELU, PRECISION, ACC, UPCAST, A_RUN_M, A_RUN_K, X_RUN_M, X_RUN_C, O_TILE, C_TILE, INDEX, ATOMIC,
-            DIRECT, HAS_SCALE, BLOCK_W_O, BLOCK_W_C, BLOCK_W_M,
+            DIRECT, FINISH, HAS_SCALE, BLOCK_W_O, BLOCK_W_C, BLOCK_W_M,
         )  # fmt: skip
 
 
@@ -537,15 +577,24 @@ def lateral_concat_backward(
     # Deterministic: every split writes its own partial (the backward kernel writes them all; without
     # pixels it does not run and the sums are zero) and the reduce kernel adds them in a fixed order.
     # Otherwise the splits add with atomics: where the results are in the accumulator's dtype (fp32,
-    # fp64) straight into them (no reduce kernel), else into one zeroed fp32 slab that the reduce kernel
-    # reads once and rounds.
+    # fp64) straight into them; else (16-bit) into one zeroed fp32 slab, which the last split to arrive
+    # at each tile rounds into the results (``finish``; arrivals counted in int32 after the slab). The
+    # reduce kernel runs only for ordered partials, or when no split runs (no pixels).
     atomic = not deterministic
     direct = atomic and weight.dtype in (torch.float32, torch.float64)
+    finish = atomic and not direct and need_weight and chunks > 0
     slabs = (0 if direct else 1 if atomic else splits) if need_weight else 0
+    slab_n = slabs * c_lat * (k_total + 1)
+    # finish: grad_scale's fp32 sums, then a counter per tile and per lateral-channel tile, for tiles of
+    # at least 16 channels (the kernel's smallest).
+    counters = kt * triton.cdiv(c_lat, 16) * triton.cdiv(c_fast, 16) + triton.cdiv(c_lat, 16) if finish else 0
+    scale_n = c_lat if finish else 0
     # At least one element, so that the kernels get a real address even when nothing is reduced.
-    buffer = torch.empty((max(1, slabs * c_lat * (k_total + 1)),), dtype=part_dtype, device=weight.device)
+    buffer = torch.empty((max(1, slab_n + scale_n + counters),), dtype=part_dtype, device=weight.device)
     partials = buffer[: slabs * c_lat * k_total].view(slabs, c_lat, k_total)
-    shift_partials = buffer[slabs * c_lat * k_total : slabs * c_lat * (k_total + 1)].view(slabs, c_lat)
+    shift_partials = buffer[slabs * c_lat * k_total : slab_n].view(slabs, c_lat)
+    scale_partials = buffer[slab_n : slab_n + scale_n]
+    arrivals = buffer[slab_n + scale_n : slab_n + scale_n + counters].view(torch.int32)
     if need_weight:
         grad_weight = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
         grad_scale = torch.empty((c_lat,), dtype=weight.dtype, device=weight.device)
@@ -597,7 +646,7 @@ def lateral_concat_backward(
 
         args = (
             grad_out, out, rows, dx_arg, x_fast, partials, shift_partials, weight,
-            weight if scale is None else scale, *outputs,
+            weight if scale is None else scale, *outputs, scale_partials, arrivals,
             c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding, pixels, n * t_slow * hw,
             chunks, chunks_per_split, int(run_input), *g_strides, *dx_strides, *xf_strides,
             weight.stride(0), weight.stride(1), weight.stride(2),
@@ -609,7 +658,8 @@ def lateral_concat_backward(
             X_RUN_C=x_run_c, O_TILE=o_tile, C_TILE=c_tile,
             K_TILE=channel_tile(c_lat, x_fast.dtype, reduced=True),
             INDEX=index_type(grad_out, out, dx_arg, x_fast), W_RUN=run_length(c_fast),
-            K_SCALE=k_scale(x_fast.dtype), ATOMIC=atomic, DIRECT=direct, HAS_SCALE=scale is not None,
+            K_SCALE=k_scale(x_fast.dtype), ATOMIC=atomic, DIRECT=direct, FINISH=finish,
+            HAS_SCALE=scale is not None,
         )  # fmt: skip
         if deterministic:
             # The tile along the reduced pixels sets the summation order: pin it, never autotune.
@@ -617,7 +667,7 @@ def lateral_concat_backward(
         else:
             launch(_backward_kernel, grid, *args, **flags)
 
-    if need_weight and not direct:
+    if need_weight and not direct and not finish:
         _grad_weight_reduce_kernel[(c_lat,)](
             partials, shift_partials, weight, weight if scale is None else scale, *results,
             slabs, c_lat, c_fast, kt, weight.stride(0), weight.stride(1), weight.stride(2),
