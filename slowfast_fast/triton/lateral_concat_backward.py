@@ -541,9 +541,10 @@ def lateral_concat_backward(
     need_input: bool = True,
     need_weight: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(grad_x_fast, grad_weight, grad_scale, grad_shift)`` in at most three launches: one small
-    kernel that prepares grad_input's weight operand and zeroes the grad_weight slab, one that runs
-    the grad_input tiles and the grad_weight partials side by side, and the reduce kernel.
+    """``(grad_x_fast, grad_weight, grad_scale, grad_shift)`` in two launches: one small kernel that
+    prepares grad_input's weight operand and the zeros grad_weight's splits add into, and one that runs
+    the grad_input tiles and the grad_weight splits side by side; under
+    ``torch.use_deterministic_algorithms(True)`` (or without pixels) a third, the reduce kernel.
 
     ``grad_out`` is the gradient of the whole concatenated output; ``out`` (the forward output) is
     given only when the forward applied ReLU. ``grad_x_fast`` is shaped and laid out like x_fast;
