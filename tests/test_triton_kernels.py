@@ -827,6 +827,28 @@ def test_cuda_lateral_concat_bf16(name, case, fmt):
 
 
 @pytest.mark.cuda
+def test_cuda_bf16_grad_weight_last_arrivals_see_every_split():
+    """On the GPU the 16-bit grad_weight splits run concurrently, and the last to arrive at a tile rounds
+    the fp32 slab (acq_rel arrival counters): a split whose adds it missed would show as an error far
+    beyond bf16 rounding. Repeated, since a race need not show every time (the interpreter runs the
+    programs one at a time, so only here is the ordering exercised)."""
+    name, case = GPU_CASES[0]
+    x_slow, x_fast, weight, scale, shift = case.tensors(torch.bfloat16, CONTIG)
+    shape = (case.n, case.c_slow + case.c_lat, case.t_slow, case.h, case.w)
+    grad_out = _rand(shape, torch.bfloat16)
+    args = (grad_out, x_fast, weight, scale, None, case.stride, case.pad)
+    truth = _lateral_grads(_cast((x_slow, x_fast, weight, scale, shift), torch.float64), case, False,
+                           grad_out.double(), reference.lateral_concat)  # fmt: skip
+    same = _lateral_grads(
+        (x_slow, x_fast, weight, scale, shift), case, False, grad_out, reference.lateral_concat
+    )
+    for attempt in range(8):
+        grads = TRITON_OPS.lateral_concat_grad_weight(*args)
+        for got, t, s, what in zip(grads, truth[2:], same[2:], ("weight", "scale", "shift"), strict=True):
+            assert_close(got, t, s, f"grad {what}, attempt {attempt}")
+
+
+@pytest.mark.cuda
 @pytest.mark.slow
 def test_cuda_lateral_concat_tf32_like_cudnn():
     """With TF32 allowed both the kernel and cuDNN multiply fp32 inputs as TF32: same error class.
