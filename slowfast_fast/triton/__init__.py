@@ -1,4 +1,4 @@
-"""Triton kernels of the fused ops (the default backend for CUDA tensors).
+"""Triton kernels of the fused ops (``auto``'s backend for CUDA tensors when ``_C`` lacks the CUDA kernels).
 
 Each function allocates its outputs and launches kernels; the positional signatures match the op
 schemas of ``slowfast_fast.ops._schemas`` (``SCHEMAS`` and the Triton-only ``TRITON_SCHEMAS``), under
