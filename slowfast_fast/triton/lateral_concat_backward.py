@@ -524,9 +524,9 @@ def _matching(grad_out: torch.Tensor, out: torch.Tensor | None):
     return grad_out, out, g_strides
 
 
-def _empty(like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """A 0-element tensor on ``like``'s device: the result of a gradient that was not asked for."""
-    return torch.empty((0,), dtype=dtype or like.dtype, device=like.device)
+def _empty(like: torch.Tensor) -> torch.Tensor:
+    """A 0-element tensor like ``like``: the result of a gradient that was not asked for."""
+    return like.new_empty((0,))
 
 
 @on_device_of_first_tensor
@@ -560,6 +560,7 @@ def lateral_concat_backward(
     acc = accumulator(weight.dtype)
     part_dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
     scale = None if scale is None else scale.contiguous()  # the kernels index it densely; tiny
+    scale_arg = weight if scale is None else scale  # an address even without a scale (HAS_SCALE off)
 
     if need_input:
         dx = torch.empty(
@@ -621,7 +622,7 @@ def lateral_concat_backward(
     prep_programs = triton.cdiv(rows_n, _PREP_BLOCK) + triton.cdiv(sum(zero_n), _PREP_BLOCK)
     if prep_programs:
         _backward_prep_kernel[(prep_programs,)](
-            weight, weight if scale is None else scale, rows, *zeros, c_lat, c_fast, kt,
+            weight, scale_arg, rows, *zeros, c_lat, c_fast, kt,
             weight.stride(0), weight.stride(1), weight.stride(2), rows_n, *zero_n,
             HAS_SCALE=scale is not None, ACC=acc, BLOCK=_PREP_BLOCK,
         )  # fmt: skip
@@ -647,7 +648,7 @@ def lateral_concat_backward(
 
         args = (
             grad_out, out, rows, dx_arg, x_fast, partials, shift_partials, weight,
-            weight if scale is None else scale, *outputs, scale_partials, arrivals,
+            scale_arg, *outputs, scale_partials, arrivals,
             c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding, pixels, n * t_slow * hw,
             chunks, chunks_per_split, int(run_input), *g_strides, *dx_strides, *xf_strides,
             weight.stride(0), weight.stride(1), weight.stride(2),
@@ -670,7 +671,7 @@ def lateral_concat_backward(
 
     if need_weight and not direct and not finish:
         _grad_weight_reduce_kernel[(c_lat,)](
-            partials, shift_partials, weight, weight if scale is None else scale, *results,
+            partials, shift_partials, weight, scale_arg, *results,
             slabs, c_lat, c_fast, kt, weight.stride(0), weight.stride(1), weight.stride(2),
             HAS_SCALE=scale is not None, ACC=acc, BLOCK_S=16,
             BLOCK_K=min(256, triton.next_power_of_2(k_total)),
