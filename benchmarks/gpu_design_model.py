@@ -490,9 +490,9 @@ def in_flight_summary(shape: cases.LateralShape, layout: str) -> str:
 
 def grad_weight_partial_bytes(shape: cases.LateralShape, atomic: bool, sms: int = H200.sms) -> int:
     """DRAM bytes of the Triton grad_weight's fp32 partials of G and of sum g: with per-split slabs
-    (deterministic mode) each split's slab is written and read back; with atomic adds into one zeroed
-    slab, the zeroing and one read (the adds themselves resolve in L2, which holds the slab: at most
-    C_lat x C_fast x KT x 4 bytes, 0.9 MB at R50). The split count is the kernel's own
+    (deterministic mode) each split's slab is written and read back; with atomic adds into one
+    zero-at-rest slab, one read and the zeros written back (the adds themselves resolve in L2, which
+    holds the slab: at most C_lat x C_fast x KT x 4 bytes, 0.9 MB at R50). The split count is the kernel's own
     (``weight_splits``, at ``sms`` multiprocessors)."""
     from slowfast_fast.triton.lateral_concat_backward import weight_splits
 
@@ -537,19 +537,20 @@ def partials_table(shapes: dict[str, list[cases.LateralShape]]) -> str:
 #                          x_fast per lateral-channel tile
 #   gw_stages_channels_last_by_itemsize
 #                          (optional) {element size: gw_stages} in channels_last_3d
-#   partials               "atomic": one fp32 slab zeroed, added into (L2) and read once; "ordered": a
-#                          slab per split written and read back (the split count of the Triton kernel)
+#   partials               "atomic": one fp32 slab added into (L2), read once and zeroed again (its zeros
+#                          written back); "ordered": a slab per split written and read back (the split
+#                          count of the Triton kernel)
 #   one_pass               grad_input and grad_weight read g once between them (not a kernel of the
 #                          package: what issue 10's "one pass over g" would save)
 # With `l2_rereads`, re-reads by programs resident at the same time (the channel tiles of one pixel
 # tile, which both kernels run back to back) are L2 hits, not DRAM bytes.
 BACKWARD_TRITON = {
     "name": "new Triton",
-    "summary": "the Triton backward as of 2026-12-01, fourth session (flat pipelined K loops, 2 CTAs/SM, "
-    "atomic partials; 2 launches: one prepares the weight operand and zeros, one runs grad_input and "
-    "the partials; fp32 splits add into the results, 16-bit ones into an fp32 slab that the last split "
-    "per tile rounds into them)",
-    "launches": 2,
+    "summary": "the Triton backward as of 2026-12-01, fifth session (flat pipelined K loops, 2 CTAs/SM, "
+    "atomic partials; 1 launch: grad_input's programs, which read the weight as stored and scale g "
+    "themselves, and the grad_weight splits side by side; the splits add into a zero-at-rest fp32 "
+    "workspace whose last split per tile rounds the tile into the results and writes its zeros back)",
+    "launches": 1,
     "gi_ctas": 2, "gi_stages": 2, "gi_k_step_bytes": 128, "gi_pixel_tile": 128, "gi_channel_tile": 64,
     "gi_tiles_span_frames": True,
     "gw_ctas": 2, "gw_stages": 2, "gw_pixels_per_step": 32, "gw_o_tile": 64, "gw_c_tile": 64,
@@ -557,14 +558,13 @@ BACKWARD_TRITON = {
     # One grad_weight tile (64 x 64): the 64 x 128 one spills in the combined kernel (sm_90 static test).
     "configs": [{}, {"gi_pixel_tile": 64, "gi_channel_tile": 128}],
 }  # fmt: skip
-BACKWARD_TRITON_5_LAUNCHES = {
+BACKWARD_TRITON_2_LAUNCHES = {
     **BACKWARD_TRITON,
     "name": "Triton 12-01",
-    "summary": "the Triton backward earlier on 2026-12-01: grad_input and the partials in kernels of their "
-    "own, 5 launches (weight operand, grad_input, slab zeroing, partials, reduce), grad_weight tiles of "
-    "64 x 64 or 64 x 128",
-    "launches": 5,
-    "configs": [{}, {"gi_pixel_tile": 64, "gi_channel_tile": 128, "gw_c_tile": 128}],
+    "summary": "the Triton backward earlier on 2026-12-01 (fourth session): 2 launches, a prep kernel "
+    "(grad_input's weight operand with the scale folded in, and the zeros the splits add into) before "
+    "the same combined kernel (RESULTS.md's fourth-session section has the 5-launch state before it)",
+    "launches": 2,
 }
 BACKWARD_OLD_TRITON = {
     **BACKWARD_TRITON,
@@ -593,12 +593,11 @@ BACKWARD_ONE_PASS = {
     **BACKWARD_TRITON,
     "name": "one pass over g",
     "summary": "new Triton with g read once by both gradients (issue 10's direction; not built)",
-    "launches": 2,
     "one_pass": True,
 }
 BACKWARD_DESIGNS = (
     BACKWARD_OLD_TRITON,
-    BACKWARD_TRITON_5_LAUNCHES,
+    BACKWARD_TRITON_2_LAUNCHES,
     BACKWARD_TRITON,
     BACKWARD_CUDA,
     BACKWARD_ONE_PASS,

@@ -128,7 +128,9 @@ def _gpu_backward_configs(bwd):
 
     weight_tiles = [*bwd._WEIGHT_TILES, {**bwd._WEIGHT_TILES[0], "BLOCK_W_C": 128}]
     return [
-        triton.Config({**a, **b}, num_warps=4, num_stages=3) for a in bwd._INPUT_TILES for b in weight_tiles
+        triton.Config({**a, **b}, num_warps=4, num_stages=3, maxnreg=registers)
+        for a, registers in bwd._INPUT_TILES
+        for b in weight_tiles
     ]
 
 

@@ -488,22 +488,23 @@ def test_fused_backward_gives_each_gradient_asked_for(fmt, affine, relu):
     ids=["fp32", "bf16", "fp32-deterministic"],
 )
 def test_autograd_backward_launches_and_no_torch_kernels(dtype, deterministic, monkeypatch):
-    """The backward of ``lateral_concat`` (both gradients, folded BN, ReLU) is one call of the fused op:
-    a prep kernel (weight operand, zeros) and the grad_input + grad_weight kernel (fp32 splits add into
-    the results, 16-bit ones into an fp32 slab that the last split per tile rounds), plus the reduce
-    kernel only for the ordered partials of deterministic mode; no PyTorch kernel besides allocations
-    and views. It used to also zero the slab and reorder the weight with PyTorch, launch grad_input
-    and the partials apart, and always reduce: 5 launches."""
+    """The backward of ``lateral_concat`` (both gradients, folded BN, ReLU) is one call of the fused op
+    and one launch: the grad_input + grad_weight kernel, which reads the weight as stored and applies
+    the scale itself, and whose splits add into a zero-at-rest fp32 workspace that the last split per
+    tile rounds into the results; plus the reduce kernel only for the ordered partials of deterministic
+    mode. No PyTorch kernel runs besides allocations and views (the workspace is zeroed once, when it
+    is first allocated: the warm-up call). It used to be 5 launches (weight reorder, grad_input, slab
+    zeroing, partials, reduce), then 2 (a prep kernel for the weight operand and the zeros)."""
     import importlib
 
     import triton
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    kernels = ["_backward_prep_kernel", "_backward_kernel"] + ["_grad_weight_reduce_kernel"] * deterministic
+    kernels = ["_backward_kernel"] + ["_grad_weight_reduce_kernel"] * deterministic
 
     bwd = importlib.import_module("slowfast_fast.triton.lateral_concat_backward")
     launches = []
-    for name in ("_backward_prep_kernel", "_backward_kernel", "_grad_weight_reduce_kernel"):
+    for name in ("_backward_kernel", "_grad_weight_reduce_kernel"):
         kernel = getattr(bwd, name)
         if isinstance(kernel, triton.runtime.Autotuner):
             kernel = kernel.fn  # the jitted function under it: tuned and pinned launches alike
@@ -540,6 +541,8 @@ def test_autograd_backward_launches_and_no_torch_kernels(dtype, deterministic, m
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(deterministic)
     try:
+        torch.autograd.grad(out, leaves, grad_out, retain_graph=True)  # allocates the workspace
+        launches.clear()
         with Log():
             grads = torch.autograd.grad(out, leaves, grad_out)
     finally:
@@ -573,14 +576,15 @@ def test_autograd_backward_launches_and_no_torch_kernels(dtype, deterministic, m
 
 
 @pytest.mark.skipif(not _common.INTERPRET, reason="times real configs on a GPU; this one fakes the timing")
-@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=["direct", "slab"])
-def test_autotuning_restarts_what_grad_weight_adds_into(dtype, monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
+def test_autotuning_reruns_leave_grad_weight_unchanged(dtype, monkeypatch):
     """Timing a config runs the backward kernel several times, and its grad_weight splits add with
-    atomics (into the results themselves in fp32/fp64, into an fp32 slab in 16-bit types): the
-    autotuner must zero them before each run and before the real one, or the first call of each new
-    shape returns a multiple of the gradient. Two configs (grad_weight tiles 16 and 32 wide) with a
-    fake timer that runs each config three times stand for the GPU's autotuning; the result must be
-    the untimed call's, bit for bit (the interpreter runs the programs, and their atomics, in order)."""
+    atomics into a workspace (fp64 here, fp32 for 16-bit types) that nothing zeroes between the runs:
+    each launch must leave it zero again (the last reader of each part writes its zeros back), or the
+    first call of each new shape returns a multiple of the gradient. Two configs (grad_weight tiles 16
+    and 32 wide) with a fake timer that runs each config three times stand for the GPU's autotuning;
+    the result must be the untimed call's, bit for bit (the interpreter runs the programs, and their
+    atomics, in order), and the workspace zero afterwards."""
     import importlib
 
     import triton
@@ -612,6 +616,60 @@ def test_autotuning_restarts_what_grad_weight_adds_into(dtype, monkeypatch):
     assert len(runs) == 6, "both configs were timed"
     for a, b in zip(timed, untimed, strict=True):
         assert torch.equal(a, b)
+    _assert_workspaces_zero(bwd)
+
+
+def _assert_workspaces_zero(bwd):
+    assert bwd._WORKSPACES, "the atomic path used a workspace"
+    for key, buffer in bwd._WORKSPACES.items():
+        assert buffer.count_nonzero().item() == 0, f"workspace {key} not zero at rest"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_grad_weight_workspace_is_zero_between_launches(dtype, monkeypatch):
+    """The atomic grad_weight path needs no zeroing launch because its workspace (the fp32 slab, the
+    grad_scale and grad_shift sums, the arrival counters) is zero whenever no backward runs. Shapes
+    that need more, then less, then more again than the buffer holds (so it grows, and a smaller call
+    uses a prefix that a bigger one dirtied), with many splits: every call matches the ordered
+    (deterministic) reduction, a repeated call is bit-identical, and the workspace is all zeros after
+    each call."""
+    import importlib
+
+    bwd = importlib.import_module("slowfast_fast.triton.lateral_concat_backward")
+    monkeypatch.setattr(bwd, "_WORKSPACES", {})
+    monkeypatch.setattr(bwd, "num_sms", lambda device: 64)
+    monkeypatch.setattr(bwd, "DETERMINISTIC_SMS", 64)
+    cases = [
+        LateralCase(2, 2, 3, 5, 12, 3, 2, 1, 5, 7),
+        LateralCase(2, 3, 4, 9, 40, 5, 2, 2, 3, 5),
+        LateralCase(1, 2, 3, 5, 12, 3, 2, 1, 5, 7),
+        LateralCase(3, 3, 6, 12, 33, 3, 4, 1, 4, 6),
+    ]
+    sizes = []
+    for case in cases:
+        x_slow, x_fast, weight, scale, _ = case.tensors(dtype)
+        grad_out = _rand((case.n, case.c_slow + case.c_lat, case.t_slow, case.h, case.w), dtype)
+        args = (grad_out, x_fast, weight, scale, None, case.stride, case.pad, True, True)
+        first = TRITON_OPS.lateral_concat_backward(*args)
+        _assert_workspaces_zero(bwd)
+        again = TRITON_OPS.lateral_concat_backward(*args)
+        _assert_workspaces_zero(bwd)
+        for a, b in zip(first, again, strict=True):
+            assert torch.equal(a, b)
+        previous = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+        try:
+            ordered = TRITON_OPS.lateral_concat_backward(*args)
+        finally:
+            torch.use_deterministic_algorithms(previous)
+        torch.testing.assert_close(first[0], ordered[0])  # grad_input: the same sums (its tile may differ)
+        # grad_weight & co: fp32 sums of a few hundred products in another order (a few hundred fp32
+        # ulps of the largest), then rounded once to the dtype (1 ulp: allow 2).
+        tol = max(2 * torch.finfo(dtype).eps, 256 * torch.finfo(torch.float32).eps)
+        for a, b in zip(first[1:], ordered[1:], strict=True):
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol * b.abs().max().item())
+        sizes.append(max(buffer.numel() for buffer in bwd._WORKSPACES.values()))
+    assert sizes[1] > sizes[0] and sizes[3] > sizes[1], f"the workspace grew: {sizes}"
 
 
 def test_lateral_concat_empty_batch():

@@ -21,9 +21,9 @@ Asserted per compiled kernel:
 * the copies (the forward's x_slow programs, resampling) use 16-byte loads and stores.
 
 Runs in a subprocess without ``TRITON_INTERPRET`` (tests/conftest.py sets it for this process), with
-a fresh Triton cache, so what it measures is the compile of a CI machine: 213 compiles since the
-backward became one kernel on 2026-12-01 (268 before, which took 50-95 s on the shared 2-core
-development machine when it was quiet; not re-timed). Under pytest-xdist the workers share one compile
+a fresh Triton cache, so what it measures is the compile of a CI machine: 210 compiles since the
+backward became one launch on 2026-12-01 (2 min 22 s on the shared 2-core development machine;
+268 when it had more kernels, which took 50-95 s when the machine was quiet). Under pytest-xdist the workers share one compile
 per test run (a table in the temp directory named by the run's id, under a file lock).
 ``python tests/test_triton_sm90_static.py [kernel ...]`` prints the table.
 """
@@ -56,8 +56,6 @@ OCCUPANCY = {
     # 115-184 KB of shared memory allowed 1). The kernel's registers and shared memory are those of its
     # hungrier role, so both roles must fit the budget of 2.
     "_backward_kernel": 2,
-    # Prepares the weight operand and zeroes the slab: an elementwise pass over < 1 MB.
-    "_backward_prep_kernel": 1,
     # Adds the partials: tiny, 1 CTA of 4 warps is plenty, but it must not spill.
     "_grad_weight_reduce_kernel": 1,
     # Pure copies of 8 KB tiles per program: 8 CTAs/SM (32 warps) keep 64 KB in flight.

@@ -8,30 +8,34 @@ With ``g`` the lateral channels of ``grad_out`` (zeroed where the forward ReLU w
   taps that land on ``t``: ``(t + padding - kt) % stride == 0`` and the output frame exists. That tap
   set is the same for every pixel of the program, so the K loop is one flat loop over
   ``(tap, o)`` (the software pipeliner overlaps its loads), and frames no window reads (stride > k)
-  get zeros without a load. The weight comes in as a dense ``(KT, C_lat, C_fast)`` operand with the
-  scale folded in, contiguous along the fast channels; B loads are masked past C_fast.
+  get zeros without a load. ``g * scale`` is formed on the A tile as it is loaded (rounded to g's dtype,
+  as PyTorch's autograd rounds the backward of the forward's multiply), and the B tiles are gathered
+  from the weight as stored (``W[o, c, kt]``: at most 0.9 MB at R50, read from L1/L2), so nothing is
+  prepared for grad_input before the launch; B loads are masked past C_fast.
 * ``G[o, c, kt] = sum over (n, to, hw) of g[n, o, to, hw] * x_fast[n, c, to*stride - padding + kt, hw]``
   is a reduction over all output pixels, flattened over ``(n, to, hw)`` and cut into chunks of
   ``BLOCK_W_M`` (the same for every config); a split is a run of chunks. Then
   ``grad_weight = G * scale``, ``grad_scale = sum_k W * G`` and ``grad_shift = sum g``, all linear in G.
   By default the splits add with relaxed atomics (resolved in L2; the order of the adds is not
-  fixed): in fp32 and fp64 each split adds its share of all three results straight into them; in
-  16-bit types its fp32 tile of G and of ``sum g`` into one zeroed fp32 slab (C_lat x (C_fast x KT + 1)
-  x 4 bytes, at most 0.9 MB at R50 8x8 layer3), and the last split to arrive at each tile (an int32
-  arrival counter per tile) rounds the tile into grad_weight, the last tile of each lateral-channel
-  tile its grad_scale and grad_shift. So the partials cost DRAM at most that slab's zeroing and one
-  read: at R50's fusion points (batch 8) at most 5.6% of the backward's fewest bytes in bf16, where
-  per-split slabs cost up to 77% (``benchmarks/gpu_design_model.py``). Under
+  fixed) their fp32 (fp64) tile of G and of ``sum g`` into one slab (C_lat x (C_fast x KT + 2) x 4
+  bytes with grad_scale's sums, at most 0.9 MB at R50 8x8 layer3), and the last split to arrive at each
+  tile (an int32 arrival counter per tile) rounds the tile into grad_weight, the last tile of each
+  lateral-channel tile its grad_scale and grad_shift. The slab and the counters are a workspace kept
+  per stream that is zero between launches (:func:`_workspace`): each last reader writes its part's
+  zeros back and resets its counter, so no launch zeroes it first. So the partials cost DRAM at most
+  one read of that slab and its zeros written back: at R50's fusion points (batch 8) at most 5.6% of
+  the backward's fewest bytes in bf16, where per-split slabs cost up to 77%
+  (``benchmarks/gpu_design_model.py``). Under
   ``torch.use_deterministic_algorithms(True)`` each split writes its own slab and a reduce kernel adds
   them in a fixed order (no atomics; the split count and the config are pinned). The reduction steps
   32 pixels at a time so that three pipeline stages of both tiles fit in a quarter of the shared
   memory.
 
-Launches (:func:`lateral_concat_backward`, which autograd calls once for both gradients): a prep kernel
-(the weight operand, and the zeros the splits add into), then one kernel whose first programs are
-grad_input tiles and whose others are grad_weight splits (:func:`_backward_kernel`; the tail of one role
-overlaps the other): 2 launches, plus the reduce kernel when deterministic (it was 5: the weight
-operand, grad_input, the slab's zeros, the partials, the reduce).
+Launches (:func:`lateral_concat_backward`, which autograd calls once for both gradients): one kernel
+whose first programs are grad_input tiles and whose others are grad_weight splits
+(:func:`_backward_kernel`; the tail of one role overlaps the other), plus the reduce kernel when
+deterministic. It was 5 launches (the weight operand, grad_input, the slab's zeros, the partials, the
+reduce), then 2 (a prep kernel for the weight operand and the zeros, then this kernel).
 
 Vector accesses follow the forward (see lateral_concat.py): the launchers compute aligned run
 lengths, the kernels state them to the compiler; integer sizes are not specialized by the JIT.
@@ -39,9 +43,10 @@ lengths, the kernels state them to the compiler; integer sizes are not specializ
 sm_90 resources (tests/test_triton_sm90_static.py, every config at the R50 4x16 and 8x8 fusion
 points, batch 8): no spills; the backward kernel is designed for 2 CTAs of 4 warps per SM (<= 255
 registers, <= 113 KiB shared memory per CTA), and each of its registers and shared bytes are those of
-its hungrier role (Triton reuses the shared memory of the branch not taken). Measured: at most 207
-registers (fp32 channels_last_3d) and 88 KiB (grad_input's 3 stages of a 128-pixel g tile and a weight
-tile, K steps of 128 bytes: 32 channels in fp32, 64 in 16-bit types). grad_weight's tile is 64 x 64:
+its hungrier role (Triton reuses the shared memory of the branch not taken). Measured: at most 255
+registers (the 64-pixel grad_input tile is given that cap, see ``_INPUT_TILES``) and 88 KiB
+(grad_input's 3 stages of a 128-pixel g tile and a weight tile, K steps of 128 bytes: 32 channels in
+fp32, 64 in 16-bit types). grad_weight's tile is 64 x 64:
 the 64 x 128 tile, which its own kernel ran in 212-216 registers, spilled 56-80 bytes in the combined one.
 """
 
@@ -67,7 +72,6 @@ from slowfast_fast.triton._common import (
     num_sms,
     on_device_of_first_tensor,
     prune_while_capturing,
-    run_length,
     spatial_strides,
     upcast_dot,
     vector_runs,
@@ -78,17 +82,22 @@ from slowfast_fast.triton._common import (
 # of tiles, one per role, with the warps and stages both roles were designed for (4 and 3). The first is
 # also the fixed default during CUDA-graph capture. The channel blocks are caps that the kernel shrinks to the
 # channel counts (powers of two, at least 16 for tl.dot).
+# With a tile, the register cap given to ptxas (None: its own choice). Measured with Triton 3.8's ptxas
+# 13 (tests/test_triton_sm90_static.py): left to itself it compiled the IEEE fp32 (TF32 off) variant of
+# the 64-pixel tile in 80 registers plus one spilled, aiming at an occupancy the design does not need,
+# so that tile gets the design's budget (2 CTAs of 128 threads per SM: 255); given the same cap, the
+# 128-pixel tile's IEEE variant spilled 32 bytes at 255 registers, where on its own it takes <= 154.
 _INPUT_TILES = [
-    {"BLOCK_IN_M": 128, "BLOCK_IN_N": 64, "BLOCK_IN_K": 32},
-    {"BLOCK_IN_M": 64, "BLOCK_IN_N": 128, "BLOCK_IN_K": 32},
+    ({"BLOCK_IN_M": 128, "BLOCK_IN_N": 64, "BLOCK_IN_K": 32}, None),
+    ({"BLOCK_IN_M": 64, "BLOCK_IN_N": 128, "BLOCK_IN_K": 32}, 255),
 ]
 _WEIGHT_TILES = [
     {"BLOCK_W_O": 64, "BLOCK_W_C": 64, "BLOCK_W_M": 32},
 ]
 _BACKWARD_CONFIGS = autotune_configs(
     [
-        triton.Config({**tiles_in, **tiles_w}, num_warps=4, num_stages=3)
-        for tiles_in in _INPUT_TILES
+        triton.Config({**tiles_in, **tiles_w}, num_warps=4, num_stages=3, maxnreg=registers)
+        for tiles_in, registers in _INPUT_TILES
         for tiles_w in _WEIGHT_TILES
     ],
     triton.Config(
@@ -113,8 +122,6 @@ _TILE_ESTIMATE = 64
 # grad_input tile (with the 128-pixel one, ptxas spilled 24 bytes of the ordered-partials variant in
 # IEEE fp32 channels_last_3d, even when allowed 255 registers).
 DETERMINISTIC_CONFIG = _BACKWARD_CONFIGS[-1]
-# Elements per program of the prep kernel (weight operand, slab zeroing).
-_PREP_BLOCK = 1024
 
 _SIZES = ["C_SLOW", "C_FAST", "C_LAT", "T_SLOW", "T_FAST", "HW", "KT", "STRIDE", "PAD", "PIXELS", "M_TOTAL"]
 _G_STRIDES = ["g_sn", "g_sc", "g_st", "g_shw"]
@@ -159,13 +166,14 @@ def prune_roles(configs: list[triton.Config], named_args: dict, **kwargs) -> lis
 
 @triton.jit
 def _grad_input_program(
-    pid, g_ptr, out_ptr, w_ptr, dx_ptr,
+    pid, g_ptr, out_ptr, wt_ptr, scale_ptr, dx_ptr,
     C_SLOW, C_FAST, C_LAT, T_SLOW, HW, KT, STRIDE, PAD, PIXELS,
     g_sn, g_sc, g_st, g_shw,
     dx_sn, dx_sc, dx_st, dx_shw,
+    w_so, w_sc, w_sk,
     RELU: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
     A_RUN_M: tl.constexpr, A_RUN_K: tl.constexpr, O_RUN_M: tl.constexpr, O_RUN_N: tl.constexpr,
-    C_TILE: tl.constexpr, K_TILE: tl.constexpr, INDEX: tl.constexpr, W_RUN: tl.constexpr,
+    C_TILE: tl.constexpr, K_TILE: tl.constexpr, INDEX: tl.constexpr, HAS_SCALE: tl.constexpr,
     K_SCALE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
@@ -187,7 +195,7 @@ def _grad_input_program(
     hw = (m % HW).to(INDEX)
     c = tile_c * BN + tl.arange(0, BN)
     c_ok = c < C_FAST
-    w_col = tl.max_contiguous(tl.multiple_of(c, W_RUN), W_RUN)[None, :]
+    w_col = (c.to(INDEX) * w_sc)[None, :]
 
     # Tap kt reads frame t from output frame to = (t + PAD - kt) / STRIDE; it must divide exactly and
     # land in [0, T_SLOW). The first such kt is at least r - STRIDE*(T_SLOW-1), rounded up to r's residue.
@@ -212,9 +220,13 @@ def _grad_input_program(
         a = tl.load(g_ptr + offsets, mask=a_mask, other=0.0)
         if RELU:
             a = tl.where(tl.load(out_ptr + offsets, mask=a_mask, other=0.0) > 0, a, tl.zeros_like(a))
-        w_row = tl.multiple_of((kt * C_LAT + o).to(INDEX) * C_FAST, W_RUN)[:, None]
-        b_mask = tl.max_constancy(k_ok[:, None] & c_ok[None, :], [1, W_RUN])
-        b = tl.load(w_ptr + (w_row + w_col), mask=b_mask, other=0.0)
+        if HAS_SCALE:
+            # g * scale rounded to g's dtype, as PyTorch's backward of the forward's multiply rounds it.
+            s = tl.load(scale_ptr + o, mask=k_ok, other=0.0).to(ACC)
+            a = (a.to(ACC) * s[None, :]).to(a.dtype)
+        # The weight as stored (W[o, c, kt]): a gathered tile of a tensor small enough to stay in L1/L2.
+        w_row = (o.to(INDEX) * w_so + kt.to(INDEX) * w_sk)[:, None]
+        b = tl.load(wt_ptr + (w_row + w_col), mask=k_ok[:, None] & c_ok[None, :], other=0.0)
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
@@ -238,8 +250,7 @@ def _grad_weight_program(
     RELU: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
     G_RUN_M: tl.constexpr, G_RUN_O: tl.constexpr, X_RUN_M: tl.constexpr, X_RUN_C: tl.constexpr,
     O_TILE: tl.constexpr, C_TILE: tl.constexpr, INDEX: tl.constexpr, ATOMIC: tl.constexpr,
-    DIRECT: tl.constexpr, FINISH: tl.constexpr, HAS_SCALE: tl.constexpr,
-    BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_M: tl.constexpr,
+    HAS_SCALE: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_M: tl.constexpr,
 ):  # fmt: skip
     """One grad_weight partial tile: ``pid`` in [0, splits * KT * o tiles * c tiles)."""
     # out (the forward output, read for the ReLU mask) has g's strides: the launcher sees to that.
@@ -295,56 +306,48 @@ def _grad_weight_program(
         if sums_shift:
             shift_acc += tl.sum(g.to(ACC), axis=1)
 
-    # Partials are laid out like the weight, (C_LAT, C_FAST, KT): one slab per split, or with ATOMIC one
-    # slab that every split adds into (L2 atomics: no partial bytes go to DRAM, the order of the adds
-    # is not fixed). DIRECT (atomic, outputs in the accumulator's dtype) adds each tile's share of all
-    # three results straight into the zeroed outputs, and no reduce kernel runs: grad_weight += tile *
-    # scale, grad_scale += sum over the tile's channels of W * tile, grad_shift += sum g (all linear in G).
+    # Partials are laid out like the weight, (C_LAT, C_FAST, KT). ATOMIC: one fp32 (fp64) slab that
+    # every split adds into with relaxed L2 atomics (no partial bytes go to DRAM; the order of the adds
+    # is not fixed), and the last split to arrive at each (kt, o tile, c tile) finishes the tile.
+    # Otherwise one slab per split, written, and the reduce kernel adds them in a fixed order.
     k_total = C_FAST * KT
     at = o[:, None] * k_total + c[None, :] * KT + kt
-    if DIRECT:
-        tile_ok = o_ok[:, None] & c_ok[None, :]
-        w = tl.load(wt_ptr + o[:, None] * w_so + c[None, :] * w_sc + kt * w_sk, mask=tile_ok, other=0.0)
-        tl.atomic_add(gscale_ptr + o, tl.sum(w.to(ACC) * acc, axis=1), mask=o_ok, sem="relaxed")
-        if HAS_SCALE:
-            acc = acc * tl.load(scale_ptr + o, mask=o_ok, other=0.0).to(ACC)[:, None]
-        tl.atomic_add(gw_ptr + at, acc, mask=tile_ok, sem="relaxed")
-        tl.atomic_add(gshift_ptr + o, shift_acc, mask=o_ok & sums_shift, sem="relaxed")
-    elif ATOMIC:
-        tl.atomic_add(part_ptr + at, acc, mask=o_ok[:, None] & c_ok[None, :], sem="relaxed")
+    tile_ok = o_ok[:, None] & c_ok[None, :]
+    if ATOMIC:
+        tl.atomic_add(part_ptr + at, acc, mask=tile_ok, sem="relaxed")
         tl.atomic_add(shift_part_ptr + o, shift_acc, mask=o_ok & sums_shift, sem="relaxed")
-        if FINISH:
-            # The last split to add into this (kt, o tile, c tile) rounds the tile into grad_weight; the
-            # last tile of an o tile to finish rounds its grad_scale and grad_shift (no reduce kernel).
-            # A split's adds are ordered before its arrival by the barrier (all threads' adds) and the
-            # counter's release; the last arrival's acquire orders every earlier split's adds before
-            # its reads, which bypass L1 (.cg). The slab was zeroed by the prep kernel (an earlier
-            # launch) and is read only by the one last arrival per tile.
+        # The last split to add into this tile rounds it into grad_weight; the last tile of an o tile
+        # to finish rounds its grad_scale and grad_shift (no reduce kernel). A split's adds are ordered
+        # before its arrival by the barrier (all threads' adds) and the counter's release; the last
+        # arrival's acquire orders every earlier split's adds before its reads, which bypass L1 (.cg).
+        # The slab, the sums and the counters are a workspace that is zero between launches: whoever
+        # reads a part last (after every add into it) writes its zeros back, and resets its counter.
+        tl.debug_barrier()
+        tile = pid % (c_tiles * o_tiles * KT)
+        arrived = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel", scope="gpu")
+        if arrived == tl.cdiv(CHUNKS, CHUNKS_PER_SPLIT) - 1:
+            total = tl.load(part_ptr + at, mask=tile_ok, other=0.0, cache_modifier=".cg")
+            tl.store(part_ptr + at, tl.zeros_like(total), mask=tile_ok)
+            tl.store(count_ptr + tile, 0)
+            w = tl.load(wt_ptr + o[:, None] * w_so + c[None, :] * w_sc + kt * w_sk, mask=tile_ok, other=0.0)
+            tl.atomic_add(scale_part_ptr + o, tl.sum(w.to(ACC) * total, axis=1), mask=o_ok, sem="relaxed")
+            if HAS_SCALE:
+                total = total * tl.load(scale_ptr + o, mask=o_ok, other=0.0).to(ACC)[:, None]
+            tl.store(gw_ptr + at, total.to(gw_ptr.dtype.element_ty), mask=tile_ok)
             tl.debug_barrier()
-            tile = pid % (c_tiles * o_tiles * KT)
-            arrived = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel", scope="gpu")
-            if arrived == tl.cdiv(CHUNKS, CHUNKS_PER_SPLIT) - 1:
-                tile_ok = o_ok[:, None] & c_ok[None, :]
-                total = tl.load(part_ptr + at, mask=tile_ok, other=0.0, cache_modifier=".cg")
-                w = tl.load(
-                    wt_ptr + o[:, None] * w_so + c[None, :] * w_sc + kt * w_sk, mask=tile_ok, other=0.0
-                )
-                tl.atomic_add(scale_part_ptr + o, tl.sum(w.to(ACC) * total, axis=1), mask=o_ok, sem="relaxed")
-                if HAS_SCALE:
-                    total = total * tl.load(scale_ptr + o, mask=o_ok, other=0.0).to(ACC)[:, None]
-                tl.store(gw_ptr + at, total.to(gw_ptr.dtype.element_ty), mask=tile_ok)
-                tl.debug_barrier()
-                finished = tl.atomic_add(
-                    count_ptr + c_tiles * o_tiles * KT + tile_o, 1, sem="acq_rel", scope="gpu"
-                )
-                if finished == c_tiles * KT - 1:
-                    scale_sum = tl.load(scale_part_ptr + o, mask=o_ok, other=0.0, cache_modifier=".cg")
-                    tl.store(gscale_ptr + o, scale_sum.to(gscale_ptr.dtype.element_ty), mask=o_ok)
-                    shift_sum = tl.load(shift_part_ptr + o, mask=o_ok, other=0.0, cache_modifier=".cg")
-                    tl.store(gshift_ptr + o, shift_sum.to(gshift_ptr.dtype.element_ty), mask=o_ok)
+            o_counter = count_ptr + c_tiles * o_tiles * KT + tile_o
+            finished = tl.atomic_add(o_counter, 1, sem="acq_rel", scope="gpu")
+            if finished == c_tiles * KT - 1:
+                scale_sum = tl.load(scale_part_ptr + o, mask=o_ok, other=0.0, cache_modifier=".cg")
+                shift_sum = tl.load(shift_part_ptr + o, mask=o_ok, other=0.0, cache_modifier=".cg")
+                tl.store(scale_part_ptr + o, tl.zeros_like(scale_sum), mask=o_ok)
+                tl.store(shift_part_ptr + o, tl.zeros_like(shift_sum), mask=o_ok)
+                tl.store(o_counter, 0)
+                tl.store(gscale_ptr + o, scale_sum.to(gscale_ptr.dtype.element_ty), mask=o_ok)
+                tl.store(gshift_ptr + o, shift_sum.to(gshift_ptr.dtype.element_ty), mask=o_ok)
     else:
         part = part_ptr + split.to(tl.int64) * C_LAT * k_total
-        tl.store(part + at, acc, mask=o_ok[:, None] & c_ok[None, :])
+        tl.store(part + at, acc, mask=tile_ok)
         tl.store(shift_part_ptr + split * C_LAT + o, shift_acc, mask=o_ok & sums_shift)
 
 
@@ -362,26 +365,17 @@ def _grad_weight_program(
         "NEED_WEIGHT",
     ]
     + ["RELU", "PRECISION", "UPCAST", "A_RUN_M", "A_RUN_K", "O_RUN_M", "O_RUN_N", "X_RUN_M", "X_RUN_C"]
-    + ["O_TILE", "C_TILE", "K_TILE", "INDEX", "W_RUN", "K_SCALE", "ATOMIC", "DIRECT", "FINISH", "HAS_SCALE"],
+    + ["O_TILE", "C_TILE", "K_TILE", "INDEX", "K_SCALE", "ATOMIC", "HAS_SCALE"],
+    # Timing a config runs it several times; no argument needs resetting between the runs: every
+    # result is stored, not added into, and the atomic workspace is zero again after each launch.
     prune=prune_roles,
-    # Timing a config runs it several times: the atomic slab must start from zero again each time, and
-    # before the real run (Triton zeroes the named arguments between runs and once after timing).
-    reset_to_zero=[
-        "part_ptr",
-        "shift_part_ptr",
-        "gw_ptr",
-        "gscale_ptr",
-        "gshift_ptr",
-        "scale_part_ptr",
-        "count_ptr",
-    ],
 )
 @triton.jit(
     do_not_specialize=_SIZES + _G_STRIDES + _DX_STRIDES + _X_STRIDES + ["w_so", "w_sc", "w_sk"]
     + ["CHUNKS", "CHUNKS_PER_SPLIT", "NEED_INPUT", "NEED_WEIGHT", "CHANNELS_LAST", "BATCH_BUCKET"]
 )  # fmt: skip
 def _backward_kernel(
-    g_ptr, out_ptr, w_ptr, dx_ptr, xf_ptr, part_ptr, shift_part_ptr, wt_ptr, scale_ptr,
+    g_ptr, out_ptr, dx_ptr, xf_ptr, part_ptr, shift_part_ptr, wt_ptr, scale_ptr,
     gw_ptr, gscale_ptr, gshift_ptr, scale_part_ptr, count_ptr,
     C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD, PIXELS, M_TOTAL, CHUNKS, CHUNKS_PER_SPLIT,
     NEED_INPUT,
@@ -394,8 +388,7 @@ def _backward_kernel(
     A_RUN_M: tl.constexpr, A_RUN_K: tl.constexpr, O_RUN_M: tl.constexpr, O_RUN_N: tl.constexpr,
     X_RUN_M: tl.constexpr, X_RUN_C: tl.constexpr,
     O_TILE: tl.constexpr, C_TILE: tl.constexpr, K_TILE: tl.constexpr, INDEX: tl.constexpr,
-    W_RUN: tl.constexpr, K_SCALE: tl.constexpr, ATOMIC: tl.constexpr, DIRECT: tl.constexpr,
-    FINISH: tl.constexpr, HAS_SCALE: tl.constexpr,
+    K_SCALE: tl.constexpr, ATOMIC: tl.constexpr, HAS_SCALE: tl.constexpr,
     BLOCK_IN_M: tl.constexpr, BLOCK_IN_N: tl.constexpr, BLOCK_IN_K: tl.constexpr,
     BLOCK_W_O: tl.constexpr, BLOCK_W_C: tl.constexpr, BLOCK_W_M: tl.constexpr,
 ):  # fmt: skip
@@ -408,11 +401,11 @@ def _backward_kernel(
     )
     if pid < input_programs:
         _grad_input_program(
-            pid, g_ptr, out_ptr, w_ptr, dx_ptr,
+            pid, g_ptr, out_ptr, wt_ptr, scale_ptr, dx_ptr,
             C_SLOW, C_FAST, C_LAT, T_SLOW, HW, KT, STRIDE, PAD, PIXELS,
-            g_sn, g_sc, g_st, g_shw, dx_sn, dx_sc, dx_st, dx_shw,
-            RELU, PRECISION, ACC, UPCAST, A_RUN_M, A_RUN_K, O_RUN_M, O_RUN_N, C_TILE, K_TILE, INDEX, W_RUN,
-            K_SCALE, BLOCK_IN_M, BLOCK_IN_N, BLOCK_IN_K,
+            g_sn, g_sc, g_st, g_shw, dx_sn, dx_sc, dx_st, dx_shw, w_so, w_sc, w_sk,
+            RELU, PRECISION, ACC, UPCAST, A_RUN_M, A_RUN_K, O_RUN_M, O_RUN_N, C_TILE, K_TILE, INDEX,
+            HAS_SCALE, K_SCALE, BLOCK_IN_M, BLOCK_IN_N, BLOCK_IN_K,
         )  # fmt: skip
     else:
         _grad_weight_program(
@@ -421,55 +414,8 @@ def _backward_kernel(
             C_SLOW, C_FAST, C_LAT, T_SLOW, T_FAST, HW, KT, STRIDE, PAD, M_TOTAL, CHUNKS, CHUNKS_PER_SPLIT,
             g_sn, g_sc, g_st, g_shw, xf_sn, xf_sc, xf_st, xf_shw, w_so, w_sc, w_sk,
             RELU, PRECISION, ACC, UPCAST, A_RUN_M, A_RUN_K, X_RUN_M, X_RUN_C, O_TILE, C_TILE, INDEX, ATOMIC,
-            DIRECT, FINISH, HAS_SCALE, BLOCK_W_O, BLOCK_W_C, BLOCK_W_M,
+            HAS_SCALE, BLOCK_W_O, BLOCK_W_C, BLOCK_W_M,
         )  # fmt: skip
-
-
-@triton.jit(
-    do_not_specialize=[
-        "C_LAT",
-        "C_FAST",
-        "KT",
-        "w_so",
-        "w_sc",
-        "w_sk",
-        "ROWS",
-        "ZEROS_A",
-        "ZEROS_B",
-        "ZEROS_C",
-    ]
-)
-def _backward_prep_kernel(
-    w_ptr, scale_ptr, rows_ptr, zero_a_ptr, zero_b_ptr, zero_c_ptr,
-    C_LAT, C_FAST, KT, w_so, w_sc, w_sk, ROWS, ZEROS_A, ZEROS_B, ZEROS_C,
-    HAS_SCALE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
-):  # fmt: skip
-    """What the backward kernel needs before it starts, in one launch: the first ``cdiv(ROWS, BLOCK)``
-    programs write grad_input's weight operand ``rows[kt, o, c] = weight[o, c, kt] * scale[o]``
-    (``ROWS`` = C_LAT * C_FAST * KT elements, or 0; the product in ``ACC`` rounded once to the weight's
-    dtype, as PyTorch's opmath multiplies), the rest zero the first ``ZEROS_A``, ``ZEROS_B`` and
-    ``ZEROS_C`` elements of three tensors of one dtype, taken as one range (the grad_weight slab, or the
-    three outputs the backward kernel adds into directly)."""
-    pid = tl.program_id(0)
-    row_programs = tl.cdiv(ROWS, BLOCK)
-    if pid < row_programs:
-        i = pid * BLOCK + tl.arange(0, BLOCK)
-        ok = i < ROWS
-        c = i % C_FAST
-        o = (i // C_FAST) % C_LAT
-        kt = i // (C_FAST * C_LAT)
-        w = tl.load(w_ptr + o * w_so + c * w_sc + kt * w_sk, mask=ok, other=0.0)
-        if HAS_SCALE:
-            w = (w.to(ACC) * tl.load(scale_ptr + o, mask=ok, other=0.0).to(ACC)).to(rows_ptr.dtype.element_ty)
-        tl.store(rows_ptr + i, w, mask=ok)
-    else:
-        i = (pid - row_programs) * BLOCK + tl.arange(0, BLOCK)
-        zeros = tl.zeros((BLOCK,), dtype=zero_a_ptr.dtype.element_ty)
-        tl.store(zero_a_ptr + i, zeros, mask=i < ZEROS_A)
-        i -= ZEROS_A
-        tl.store(zero_b_ptr + i, zeros, mask=(i >= 0) & (i < ZEROS_B))
-        i -= ZEROS_B
-        tl.store(zero_c_ptr + i, zeros, mask=(i >= 0) & (i < ZEROS_C))
 
 
 @triton.jit(do_not_specialize=["SPLITS", "C_LAT", "C_FAST", "KT", "w_so", "w_sc", "w_sk"])
@@ -529,6 +475,35 @@ def _empty(like: torch.Tensor) -> torch.Tensor:
     return like.new_empty((0,))
 
 
+# Zero-at-rest workspaces of the atomic grad_weight reduction, per (device, stream, dtype): see
+# :func:`_workspace`.
+_WORKSPACES: dict[tuple, torch.Tensor] = {}
+
+
+def _workspace(device: torch.device, dtype: torch.dtype, numel: int) -> torch.Tensor:
+    """The first ``numel`` elements of a buffer that is all zeros whenever no backward kernel runs on
+    the current stream: the atomic splits add into it and count their arrivals in it, and the last
+    reader of each part writes its zeros back (:func:`_grad_weight_program`). So no launch has to
+    zero it first: it is zeroed once, when it is allocated or grown.
+
+    One buffer per stream, because kernels on one stream run one after another, while two streams'
+    backward kernels may run at once. During CUDA-graph capture a fresh one is allocated (and zeroed
+    in the graph), so that a graph never shares its workspace with eager launches or other graphs."""
+    stream = 0
+    if device.type == "cuda":
+        if torch.cuda.is_current_stream_capturing():
+            return torch.zeros((numel,), dtype=dtype, device=device)
+        stream = torch.cuda.current_stream(device).cuda_stream
+    key = (device, stream, dtype)
+    buffer = _WORKSPACES.get(key)
+    if buffer is None or buffer.numel() < numel:
+        buffer = torch.zeros(
+            (max(numel, 2 * (0 if buffer is None else buffer.numel())),), dtype=dtype, device=device
+        )
+        _WORKSPACES[key] = buffer
+    return buffer[:numel]
+
+
 @on_device_of_first_tensor
 def lateral_concat_backward(
     grad_out: torch.Tensor,
@@ -541,10 +516,9 @@ def lateral_concat_backward(
     need_input: bool = True,
     need_weight: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(grad_x_fast, grad_weight, grad_scale, grad_shift)`` in two launches: one small kernel that
-    prepares grad_input's weight operand and the zeros grad_weight's splits add into, and one that runs
-    the grad_input tiles and the grad_weight splits side by side; under
-    ``torch.use_deterministic_algorithms(True)`` (or without pixels) a third, the reduce kernel.
+    """``(grad_x_fast, grad_weight, grad_scale, grad_shift)`` in one launch: the grad_input tiles and
+    the grad_weight splits side by side in one kernel; under ``torch.use_deterministic_algorithms(True)``
+    a second, the reduce kernel. Without pixels grad_weight, grad_scale and grad_shift are zeros.
 
     ``grad_out`` is the gradient of the whole concatenated output; ``out`` (the forward output) is
     given only when the forward applied ReLU. ``grad_x_fast`` is shaped and laid out like x_fast;
@@ -575,101 +549,86 @@ def lateral_concat_backward(
         n, t_slow, hw, c_lat, kt, c_fast, DETERMINISTIC_SMS if deterministic else num_sms(x_fast.device)
     )
     run_weight = need_weight and chunks > 0
-    k_total = c_fast * kt
-    # Deterministic: every split writes its own partial (the backward kernel writes them all; without
-    # pixels it does not run and the sums are zero) and the reduce kernel adds them in a fixed order.
-    # Otherwise the splits add with atomics: where the results are in the accumulator's dtype (fp32,
-    # fp64) straight into them; else (16-bit) into one zeroed fp32 slab, which the last split to arrive
-    # at each tile rounds into the results (``finish``; arrivals counted in int32 after the slab). The
-    # reduce kernel runs only for ordered partials, or when no split runs (no pixels).
-    atomic = not deterministic
-    direct = atomic and weight.dtype in (torch.float32, torch.float64)
-    finish = atomic and not direct and need_weight and chunks > 0
-    slabs = (0 if direct else 1 if atomic else splits) if need_weight else 0
-    slab_n = slabs * c_lat * (k_total + 1)
-    # finish: grad_scale's fp32 sums, then a counter per tile and per lateral-channel tile, for tiles of
-    # at least 16 channels (the kernel's smallest).
-    counters = kt * triton.cdiv(c_lat, 16) * triton.cdiv(c_fast, 16) + triton.cdiv(c_lat, 16) if finish else 0
-    scale_n = c_lat if finish else 0
-    # At least one element, so that the kernels get a real address even when nothing is reduced.
-    buffer = torch.empty((max(1, slab_n + scale_n + counters),), dtype=part_dtype, device=weight.device)
-    partials = buffer[: slabs * c_lat * k_total].view(slabs, c_lat, k_total)
-    shift_partials = buffer[slabs * c_lat * k_total : slab_n].view(slabs, c_lat)
-    scale_partials = buffer[slab_n : slab_n + scale_n]
-    arrivals = buffer[slab_n + scale_n : slab_n + scale_n + counters].view(torch.int32)
-    if need_weight:
+    if need_weight and run_weight:
         grad_weight = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
         grad_scale = torch.empty((c_lat,), dtype=weight.dtype, device=weight.device)
         grad_shift = torch.empty((c_lat,), dtype=weight.dtype, device=weight.device)
         results = (grad_weight, grad_scale, grad_shift)
+    elif need_weight:  # no pixels: nothing to reduce
+        zeros = torch.zeros((weight.numel() + 2 * c_lat,), dtype=weight.dtype, device=weight.device)
+        results = (zeros[: weight.numel()].view(weight.shape), zeros[-2 * c_lat : -c_lat], zeros[-c_lat:])
     else:
         results = (_empty(weight), _empty(weight), _empty(weight))
+    if not (run_input or run_weight):
+        return (dx, *results)
+
+    # grad_weight's partials. By default the splits add with atomics into one fp32 (fp64) slab of the
+    # zero-at-rest workspace, followed by grad_scale's and grad_shift's sums, and count their arrivals in
+    # an int32 one (a counter per tile and per lateral-channel tile, for tiles of at least 16 channels,
+    # the kernel's smallest); the last split per tile rounds the tile into the results. Deterministic:
+    # every split writes its own partial (no zeros needed) and the reduce kernel adds them in order.
+    k_total = c_fast * kt
+    atomic = not deterministic
+    if not run_weight:
+        sums = counts = weight.new_empty((1,), dtype=part_dtype)
+        slabs = 0
+    elif atomic:
+        slabs = 1
+        sums = _workspace(weight.device, part_dtype, c_lat * (k_total + 2))
+        tiles = kt * triton.cdiv(c_lat, 16) * triton.cdiv(c_fast, 16)
+        counts = _workspace(weight.device, torch.int32, tiles + triton.cdiv(c_lat, 16))
+    else:
+        slabs = splits
+        sums = weight.new_empty((splits * c_lat * (k_total + 1),), dtype=part_dtype)
+        counts = sums  # unused
+    partials = sums[: slabs * c_lat * k_total].view(slabs, c_lat, k_total)
+    shift_partials = sums[slabs * c_lat * k_total : slabs * c_lat * (k_total + 1)].view(slabs, c_lat)
+    scale_partials = sums[slabs * c_lat * (k_total + 1) :]  # atomic: c_lat sums; else empty
     # Kernel arguments a launch does not use still need an address.
     spare = weight.new_empty((1,))
-    outputs = results if need_weight else (spare, spare, spare)
+    outputs = results if run_weight else (spare, spare, spare)
 
-    # The prep kernel: the weight operand (grad_input) and zeros where the splits add (or, without
-    # pixels, the slab that the reduce kernel then sums to zero).
-    rows = weight.new_empty((kt, c_lat, c_fast)) if run_input else weight
-    rows_n = rows.numel() if run_input else 0
-    if need_weight and direct:
-        zeros = outputs
-    elif need_weight and (atomic or chunks == 0):
-        zeros = (buffer, buffer[:0], buffer[:0])
+    relu = out is not None
+    grad_out, out, g_strides = _matching(grad_out, out)
+    x_fast, xf_strides = spatial_strides(x_fast)
+    # Without grad_input the kernel never touches dx: x_fast stands in (same dtype and layout).
+    dx_arg, dx_strides = spatial_strides(dx) if run_input else (x_fast, xf_strides)
+    a_run_m, a_run_k = vector_runs(g_strides, hw, (c_slow, c_lat))
+    o_run_m, o_run_n = vector_runs(dx_strides, hw, (c_fast,))
+    x_run_m, x_run_c = vector_runs(xf_strides, hw, (c_fast,))
+    o_tile, c_tile = channel_tile(c_lat, x_fast.dtype), channel_tile(c_fast, x_fast.dtype)
+    pixels = n * hw
+
+    def grid(meta):
+        inputs = t_fast * triton.cdiv(pixels, meta["BLOCK_IN_M"])
+        inputs *= triton.cdiv(c_fast, min(meta["BLOCK_IN_N"], c_tile))
+        weights = splits * kt * triton.cdiv(c_lat, min(meta["BLOCK_W_O"], o_tile))
+        weights *= triton.cdiv(c_fast, min(meta["BLOCK_W_C"], c_tile))
+        return (inputs * run_input + weights * run_weight,)
+
+    args = (
+        grad_out, out, dx_arg, x_fast, partials, shift_partials, weight,
+        scale_arg, *outputs, scale_partials if run_weight and atomic else spare, counts,
+        c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding, pixels, n * t_slow * hw,
+        chunks, chunks_per_split, int(run_input), *g_strides, *dx_strides, *xf_strides,
+        weight.stride(0), weight.stride(1), weight.stride(2),
+        int(run_weight), int(xf_strides[1] == 1 and c_fast > 1), batch_bucket(n),
+    )  # fmt: skip
+    flags = dict(
+        RELU=relu, PRECISION=dot_precision(x_fast.dtype), ACC=acc, UPCAST=upcast_dot(x_fast.dtype),
+        A_RUN_M=a_run_m, A_RUN_K=a_run_k, O_RUN_M=o_run_m, O_RUN_N=o_run_n, X_RUN_M=x_run_m,
+        X_RUN_C=x_run_c, O_TILE=o_tile, C_TILE=c_tile,
+        K_TILE=channel_tile(c_lat, x_fast.dtype, reduced=True),
+        INDEX=index_type(grad_out, out, dx_arg, x_fast), K_SCALE=k_scale(x_fast.dtype), ATOMIC=atomic,
+        HAS_SCALE=scale is not None,
+    )  # fmt: skip
+    if deterministic:
+        # The tile along the reduced pixels sets the summation order: pin it, never autotune.
+        _backward_kernel.fn[grid](*args, **flags, **DETERMINISTIC_CONFIG.all_kwargs())
     else:
-        zeros = (buffer[:0],) * 3
-    zero_n = [t.numel() for t in zeros]
-    prep_programs = triton.cdiv(rows_n, _PREP_BLOCK) + triton.cdiv(sum(zero_n), _PREP_BLOCK)
-    if prep_programs:
-        _backward_prep_kernel[(prep_programs,)](
-            weight, scale_arg, rows, *zeros, c_lat, c_fast, kt,
-            weight.stride(0), weight.stride(1), weight.stride(2), rows_n, *zero_n,
-            HAS_SCALE=scale is not None, ACC=acc, BLOCK=_PREP_BLOCK,
-        )  # fmt: skip
+        launch(_backward_kernel, grid, *args, **flags)
 
-    if run_input or run_weight:
-        relu = out is not None
-        grad_out, out, g_strides = _matching(grad_out, out)
-        x_fast, xf_strides = spatial_strides(x_fast)
-        # Without grad_input the kernel never touches dx: x_fast stands in (same dtype and layout).
-        dx_arg, dx_strides = spatial_strides(dx) if run_input else (x_fast, xf_strides)
-        a_run_m, a_run_k = vector_runs(g_strides, hw, (c_slow, c_lat))
-        o_run_m, o_run_n = vector_runs(dx_strides, hw, (c_fast,))
-        x_run_m, x_run_c = vector_runs(xf_strides, hw, (c_fast,))
-        o_tile, c_tile = channel_tile(c_lat, x_fast.dtype), channel_tile(c_fast, x_fast.dtype)
-        pixels = n * hw
-
-        def grid(meta):
-            inputs = t_fast * triton.cdiv(pixels, meta["BLOCK_IN_M"])
-            inputs *= triton.cdiv(c_fast, min(meta["BLOCK_IN_N"], c_tile))
-            weights = splits * kt * triton.cdiv(c_lat, min(meta["BLOCK_W_O"], o_tile))
-            weights *= triton.cdiv(c_fast, min(meta["BLOCK_W_C"], c_tile))
-            return (inputs * run_input + weights * run_weight,)
-
-        args = (
-            grad_out, out, rows, dx_arg, x_fast, partials, shift_partials, weight,
-            scale_arg, *outputs, scale_partials, arrivals,
-            c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding, pixels, n * t_slow * hw,
-            chunks, chunks_per_split, int(run_input), *g_strides, *dx_strides, *xf_strides,
-            weight.stride(0), weight.stride(1), weight.stride(2),
-            int(run_weight), int(xf_strides[1] == 1 and c_fast > 1), batch_bucket(n),
-        )  # fmt: skip
-        flags = dict(
-            RELU=relu, PRECISION=dot_precision(x_fast.dtype), ACC=acc, UPCAST=upcast_dot(x_fast.dtype),
-            A_RUN_M=a_run_m, A_RUN_K=a_run_k, O_RUN_M=o_run_m, O_RUN_N=o_run_n, X_RUN_M=x_run_m,
-            X_RUN_C=x_run_c, O_TILE=o_tile, C_TILE=c_tile,
-            K_TILE=channel_tile(c_lat, x_fast.dtype, reduced=True),
-            INDEX=index_type(grad_out, out, dx_arg, x_fast), W_RUN=run_length(c_fast),
-            K_SCALE=k_scale(x_fast.dtype), ATOMIC=atomic, DIRECT=direct, FINISH=finish,
-            HAS_SCALE=scale is not None,
-        )  # fmt: skip
-        if deterministic:
-            # The tile along the reduced pixels sets the summation order: pin it, never autotune.
-            _backward_kernel.fn[grid](*args, **flags, **DETERMINISTIC_CONFIG.all_kwargs())
-        else:
-            launch(_backward_kernel, grid, *args, **flags)
-
-    if need_weight and not direct and not finish:
+    if run_weight and not atomic:
         _grad_weight_reduce_kernel[(c_lat,)](
             partials, shift_partials, weight, scale_arg, *results,
             slabs, c_lat, c_fast, kt, weight.stride(0), weight.stride(1), weight.stride(2),
