@@ -907,6 +907,44 @@ def test_cuda_bf16_grad_weight_last_arrivals_see_every_split():
 
 
 @pytest.mark.cuda
+def test_cuda_backward_on_two_streams_at_once():
+    """grad_weight's atomic workspace is kept per stream, because kernels of two streams may run at
+    once: backward calls queued on two streams together (four rounds) each give what the same call
+    gives alone (grad_input bit for bit; grad_weight & co within one bf16 rounding, since the atomic
+    order differs), and every workspace is zero once they are done. Reuses the bf16 smoke test's
+    compiled kernels (same case, layout and epilogue)."""
+    import importlib
+
+    bwd = importlib.import_module("slowfast_fast.triton.lateral_concat_backward")
+    _, case = GPU_CASES[0]
+    _, x_fast, weight, scale, _ = case.tensors(torch.bfloat16, CONTIG)
+    shape = (case.n, case.c_slow + case.c_lat, case.t_slow, case.h, case.w)
+    grads_out = [_rand(shape, torch.bfloat16) for _ in range(2)]
+
+    def backward(grad_out):
+        return TRITON_OPS.lateral_concat_backward(
+            grad_out, x_fast, weight, scale, None, case.stride, case.pad, True, True
+        )
+
+    alone = [backward(g) for g in grads_out]
+    streams = [torch.cuda.Stream() for _ in grads_out]
+    for stream in streams:
+        stream.wait_stream(torch.cuda.current_stream())
+    together = []
+    for _ in range(4):
+        for i, stream in enumerate(streams):
+            with torch.cuda.stream(stream):
+                together.append((i, backward(grads_out[i])))
+    torch.cuda.synchronize()
+    for i, got in together:
+        assert torch.equal(got[0], alone[i][0])
+        for a, b in zip(got[1:], alone[i][1:], strict=True):
+            tol = 2 * torch.finfo(torch.bfloat16).eps
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol * b.abs().max().item())
+    _assert_workspaces_zero(bwd)
+
+
+@pytest.mark.cuda
 @pytest.mark.slow
 def test_cuda_lateral_concat_tf32_like_cudnn():
     """With TF32 allowed both the kernel and cuDNN multiply fp32 inputs as TF32: same error class.

@@ -23,8 +23,9 @@ Asserted per compiled kernel:
 Runs in a subprocess without ``TRITON_INTERPRET`` (tests/conftest.py sets it for this process), with
 a fresh Triton cache, so what it measures is the compile of a CI machine: 210 compiles since the
 backward became one launch on 2026-12-01 (2 min 22 s on the shared 2-core development machine;
-268 when it had more kernels, which took 50-95 s when the machine was quiet). Under pytest-xdist the workers share one compile
-per test run (a table in the temp directory named by the run's id, under a file lock).
+268 when it had more kernels, which took 50-95 s when the machine was quiet). Under pytest-xdist
+the workers share one compile per test run (a table in the temp directory named by the run's id,
+under a file lock).
 ``python tests/test_triton_sm90_static.py [kernel ...]`` prints the table.
 """
 
