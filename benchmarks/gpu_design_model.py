@@ -492,11 +492,12 @@ def grad_weight_partial_bytes(shape: cases.LateralShape, atomic: bool, sms: int 
     """DRAM bytes of the Triton grad_weight's fp32 partials of G and of sum g: with per-split slabs
     (deterministic mode) each split's slab is written and read back; with atomic adds into one
     zero-at-rest slab, one read and the zeros written back (the adds themselves resolve in L2, which
-    holds the slab: at most C_lat x C_fast x KT x 4 bytes, 0.9 MB at R50). The split count is the kernel's own
-    (``weight_splits``, at ``sms`` multiprocessors)."""
+    holds the slab: at most C_lat x (C_fast x KT + 2) x 4 bytes, 0.9 MB at R50). The split count is the
+    kernel's own (``weight_splits``, at ``sms`` multiprocessors)."""
     from slowfast_fast.triton.lateral_concat_backward import weight_splits
 
-    slab = shape.c_lateral * (shape.c_fast * shape.kernel + 1) * 4
+    # G and sum g per split; the atomic workspace also holds grad_scale's sums.
+    slab = shape.c_lateral * (shape.c_fast * shape.kernel + 1 + atomic) * 4
     if atomic:
         return 2 * slab
     splits = weight_splits(
@@ -672,7 +673,7 @@ def predict_backward(
         * (design["gw_o_tile"] + design["gw_c_tile"])
         * (design["gw_pixels_per_step"] * itemsize)
     )
-    slab = shape.c_lateral * (shape.c_fast * shape.kernel + 1) * 4
+    slab = shape.c_lateral * (shape.c_fast * shape.kernel + 1) * 4  # the CUDA kernel's per-split partial
     if design["partials"] == "atomic":
         partials = grad_weight_partial_bytes(shape, atomic=True, sms=machine.sms)
     elif design["partials"] == "ordered":
@@ -685,6 +686,8 @@ def predict_backward(
         Stream("grad_x_fast writes", gi_write, machine.copy_bandwidth),
         Stream("g loads (grad_weight)", gw_g, machine.achieved(gw_flight)),
         Stream("x_fast loads (grad_weight)", gw_x, machine.achieved(gw_flight)),
+        # The weight: read by grad_input and by grad_weight's epilogue (the Triton kernels gather it
+        # straight from the tensor; the older designs wrote and read a prepared copy: the same order).
         Stream("partials and weights", partials + 4 * weight, machine.copy_bandwidth),
     )
     return Prediction(streams, design["launches"] * machine.launch_s)

@@ -7,7 +7,8 @@ With ``g`` the lateral channels of ``grad_out`` (zeroed where the forward ReLU w
   7x7 frames fill a tile), ``N`` = the fast channels and ``K`` = (tap, lateral channel) for just the
   taps that land on ``t``: ``(t + padding - kt) % stride == 0`` and the output frame exists. That tap
   set is the same for every pixel of the program, so the K loop is one flat loop over
-  ``(tap, o)`` (the software pipeliner overlaps its loads), and frames no window reads (stride > k)
+  ``(tap, o)`` (the software pipeliner overlaps its g loads; the gathered 2-byte weight loads of
+  16-bit types are too narrow for cp.async and may not overlap), and frames no window reads (stride > k)
   get zeros without a load. ``g * scale`` is formed on the A tile as it is loaded (rounded to g's dtype,
   as PyTorch's autograd rounds the backward of the forward's multiply), and the B tiles are gathered
   from the weight as stored (``W[o, c, kt]``: at most 0.9 MB at R50, read from L1/L2), so nothing is
@@ -43,14 +44,17 @@ lengths, the kernels state them to the compiler; integer sizes are not specializ
 sm_90 resources (tests/test_triton_sm90_static.py, every config at the R50 4x16 and 8x8 fusion
 points, batch 8): no spills; the backward kernel is designed for 2 CTAs of 4 warps per SM (<= 255
 registers, <= 113 KiB shared memory per CTA), and each of its registers and shared bytes are those of
-its hungrier role (Triton reuses the shared memory of the branch not taken). Measured: at most 255
-registers (the 64-pixel grad_input tile is given that cap, see ``_INPUT_TILES``) and 88 KiB
+its hungrier role (Triton reuses the shared memory of the branch not taken). Measured: up to 255
+registers, the budget, in some variants of both grad_input tiles (the 64-pixel one is given that cap,
+see ``_INPUT_TILES``) and 88 KiB
 (grad_input's 3 stages of a 128-pixel g tile and a weight tile, K steps of 128 bytes: 32 channels in
 fp32, 64 in 16-bit types). grad_weight's tile is 64 x 64:
 the 64 x 128 tile, which its own kernel ran in 212-216 registers, spilled 56-80 bytes in the combined one.
 """
 
 from __future__ import annotations
+
+import threading
 
 import torch
 import triton
@@ -59,6 +63,7 @@ import triton.language as tl
 from slowfast_fast._layout import output_memory_format
 from slowfast_fast.triton._common import (
     DETERMINISTIC_SMS,
+    INTERPRET,
     accumulator,
     autotune,
     autotune_configs,
@@ -94,24 +99,23 @@ _INPUT_TILES = [
 _WEIGHT_TILES = [
     {"BLOCK_W_O": 64, "BLOCK_W_C": 64, "BLOCK_W_M": 32},
 ]
-_BACKWARD_CONFIGS = autotune_configs(
-    [
-        triton.Config({**tiles_in, **tiles_w}, num_warps=4, num_stages=3, maxnreg=registers)
-        for tiles_in, registers in _INPUT_TILES
-        for tiles_w in _WEIGHT_TILES
-    ],
-    triton.Config(
-        {
-            "BLOCK_IN_M": 16,
-            "BLOCK_IN_N": 16,
-            "BLOCK_IN_K": 16,
-            "BLOCK_W_O": 16,
-            "BLOCK_W_C": 16,
-            "BLOCK_W_M": 16,
-        },
-        num_warps=1,
-    ),
+_GPU_CONFIGS = [
+    triton.Config({**tiles_in, **tiles_w}, num_warps=4, num_stages=3, maxnreg=registers)
+    for tiles_in, registers in _INPUT_TILES
+    for tiles_w in _WEIGHT_TILES
+]
+_INTERPRETED_CONFIG = triton.Config(
+    {
+        "BLOCK_IN_M": 16,
+        "BLOCK_IN_N": 16,
+        "BLOCK_IN_K": 16,
+        "BLOCK_W_O": 16,
+        "BLOCK_W_C": 16,
+        "BLOCK_W_M": 16,
+    },
+    num_warps=1,
 )
+_BACKWARD_CONFIGS = autotune_configs(_GPU_CONFIGS, _INTERPRETED_CONFIG)
 # Pixels per chunk of the grad_weight reduction: every config's BLOCK_W_M, fixed before autotuning
 # picks one, because the number of partials (allocated up front) depends on it.
 _CHUNK_HW = max_block(_BACKWARD_CONFIGS, "BLOCK_W_M")
@@ -120,8 +124,10 @@ assert all(c.kwargs["BLOCK_W_M"] == _CHUNK_HW for c in _BACKWARD_CONFIGS)
 _TILE_ESTIMATE = 64
 # The config of the backward kernel under torch.use_deterministic_algorithms(True): the 64-pixel
 # grad_input tile (with the 128-pixel one, ptxas spilled 24 bytes of the ordered-partials variant in
-# IEEE fp32 channels_last_3d, even when allowed 255 registers).
-DETERMINISTIC_CONFIG = _BACKWARD_CONFIGS[-1]
+# IEEE fp32 channels_last_3d, even when allowed 255 registers), also when autotuning is off (which
+# leaves only the first config in _BACKWARD_CONFIGS).
+DETERMINISTIC_CONFIG = _INTERPRETED_CONFIG if INTERPRET else _GPU_CONFIGS[-1]
+assert DETERMINISTIC_CONFIG.kwargs["BLOCK_W_M"] == _CHUNK_HW
 
 _SIZES = ["C_SLOW", "C_FAST", "C_LAT", "T_SLOW", "T_FAST", "HW", "KT", "STRIDE", "PAD", "PIXELS", "M_TOTAL"]
 _G_STRIDES = ["g_sn", "g_sc", "g_st", "g_shw"]
@@ -327,6 +333,9 @@ def _grad_weight_program(
         arrived = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel", scope="gpu")
         if arrived == tl.cdiv(CHUNKS, CHUNKS_PER_SPLIT) - 1:
             total = tl.load(part_ptr + at, mask=tile_ok, other=0.0, cache_modifier=".cg")
+            # Every thread's reads before any zero is written back: a value that several threads hold
+            # (a broadcast layout) must not be read by one after another zeroed it.
+            tl.debug_barrier()
             tl.store(part_ptr + at, tl.zeros_like(total), mask=tile_ok)
             tl.store(count_ptr + tile, 0)
             w = tl.load(wt_ptr + o[:, None] * w_so + c[None, :] * w_sc + kt * w_sk, mask=tile_ok, other=0.0)
@@ -340,6 +349,7 @@ def _grad_weight_program(
             if finished == c_tiles * KT - 1:
                 scale_sum = tl.load(scale_part_ptr + o, mask=o_ok, other=0.0, cache_modifier=".cg")
                 shift_sum = tl.load(shift_part_ptr + o, mask=o_ok, other=0.0, cache_modifier=".cg")
+                tl.debug_barrier()  # as above: o's sums are held by several threads each
                 tl.store(scale_part_ptr + o, tl.zeros_like(scale_sum), mask=o_ok)
                 tl.store(shift_part_ptr + o, tl.zeros_like(shift_sum), mask=o_ok)
                 tl.store(o_counter, 0)
@@ -478,6 +488,8 @@ def _empty(like: torch.Tensor) -> torch.Tensor:
 # Zero-at-rest workspaces of the atomic grad_weight reduction, per (device, stream, dtype): see
 # :func:`_workspace`.
 _WORKSPACES: dict[tuple, torch.Tensor] = {}
+# CUDA's cudaStreamPerThread handle: the one value that names a different stream in each thread.
+_PER_THREAD_DEFAULT_STREAM = 2
 
 
 def _workspace(device: torch.device, dtype: torch.dtype, numel: int) -> torch.Tensor:
@@ -487,13 +499,18 @@ def _workspace(device: torch.device, dtype: torch.dtype, numel: int) -> torch.Te
     zero it first: it is zeroed once, when it is allocated or grown.
 
     One buffer per stream, because kernels on one stream run one after another, while two streams'
-    backward kernels may run at once. During CUDA-graph capture a fresh one is allocated (and zeroed
-    in the graph), so that a graph never shares its workspace with eager launches or other graphs."""
+    backward kernels may run at once (the per-thread default stream is one handle for every thread,
+    so there it is one buffer per thread). During CUDA-graph capture a fresh one is allocated (and
+    zeroed in the graph), so that a graph never shares its workspace with eager launches or other
+    graphs. Buffers live as long as the process: one per (device, stream, dtype) used, each at most
+    twice the largest size asked for (C_lat x (C_fast x KT + 2) elements, 0.9 MB of fp32 at R50)."""
     stream = 0
     if device.type == "cuda":
         if torch.cuda.is_current_stream_capturing():
             return torch.zeros((numel,), dtype=dtype, device=device)
         stream = torch.cuda.current_stream(device).cuda_stream
+        if stream == _PER_THREAD_DEFAULT_STREAM:
+            stream = (stream, threading.get_ident())
     key = (device, stream, dtype)
     buffer = _WORKSPACES.get(key)
     if buffer is None or buffer.numel() < numel:
@@ -549,7 +566,7 @@ def lateral_concat_backward(
         n, t_slow, hw, c_lat, kt, c_fast, DETERMINISTIC_SMS if deterministic else num_sms(x_fast.device)
     )
     run_weight = need_weight and chunks > 0
-    if need_weight and run_weight:
+    if run_weight:
         grad_weight = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
         grad_scale = torch.empty((c_lat,), dtype=weight.dtype, device=weight.device)
         grad_shift = torch.empty((c_lat,), dtype=weight.dtype, device=weight.device)
@@ -567,23 +584,23 @@ def lateral_concat_backward(
     # an int32 one (a counter per tile and per lateral-channel tile, for tiles of at least 16 channels,
     # the kernel's smallest); the last split per tile rounds the tile into the results. Deterministic:
     # every split writes its own partial (no zeros needed) and the reduce kernel adds them in order.
+    # Arguments a launch does not use get a placeholder of the dtype they have when used, so that a
+    # launch without grad_weight (frozen weights) runs the same compiled kernel.
     k_total = c_fast * kt
     atomic = not deterministic
-    if not run_weight:
-        sums = counts = weight.new_empty((1,), dtype=part_dtype)
-        slabs = 0
-    elif atomic:
+    if run_weight and atomic:
         slabs = 1
         sums = _workspace(weight.device, part_dtype, c_lat * (k_total + 2))
         tiles = kt * triton.cdiv(c_lat, 16) * triton.cdiv(c_fast, 16)
         counts = _workspace(weight.device, torch.int32, tiles + triton.cdiv(c_lat, 16))
     else:
-        slabs = splits
-        sums = weight.new_empty((splits * c_lat * (k_total + 1),), dtype=part_dtype)
-        counts = sums  # unused
+        slabs = splits if run_weight else 0
+        sums = weight.new_empty((max(1, slabs * c_lat * (k_total + 1)),), dtype=part_dtype)
+        counts = weight.new_empty((1,), dtype=torch.int32)
     partials = sums[: slabs * c_lat * k_total].view(slabs, c_lat, k_total)
     shift_partials = sums[slabs * c_lat * k_total : slabs * c_lat * (k_total + 1)].view(slabs, c_lat)
-    scale_partials = sums[slabs * c_lat * (k_total + 1) :]  # atomic: c_lat sums; else empty
+    # grad_scale's sums (atomic only; else a placeholder).
+    scale_partials = sums[slabs * c_lat * (k_total + 1) :] if run_weight and atomic else sums
     # Kernel arguments a launch does not use still need an address.
     spare = weight.new_empty((1,))
     outputs = results if run_weight else (spare, spare, spare)
@@ -608,7 +625,7 @@ def lateral_concat_backward(
 
     args = (
         grad_out, out, dx_arg, x_fast, partials, shift_partials, weight,
-        scale_arg, *outputs, scale_partials if run_weight and atomic else spare, counts,
+        scale_arg, *outputs, scale_partials, counts,
         c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding, pixels, n * t_slow * hw,
         chunks, chunks_per_split, int(run_input), *g_strides, *dx_strides, *xf_strides,
         weight.stride(0), weight.stride(1), weight.stride(2),
@@ -648,7 +665,7 @@ def lateral_concat_grad_input(
     padding: int,
 ) -> torch.Tensor:
     """grad of x_fast: the transposed temporal conv of ``g * scale``, shaped like x_fast
-    (:func:`lateral_concat_backward` with only that result: two launches)."""
+    (:func:`lateral_concat_backward` with only that result: one launch)."""
     return lateral_concat_backward(grad_out, x_fast, weight, scale, out, stride, padding, True, False)[0]
 
 
