@@ -979,3 +979,45 @@ def test_cuda_pathway_split_and_backward(fmt, dtype):
 
 # Compiling every kernel for sm_90 without a GPU (specializations, spills, registers, shared memory):
 # tests/test_triton_sm90_static.py.
+
+
+def test_host_cdiv_and_next_power_of_2_match_tritons():
+    """The launchers' host arithmetic (plain Python, no JIT front end per call) gives what
+    ``triton.cdiv`` and ``triton.next_power_of_2`` give, on every value the launchers can pass."""
+    import triton
+
+    for n in range(0, 4100):
+        assert _common.next_power_of_2(n) == triton.next_power_of_2(n), n
+    for a in [*range(0, 70), 4095, 4096, 4097, 10**9 + 7]:
+        for b in (1, 2, 3, 16, 31, 32, 64, 128, 4096):
+            assert _common.cdiv(a, b) == triton.cdiv(a, b), (a, b)
+
+
+def test_host_overhead_script_stubs_every_kernel_and_reports_each_launcher():
+    """benchmarks/host_overhead.py times the launchers with every Triton kernel stubbed out: it must
+    find them all (a kernel it missed would run in the interpreter and be timed as host work) and
+    print a row per launcher. One round of one call: a smoke run, not a timing."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "host_overhead.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--rounds", "1", "--calls", "1"],
+        env={**os.environ, "TRITON_INTERPRET": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    stubbed = done.stdout.splitlines()[0]
+    for kernel in (
+        "_lateral_concat_kernel",
+        "_backward_kernel",
+        "_grad_weight_reduce_kernel",
+        "_gather_frames_kernel",
+    ):
+        assert kernel in stubbed, stubbed
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "µs" not in line]
+    assert len(rows) == 4, done.stdout

@@ -26,6 +26,19 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 AUTOTUNE = os.environ.get("SLOWFAST_FAST_TRITON_AUTOTUNE", "1").strip() != "0"
 
 
+def cdiv(a: int, b: int) -> int:
+    """``ceil(a / b)`` for the launchers' host arithmetic. ``triton.cdiv`` also works on the host, but as
+    a constexpr function whose every host call goes through Triton's JIT front end (several µs each;
+    the backward launcher used to make 13 such calls per call: ``benchmarks/host_overhead.py``)."""
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The smallest power of two >= ``n`` (``triton.next_power_of_2`` on the host, without its JIT front
+    end; 0 for 0, as Triton's)."""
+    return 0 if n <= 0 else 1 << (n - 1).bit_length()
+
+
 def autotune_configs(gpu: list[triton.Config], interpreted: triton.Config) -> list[triton.Config]:
     """``gpu`` on a GPU (only its first, the default, when autotuning is off); the single
     ``interpreted`` config under the interpreter, where benchmarking more than one config fails (no
@@ -87,7 +100,7 @@ def launch(kernel, grid, *args, **kwargs) -> None:
 def batch_bucket(n: int) -> int:
     """A power-of-two bucket of the batch size for autotune keys: batch 1 and batch 8 fill the GPU
     differently and may want different tiles, but nearby sizes share a tuning result."""
-    return min(triton.next_power_of_2(max(n, 1)), 64)
+    return min(next_power_of_2(max(n, 1)), 64)
 
 
 def device_guard(device: torch.device):
@@ -187,12 +200,15 @@ IEEE_TILE = 32
 IEEE_K_STEP = 16
 
 
-def channel_tile(channels: int, dtype: torch.dtype, reduced: bool = False) -> int:
+def channel_tile(
+    channels: int, dtype: torch.dtype, reduced: bool = False, precision: str | None = None
+) -> int:
     """The widest tile a kernel may give ``channels`` channels: a power of two covering them, at least
-    tl.dot's 16; where tl.dot runs in IEEE fp32 (:func:`dot_precision`) at most :data:`IEEE_TILE`, or
+    tl.dot's 16; where tl.dot runs in IEEE fp32 (:func:`dot_precision`, or ``precision`` when the
+    launcher already read it: reading PyTorch's settings costs µs) at most :data:`IEEE_TILE`, or
     :data:`IEEE_K_STEP` for the ``reduced`` (K) dimension."""
-    tile = max(16, triton.next_power_of_2(channels))
-    if dtype == torch.float32 and dot_precision(dtype) == "ieee":
+    tile = max(16, next_power_of_2(channels))
+    if dtype == torch.float32 and (precision or dot_precision(dtype)) == "ieee":
         return min(tile, IEEE_K_STEP if reduced else IEEE_TILE)
     return tile
 

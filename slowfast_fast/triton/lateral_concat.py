@@ -57,11 +57,13 @@ from slowfast_fast.triton._common import (
     autotune,
     autotune_configs,
     batch_bucket,
+    cdiv,
     channel_tile,
     dot_precision,
     index_type,
     k_scale,
     launch,
+    next_power_of_2,
     on_device_of_first_tensor,
     run_length,
     spatial_strides,
@@ -250,18 +252,19 @@ def lateral_concat(
     hw = h * w
     m_total = n * t_slow * hw
     copy = _copy_geometry(x_slow, c_slow + c_lat, fmt)
-    copy_i = min(_COPY_BYTES // x_slow.element_size(), triton.next_power_of_2(max(copy[1], 1)))
+    copy_i = min(_COPY_BYTES // x_slow.element_size(), next_power_of_2(max(copy[1], 1)))
     copy_r = _COPY_BYTES // x_slow.element_size() // copy_i
-    copy_programs = triton.cdiv(copy[0], copy_r) * triton.cdiv(copy[1], copy_i) if copy[1] else 0
-    lat_tile = channel_tile(c_lat, x_fast.dtype)
+    copy_programs = cdiv(copy[0], copy_r) * cdiv(copy[1], copy_i) if copy[1] else 0
+    precision = dot_precision(x_fast.dtype)
+    lat_tile = channel_tile(c_lat, x_fast.dtype, precision=precision)
     if fmt == torch.channels_last_3d and x_slow.element_size() == 4:
         lat_tile = min(lat_tile, _CL_FP32_LAT_TILE)
     a_run_m, a_run_k = vector_runs(xf_strides, hw, (c_fast,))
     o_run_m, o_run_n = vector_runs(o_strides, hw, (c_slow, c_lat))
 
     def grid(meta):
-        lat_tiles = triton.cdiv(c_lat, min(meta["BLOCK_N"], lat_tile))
-        return (triton.cdiv(m_total, meta["BLOCK_M"]) * lat_tiles + copy_programs,)
+        lat_tiles = cdiv(c_lat, min(meta["BLOCK_N"], lat_tile))
+        return (cdiv(m_total, meta["BLOCK_M"]) * lat_tiles + copy_programs,)
 
     launch(
         _lateral_concat_kernel, grid,
@@ -273,10 +276,11 @@ def lateral_concat(
         *copy, *xf_strides, *o_strides,
         int(xf_strides[1] == 1 and c_fast > 1), batch_bucket(n),
         HAS_SCALE=scale is not None, HAS_SHIFT=shift is not None, RELU=relu,
-        PRECISION=dot_precision(x_fast.dtype), ACC=accumulator(x_fast.dtype), UPCAST=upcast_dot(x_fast.dtype),
+        PRECISION=precision, ACC=accumulator(x_fast.dtype), UPCAST=upcast_dot(x_fast.dtype),
         A_RUN_M=a_run_m, A_RUN_K=a_run_k, O_RUN_M=o_run_m, O_RUN_N=o_run_n,
         COPY_RUN=run_length(copy[1], copy[2], copy[3]), LAT_TILE=lat_tile,
-        K_TILE=channel_tile(c_fast, x_fast.dtype, reduced=True), INDEX=index_type(x_slow, x_fast, out),
+        K_TILE=channel_tile(c_fast, x_fast.dtype, reduced=True, precision=precision),
+        INDEX=index_type(x_slow, x_fast, out),
         TAP_FASTEST=tap_fastest, W_RUN=run_length(w_rows.shape[1]), K_SCALE=k_scale(x_fast.dtype),
         BLOCK_COPY_R=copy_r, BLOCK_COPY_I=copy_i,
     )  # fmt: skip

@@ -68,12 +68,14 @@ from slowfast_fast.triton._common import (
     autotune,
     autotune_configs,
     batch_bucket,
+    cdiv,
     channel_tile,
     dot_precision,
     index_type,
     k_scale,
     launch,
     max_block,
+    next_power_of_2,
     num_sms,
     on_device_of_first_tensor,
     prune_while_capturing,
@@ -141,11 +143,11 @@ def weight_splits(
     """``(chunks, chunks_per_split, splits)`` of the grad_weight reduction: enough splits to fill
     ``sms`` multiprocessors a few times over with the output tiles, never an empty split. The split
     count fixes the order partial sums are added in, so it depends on ``sms`` only through here."""
-    chunks = triton.cdiv(n * t_slow * hw, _CHUNK_HW)
-    tiles = triton.cdiv(c_lat, _TILE_ESTIMATE) * kt * triton.cdiv(c_fast, _TILE_ESTIMATE)
-    wanted = max(1, min(chunks, triton.cdiv(4 * sms, tiles)))
-    chunks_per_split = max(1, triton.cdiv(chunks, wanted))
-    return chunks, chunks_per_split, max(1, triton.cdiv(chunks, chunks_per_split))
+    chunks = cdiv(n * t_slow * hw, _CHUNK_HW)
+    tiles = cdiv(c_lat, _TILE_ESTIMATE) * kt * cdiv(c_fast, _TILE_ESTIMATE)
+    wanted = max(1, min(chunks, cdiv(4 * sms, tiles)))
+    chunks_per_split = max(1, cdiv(chunks, wanted))
+    return chunks, chunks_per_split, max(1, cdiv(chunks, chunks_per_split))
 
 
 def prune_roles(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
@@ -591,8 +593,8 @@ def lateral_concat_backward(
     if run_weight and atomic:
         slabs = 1
         sums = _workspace(weight.device, part_dtype, c_lat * (k_total + 2))
-        tiles = kt * triton.cdiv(c_lat, 16) * triton.cdiv(c_fast, 16)
-        counts = _workspace(weight.device, torch.int32, tiles + triton.cdiv(c_lat, 16))
+        tiles = kt * cdiv(c_lat, 16) * cdiv(c_fast, 16)
+        counts = _workspace(weight.device, torch.int32, tiles + cdiv(c_lat, 16))
     else:
         slabs = splits if run_weight else 0
         sums = weight.new_empty((max(1, slabs * c_lat * (k_total + 1)),), dtype=part_dtype)
@@ -613,14 +615,16 @@ def lateral_concat_backward(
     a_run_m, a_run_k = vector_runs(g_strides, hw, (c_slow, c_lat))
     o_run_m, o_run_n = vector_runs(dx_strides, hw, (c_fast,))
     x_run_m, x_run_c = vector_runs(xf_strides, hw, (c_fast,))
-    o_tile, c_tile = channel_tile(c_lat, x_fast.dtype), channel_tile(c_fast, x_fast.dtype)
+    precision = dot_precision(x_fast.dtype)
+    o_tile = channel_tile(c_lat, x_fast.dtype, precision=precision)
+    c_tile = channel_tile(c_fast, x_fast.dtype, precision=precision)
     pixels = n * hw
 
     def grid(meta):
-        inputs = t_fast * triton.cdiv(pixels, meta["BLOCK_IN_M"])
-        inputs *= triton.cdiv(c_fast, min(meta["BLOCK_IN_N"], c_tile))
-        weights = splits * kt * triton.cdiv(c_lat, min(meta["BLOCK_W_O"], o_tile))
-        weights *= triton.cdiv(c_fast, min(meta["BLOCK_W_C"], c_tile))
+        inputs = t_fast * cdiv(pixels, meta["BLOCK_IN_M"])
+        inputs *= cdiv(c_fast, min(meta["BLOCK_IN_N"], c_tile))
+        weights = splits * kt * cdiv(c_lat, min(meta["BLOCK_W_O"], o_tile))
+        weights *= cdiv(c_fast, min(meta["BLOCK_W_C"], c_tile))
         return (inputs * run_input + weights * run_weight,)
 
     args = (
@@ -632,10 +636,10 @@ def lateral_concat_backward(
         int(run_weight), int(xf_strides[1] == 1 and c_fast > 1), batch_bucket(n),
     )  # fmt: skip
     flags = dict(
-        RELU=relu, PRECISION=dot_precision(x_fast.dtype), ACC=acc, UPCAST=upcast_dot(x_fast.dtype),
+        RELU=relu, PRECISION=precision, ACC=acc, UPCAST=upcast_dot(x_fast.dtype),
         A_RUN_M=a_run_m, A_RUN_K=a_run_k, O_RUN_M=o_run_m, O_RUN_N=o_run_n, X_RUN_M=x_run_m,
         X_RUN_C=x_run_c, O_TILE=o_tile, C_TILE=c_tile,
-        K_TILE=channel_tile(c_lat, x_fast.dtype, reduced=True),
+        K_TILE=channel_tile(c_lat, x_fast.dtype, reduced=True, precision=precision),
         INDEX=index_type(grad_out, out, dx_arg, x_fast), K_SCALE=k_scale(x_fast.dtype), ATOMIC=atomic,
         HAS_SCALE=scale is not None,
     )  # fmt: skip
@@ -650,7 +654,7 @@ def lateral_concat_backward(
             partials, shift_partials, weight, scale_arg, *results,
             slabs, c_lat, c_fast, kt, weight.stride(0), weight.stride(1), weight.stride(2),
             HAS_SCALE=scale is not None, ACC=acc, BLOCK_S=16,
-            BLOCK_K=min(256, triton.next_power_of_2(k_total)),
+            BLOCK_K=min(256, next_power_of_2(k_total)),
         )  # fmt: skip
     return (dx, *results)
 

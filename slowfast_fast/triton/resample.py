@@ -35,7 +35,14 @@ import triton.language as tl
 
 from slowfast_fast import reference
 from slowfast_fast._layout import output_memory_format
-from slowfast_fast.triton._common import accumulator, capturing, on_device_of_first_tensor, spatial_strides
+from slowfast_fast.triton._common import (
+    accumulator,
+    capturing,
+    cdiv,
+    next_power_of_2,
+    on_device_of_first_tensor,
+    spatial_strides,
+)
 
 # Bytes one program moves per frame (see the module docstring).
 _TILE_BYTES = 8192
@@ -182,7 +189,7 @@ def frame_grid(
 ) -> tuple[tuple[int], int]:
     """``((programs,), tiles_per_frame)``: one program per tile of each of ``frames`` frames of each
     sample, on one axis."""
-    tiles = triton.cdiv(rows, block_r) * triton.cdiv(inner, block_i)
+    tiles = cdiv(rows, block_r) * cdiv(inner, block_i)
     return (batch * frames * tiles,), tiles
 
 
@@ -205,8 +212,8 @@ def _tile(rows: int, inner: int, itemsize: int = 4) -> tuple[int, int]:
     """``(BLOCK_R, BLOCK_I)`` for ``itemsize``-byte values: as much of the contiguous inner extent as
     fits in one tile of :data:`_TILE_BYTES`, then rows."""
     values = _TILE_BYTES // itemsize
-    block_i = min(values, triton.next_power_of_2(inner))
-    return min(triton.next_power_of_2(rows), values // block_i), block_i
+    block_i = min(values, next_power_of_2(inner))
+    return min(next_power_of_2(rows), values // block_i), block_i
 
 
 def _empty_frames(x: torch.Tensor, t: int, fmt: torch.memory_format) -> torch.Tensor:
