@@ -505,7 +505,8 @@ def _workspace(device: torch.device, dtype: torch.dtype, numel: int) -> torch.Te
     so there it is one buffer per thread). During CUDA-graph capture a fresh one is allocated (and
     zeroed in the graph), so that a graph never shares its workspace with eager launches or other
     graphs. Buffers live as long as the process: one per (device, stream, dtype) used, each at most
-    twice the largest size asked for (C_lat x (C_fast x KT + 2) elements, 0.9 MB of fp32 at R50)."""
+    twice the largest size asked for (C_lat x (C_fast x KT + 2) elements and the counters, 0.9 MB of
+    fp32 at R50)."""
     stream = 0
     if device.type == "cuda":
         if torch.cuda.is_current_stream_capturing():
@@ -582,9 +583,10 @@ def lateral_concat_backward(
         return (dx, *results)
 
     # grad_weight's partials. By default the splits add with atomics into one fp32 (fp64) slab of the
-    # zero-at-rest workspace, followed by grad_scale's and grad_shift's sums, and count their arrivals in
-    # an int32 one (a counter per tile and per lateral-channel tile, for tiles of at least 16 channels,
-    # the kernel's smallest); the last split per tile rounds the tile into the results. Deterministic:
+    # zero-at-rest workspace, followed by grad_scale's and grad_shift's sums, and count their arrivals
+    # in int32 counters after those (a counter per tile and per lateral-channel tile, for tiles of at
+    # least 16 channels, the kernel's smallest); the last split per tile rounds the tile into the
+    # results. Deterministic:
     # every split writes its own partial (no zeros needed) and the reduce kernel adds them in order.
     # Arguments a launch does not use get a placeholder of the dtype they have when used, so that a
     # launch without grad_weight (frozen weights) runs the same compiled kernel.
@@ -592,9 +594,13 @@ def lateral_concat_backward(
     atomic = not deterministic
     if run_weight and atomic:
         slabs = 1
-        sums = _workspace(weight.device, part_dtype, c_lat * (k_total + 2))
-        tiles = kt * cdiv(c_lat, 16) * cdiv(c_fast, 16)
-        counts = _workspace(weight.device, torch.int32, tiles + cdiv(c_lat, 16))
+        # One workspace: the sums, then the counters as int32 (zero bits are a zero count too).
+        sums_n = c_lat * (k_total + 2)
+        counters = kt * cdiv(c_lat, 16) * cdiv(c_fast, 16) + cdiv(c_lat, 16)
+        per_element = torch.finfo(part_dtype).bits // 32  # int32 counters per workspace element
+        workspace = _workspace(weight.device, part_dtype, sums_n + cdiv(counters, per_element))
+        sums = workspace[:sums_n]
+        counts = workspace[sums_n:].view(torch.int32)
     else:
         slabs = splits if run_weight else 0
         sums = weight.new_empty((max(1, slabs * c_lat * (k_total + 1)),), dtype=part_dtype)
