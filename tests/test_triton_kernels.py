@@ -13,6 +13,7 @@ Resampling only copies values, so it must match ``F.interpolate`` bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -66,6 +67,17 @@ def assert_close(actual, truth, torch_same_dtype, what: str = "", factor: float 
 
 def _rand(shape, dtype, fmt=CONTIG, device=None):
     return torch.randn(shape, dtype=dtype, device=device or _device()).contiguous(memory_format=fmt)
+
+
+@contextlib.contextmanager
+def _deterministic_algorithms(enabled: bool = True):
+    """``torch.use_deterministic_algorithms(enabled)`` for the block, the previous setting after it."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(enabled)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
 
 
 class LateralCase:
@@ -433,12 +445,8 @@ def test_grad_weight_atomic_adds_match_ordered_partials(dtype, monkeypatch):
     grad_out = _rand((case.n, case.c_slow + case.c_lat, case.t_slow, case.h, case.w), dtype)
     args = (grad_out, x_fast, weight, scale, None, case.stride, case.pad)
     atomic = TRITON_OPS.lateral_concat_grad_weight(*args)
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
+    with _deterministic_algorithms():
         ordered = TRITON_OPS.lateral_concat_grad_weight(*args)
-    finally:
-        torch.use_deterministic_algorithms(previous)
     eps = torch.finfo(dtype).eps
     for a, b in zip(atomic, ordered, strict=True):
         # Sums of 2*6*35 products of unit normals (scaled): a few hundred ulps of the largest term.
@@ -538,15 +546,11 @@ def test_autograd_backward_launches_and_no_torch_kernels(dtype, deterministic, m
     relu = dtype == torch.float32  # see test_lateral_concat_backward_16bit
     out = ops.lateral_concat(x_slow, *leaves[:2], case.stride, case.pad, *leaves[2:], relu, backend="triton")
     grad_out = torch.randn_like(out)
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(deterministic)
-    try:
+    with _deterministic_algorithms(deterministic):
         torch.autograd.grad(out, leaves, grad_out, retain_graph=True)  # allocates the workspace
         launches.clear()
         with Log():
             grads = torch.autograd.grad(out, leaves, grad_out)
-    finally:
-        torch.use_deterministic_algorithms(previous)
     assert launches == kernels
     # The design model (benchmarks/gpu_design_model.py) charges the Triton backward these launches.
     import importlib.util
@@ -657,12 +661,8 @@ def test_grad_weight_workspace_is_zero_between_launches(dtype, monkeypatch):
         _assert_workspaces_zero(bwd)
         for a, b in zip(first, again, strict=True):
             assert torch.equal(a, b)
-        previous = torch.are_deterministic_algorithms_enabled()
-        torch.use_deterministic_algorithms(True)
-        try:
+        with _deterministic_algorithms():
             ordered = TRITON_OPS.lateral_concat_backward(*args)
-        finally:
-            torch.use_deterministic_algorithms(previous)
         torch.testing.assert_close(first[0], ordered[0])  # grad_input: the same sums (its tile may differ)
         # grad_weight & co: fp32 sums of a few hundred products in another order (a few hundred fp32
         # ulps of the largest), then rounded once to the dtype (1 ulp: allow 2).
