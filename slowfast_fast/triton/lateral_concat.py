@@ -47,6 +47,10 @@ of channels = 32 KiB per CTA in every dtype where C_fast fills the K step (>= 32
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -214,6 +218,83 @@ def _copy_geometry(x_slow: torch.Tensor, c_total: int, fmt) -> tuple[int, int, i
     return n, c_slow * t * h * w, c_slow * t * h * w, c_total * t * h * w
 
 
+class _Plan(NamedTuple):
+    """Everything a forward launch needs that the inputs' shapes, strides, dtype and flags decide."""
+
+    out_shape: tuple[int, ...]
+    fmt: torch.memory_format  # the output's, and x_slow is made dense in it
+    x_fast_copied: bool  # x_fast's strides do not merge H and W: made dense (spatial_strides) first
+    weight_as_is: bool  # the weight is its own (C_lat, K) rows: no reorder, no copy
+    tap_fastest: bool
+    grid: Callable[[dict], tuple[int]]
+    sizes: tuple[int, ...]  # the kernel's integer arguments, after the six tensors
+    flags: dict  # its constexpr arguments
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(
+    x_slow: tuple, x_fast: tuple, weight: tuple, dtype: torch.dtype, stride: int, padding: int,
+    has_scale: bool, has_shift: bool, relu: bool, precision: str,
+) -> _Plan:  # fmt: skip
+    """The launch plan for tensors of these ``(shape, stride)``s; cached per process.
+
+    It is made from meta tensors of exactly those shapes and strides, so it cannot depend on anything
+    outside its key (global settings come in as arguments: ``precision``)."""
+    x_slow, x_fast, weight = (
+        torch.empty_strided(shape, strides, dtype=dtype, device="meta")
+        for shape, strides in (x_slow, x_fast, weight)
+    )
+    n, c_slow, t_slow, h, w = x_slow.shape
+    c_fast, t_fast = x_fast.shape[1], x_fast.shape[2]
+    c_lat, kt = weight.shape[0], weight.shape[2]
+    fmt = output_memory_format(x_slow)
+    out = torch.empty((n, c_slow + c_lat, t_slow, h, w), dtype=dtype, device="meta", memory_format=fmt)
+    if out.numel() == 0:  # nothing to launch
+        return _Plan(tuple(out.shape), fmt, False, True, True, lambda meta: (0,), (), {})
+    x_slow = x_slow.contiguous(memory_format=fmt)
+    x_fast_in = x_fast
+    x_fast, xf_strides = spatial_strides(x_fast)
+    _, o_strides = spatial_strides(out)
+    # K order: (c, kt) reads the weight as it is stored; (kt, c) keeps a channels_last_3d x_fast's
+    # channels contiguous along k (16-byte A loads) at the cost of reordering the weight.
+    tap_fastest = not (xf_strides[1] == 1 and c_fast > 1)
+    k_total = c_fast * kt
+    hw = h * w
+    m_total = n * t_slow * hw
+    copy = _copy_geometry(x_slow, c_slow + c_lat, fmt)
+    copy_i = min(_COPY_BYTES // x_slow.element_size(), next_power_of_2(max(copy[1], 1)))
+    copy_r = _COPY_BYTES // x_slow.element_size() // copy_i
+    copy_programs = cdiv(copy[0], copy_r) * cdiv(copy[1], copy_i) if copy[1] else 0
+    lat_tile = channel_tile(c_lat, dtype, precision=precision)
+    if fmt == torch.channels_last_3d and x_slow.element_size() == 4:
+        lat_tile = min(lat_tile, _CL_FP32_LAT_TILE)
+    a_run_m, a_run_k = vector_runs(xf_strides, hw, (c_fast,))
+    o_run_m, o_run_n = vector_runs(o_strides, hw, (c_slow, c_lat))
+
+    def grid(meta):
+        lat_tiles = cdiv(c_lat, min(meta["BLOCK_N"], lat_tile))
+        return (cdiv(m_total, meta["BLOCK_M"]) * lat_tiles + copy_programs,)
+
+    sizes = (
+        c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding, m_total, k_total,
+        *copy, *xf_strides, *o_strides, int(not tap_fastest), batch_bucket(n),
+    )  # fmt: skip
+    flags = dict(
+        HAS_SCALE=has_scale, HAS_SHIFT=has_shift, RELU=relu,
+        PRECISION=precision, ACC=accumulator(dtype), UPCAST=upcast_dot(dtype),
+        A_RUN_M=a_run_m, A_RUN_K=a_run_k, O_RUN_M=o_run_m, O_RUN_N=o_run_n,
+        COPY_RUN=run_length(copy[1], copy[2], copy[3]), LAT_TILE=lat_tile,
+        K_TILE=channel_tile(c_fast, dtype, reduced=True, precision=precision),
+        INDEX=index_type(x_slow, x_fast, out),
+        TAP_FASTEST=tap_fastest, W_RUN=run_length(k_total), K_SCALE=k_scale(dtype),
+        BLOCK_COPY_R=copy_r, BLOCK_COPY_I=copy_i,
+    )  # fmt: skip
+    weight_as_is = tap_fastest and weight.is_contiguous()
+    return _Plan(
+        tuple(out.shape), fmt, x_fast is not x_fast_in, weight_as_is, tap_fastest, grid, sizes, flags
+    )
+
+
 @on_device_of_first_tensor
 def lateral_concat(
     x_slow: torch.Tensor,
@@ -229,59 +310,37 @@ def lateral_concat(
 
     Shapes as in :func:`slowfast_fast.reference.lateral_concat` (inputs already validated). The
     output, ``(N, C_slow + C_lat, T_slow, H, W)``, is in x_slow's memory format.
+
+    The host work that only the shapes, strides and flags decide (tiles, vector runs, strides, index
+    width) is done once per such key (:func:`_plan`); a call then allocates the output and launches.
     """
-    n, c_slow, t_slow, h, w = x_slow.shape
-    c_fast, t_fast = x_fast.shape[1], x_fast.shape[2]
-    c_lat, kt = weight.shape[0], weight.shape[2]
-    fmt = output_memory_format(x_slow)
-    out = torch.empty(
-        (n, c_slow + c_lat, t_slow, h, w), dtype=x_slow.dtype, device=x_slow.device, memory_format=fmt
-    )
+    plan = _plan(
+        (x_slow.shape, x_slow.stride()), (x_fast.shape, x_fast.stride()), (weight.shape, weight.stride()),
+        x_slow.dtype, stride, padding, scale is not None, shift is not None, relu,
+        dot_precision(x_slow.dtype),
+    )  # fmt: skip
+    out = torch.empty(plan.out_shape, dtype=x_slow.dtype, device=x_slow.device, memory_format=plan.fmt)
     if out.numel() == 0:
         return out
-    x_slow = x_slow.contiguous(memory_format=fmt)
-    x_fast, xf_strides = spatial_strides(x_fast)
-    _, o_strides = spatial_strides(out)
-    # The kernel indexes the per-channel vectors densely; they are tiny.
-    scale = None if scale is None else scale.contiguous()
-    shift = None if shift is None else shift.contiguous()
-    # K order: (c, kt) reads the weight as it is stored; (kt, c) keeps a channels_last_3d x_fast's
-    # channels contiguous along k (16-byte A loads) at the cost of reordering the weight.
-    tap_fastest = not (xf_strides[1] == 1 and c_fast > 1)
-    w_rows = _weight_rows(weight, tap_fastest)
-    hw = h * w
-    m_total = n * t_slow * hw
-    copy = _copy_geometry(x_slow, c_slow + c_lat, fmt)
-    copy_i = min(_COPY_BYTES // x_slow.element_size(), next_power_of_2(max(copy[1], 1)))
-    copy_r = _COPY_BYTES // x_slow.element_size() // copy_i
-    copy_programs = cdiv(copy[0], copy_r) * cdiv(copy[1], copy_i) if copy[1] else 0
-    precision = dot_precision(x_fast.dtype)
-    lat_tile = channel_tile(c_lat, x_fast.dtype, precision=precision)
-    if fmt == torch.channels_last_3d and x_slow.element_size() == 4:
-        lat_tile = min(lat_tile, _CL_FP32_LAT_TILE)
-    a_run_m, a_run_k = vector_runs(xf_strides, hw, (c_fast,))
-    o_run_m, o_run_n = vector_runs(o_strides, hw, (c_slow, c_lat))
-
-    def grid(meta):
-        lat_tiles = cdiv(c_lat, min(meta["BLOCK_N"], lat_tile))
-        return (cdiv(m_total, meta["BLOCK_M"]) * lat_tiles + copy_programs,)
-
+    x_slow = x_slow.contiguous(memory_format=plan.fmt)
+    if plan.x_fast_copied:  # the same (deterministic) copy that the plan's strides were taken from
+        x_fast, _ = spatial_strides(x_fast)
+    # A contiguous weight in (c, kt) order is its own dense (C_lat, K) rows: passed as it is.
+    w_rows = weight if plan.weight_as_is else _weight_rows(weight, plan.tap_fastest)
+    # The kernel indexes the per-channel vectors densely; they are tiny. Without them another
+    # tensor stands in for the address (HAS_SCALE/HAS_SHIFT off).
+    scale = w_rows if scale is None else scale.contiguous()
+    shift = w_rows if shift is None else shift.contiguous()
     launch(
-        _lateral_concat_kernel, grid,
-        x_slow, x_fast, w_rows,
-        w_rows if scale is None else scale,
-        w_rows if shift is None else shift,
+        _lateral_concat_kernel,
+        plan.grid,
+        x_slow,
+        x_fast,
+        w_rows,
+        scale,
+        shift,
         out,
-        c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding, m_total, w_rows.shape[1],
-        *copy, *xf_strides, *o_strides,
-        int(xf_strides[1] == 1 and c_fast > 1), batch_bucket(n),
-        HAS_SCALE=scale is not None, HAS_SHIFT=shift is not None, RELU=relu,
-        PRECISION=precision, ACC=accumulator(x_fast.dtype), UPCAST=upcast_dot(x_fast.dtype),
-        A_RUN_M=a_run_m, A_RUN_K=a_run_k, O_RUN_M=o_run_m, O_RUN_N=o_run_n,
-        COPY_RUN=run_length(copy[1], copy[2], copy[3]), LAT_TILE=lat_tile,
-        K_TILE=channel_tile(c_fast, x_fast.dtype, reduced=True, precision=precision),
-        INDEX=index_type(x_slow, x_fast, out),
-        TAP_FASTEST=tap_fastest, W_RUN=run_length(w_rows.shape[1]), K_SCALE=k_scale(x_fast.dtype),
-        BLOCK_COPY_R=copy_r, BLOCK_COPY_I=copy_i,
-    )  # fmt: skip
+        *plan.sizes,
+        **plan.flags,
+    )
     return out

@@ -54,7 +54,10 @@ the 64 x 128 tile, which its own kernel ran in 212-216 registers, spilled 56-80 
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import triton
@@ -524,6 +527,136 @@ def _workspace(device: torch.device, dtype: torch.dtype, numel: int) -> torch.Te
     return buffer[:numel]
 
 
+class _Plan(NamedTuple):
+    """Everything a backward launch needs that the inputs' shapes, strides, dtypes and flags decide."""
+
+    dx_fmt: torch.memory_format  # grad_x_fast's memory format (x_fast's)
+    matched_copy: bool  # grad_out (and out) are made dense first (:func:`_matching`)
+    x_fast_copied: bool  # x_fast's strides do not merge H and W: made dense (spatial_strides) first
+    run_input: bool  # grad_input programs run
+    run_weight: bool  # grad_weight programs run
+    atomic: bool  # grad_weight's splits add into the workspace (else ordered slabs and a reduce)
+    part_dtype: torch.dtype
+    sums: tuple[int, int, int]  # where the partials end, the shift sums end, the scale sums start
+    sums_numel: int
+    workspace_numel: int  # atomic only: the sums and then the int32 counters
+    slabs: int
+    grid: Callable[[dict], tuple[int]]
+    sizes: tuple[int, ...]  # the kernel's integer arguments, after its 13 tensors
+    flags: dict  # its constexpr arguments (and the pinned config when deterministic)
+    reduce_sizes: tuple[int, ...]  # the reduce kernel's (deterministic only)
+    reduce_flags: dict
+
+
+def _key(t: torch.Tensor) -> tuple:
+    return t.shape, t.stride(), t.dtype
+
+
+def _meta(key: tuple) -> torch.Tensor:
+    shape, strides, dtype = key
+    return torch.empty_strided(shape, strides, dtype=dtype, device="meta")
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(
+    grad_out: tuple, x_fast: tuple, weight: tuple, out: tuple | None, has_scale: bool, stride: int,
+    padding: int, need_input: bool, need_weight: bool, deterministic: bool, sms: int, precision: str,
+) -> _Plan:  # fmt: skip
+    """The launch plan for tensors of these ``(shape, stride, dtype)``s; cached per process.
+
+    It is made from meta tensors of exactly those shapes, strides and dtypes, so it cannot depend on
+    anything outside its key (global settings and the GPU come in as arguments: ``deterministic``,
+    ``sms``, ``precision``)."""
+    grad_out, x_fast, weight = _meta(grad_out), _meta(x_fast), _meta(weight)
+    out = None if out is None else _meta(out)
+    n, c_fast, t_fast, h, w = x_fast.shape
+    c_lat, kt = weight.shape[0], weight.shape[2]
+    c_slow = grad_out.shape[1] - c_lat
+    t_slow = grad_out.shape[2]
+    hw = h * w
+    dtype = x_fast.dtype
+    part_dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    dx_fmt = output_memory_format(x_fast)
+    run_input = need_input and x_fast.numel() > 0
+    chunks, chunks_per_split, splits = weight_splits(n, t_slow, hw, c_lat, kt, c_fast, sms)
+    run_weight = need_weight and chunks > 0
+
+    # grad_weight's partials. By default the splits add with atomics into one fp32 (fp64) slab of the
+    # zero-at-rest workspace, followed by grad_shift's and grad_scale's sums, and count their arrivals
+    # in int32 counters after those (a counter per tile and per lateral-channel tile, for tiles of at
+    # least 16 channels, the kernel's smallest); the last split per tile rounds the tile into the
+    # results. Deterministic: every split writes its own partial (no zeros needed) and the reduce
+    # kernel adds them in order.
+    k_total = c_fast * kt
+    atomic = not deterministic
+    workspace_numel = 0
+    if run_weight and atomic:
+        slabs = 1
+        sums_numel = c_lat * (k_total + 2)
+        counters = kt * cdiv(c_lat, 16) * cdiv(c_fast, 16) + cdiv(c_lat, 16)
+        per_element = torch.finfo(part_dtype).bits // 32  # int32 counters per workspace element
+        workspace_numel = sums_numel + cdiv(counters, per_element)
+    else:
+        slabs = splits if run_weight else 0
+        sums_numel = max(1, slabs * c_lat * (k_total + 1))
+    # grad_scale's sums follow the shift sums (atomic only; else the kernel gets a placeholder).
+    starts = (slabs * c_lat * k_total, slabs * c_lat * (k_total + 1), slabs * c_lat * (k_total + 1))
+
+    relu = out is not None
+    grad_out_in, out_in = grad_out, out
+    grad_out, out, g_strides = _matching(grad_out, out)
+    matched_copy = grad_out is not grad_out_in or (relu and out is not out_in)
+    x_fast_in = x_fast
+    x_fast, xf_strides = spatial_strides(x_fast)
+    if run_input:
+        dx = torch.empty(x_fast_in.shape, dtype=dtype, device="meta", memory_format=dx_fmt)
+        dx_arg, dx_strides = spatial_strides(dx)
+    else:  # without grad_input the kernel never touches dx: x_fast stands in (same dtype and layout)
+        dx_arg, dx_strides = x_fast, xf_strides
+    a_run_m, a_run_k = vector_runs(g_strides, hw, (c_slow, c_lat))
+    o_run_m, o_run_n = vector_runs(dx_strides, hw, (c_fast,))
+    x_run_m, x_run_c = vector_runs(xf_strides, hw, (c_fast,))
+    o_tile = channel_tile(c_lat, dtype, precision=precision)
+    c_tile = channel_tile(c_fast, dtype, precision=precision)
+    pixels = n * hw
+
+    def grid(meta):
+        inputs = t_fast * cdiv(pixels, meta["BLOCK_IN_M"])
+        inputs *= cdiv(c_fast, min(meta["BLOCK_IN_N"], c_tile))
+        weights = splits * kt * cdiv(c_lat, min(meta["BLOCK_W_O"], o_tile))
+        weights *= cdiv(c_fast, min(meta["BLOCK_W_C"], c_tile))
+        return (inputs * run_input + weights * run_weight,)
+
+    sizes = (
+        c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding, pixels, n * t_slow * hw,
+        chunks, chunks_per_split, int(run_input), *g_strides, *dx_strides, *xf_strides,
+        weight.stride(0), weight.stride(1), weight.stride(2),
+        int(run_weight), int(xf_strides[1] == 1 and c_fast > 1), batch_bucket(n),
+    )  # fmt: skip
+    flags = dict(
+        RELU=relu, PRECISION=precision, ACC=accumulator(weight.dtype), UPCAST=upcast_dot(dtype),
+        A_RUN_M=a_run_m, A_RUN_K=a_run_k, O_RUN_M=o_run_m, O_RUN_N=o_run_n, X_RUN_M=x_run_m,
+        X_RUN_C=x_run_c, O_TILE=o_tile, C_TILE=c_tile,
+        K_TILE=channel_tile(c_lat, dtype, reduced=True, precision=precision),
+        INDEX=index_type(grad_out, out, dx_arg, x_fast), K_SCALE=k_scale(dtype), ATOMIC=atomic,
+        HAS_SCALE=has_scale,
+    )  # fmt: skip
+    if deterministic:
+        # The tile along the reduced pixels sets the summation order: pin it, never autotune.
+        flags.update(DETERMINISTIC_CONFIG.all_kwargs())
+    reduce_sizes = (slabs, c_lat, c_fast, kt, weight.stride(0), weight.stride(1), weight.stride(2))
+    reduce_flags = dict(
+        HAS_SCALE=has_scale,
+        ACC=accumulator(weight.dtype),
+        BLOCK_S=16,
+        BLOCK_K=min(256, next_power_of_2(k_total)),
+    )
+    return _Plan(
+        dx_fmt, matched_copy, x_fast is not x_fast_in, run_input, run_weight, atomic, part_dtype, starts,
+        sums_numel, workspace_numel, slabs, grid, sizes, flags, reduce_sizes, reduce_flags,
+    )  # fmt: skip
+
+
 @on_device_of_first_tensor
 def lateral_concat_backward(
     grad_out: torch.Tensor,
@@ -545,31 +678,22 @@ def lateral_concat_backward(
     ``grad_weight`` is ``G * scale`` shaped like ``weight`` (contiguous), ``grad_scale`` is
     ``sum_k W * G`` and ``grad_shift`` ``sum g`` per lateral channel, all three in weight's dtype.
     A result not asked for (``need_input``, ``need_weight``) is a 0-element tensor and costs nothing.
-    """
-    n, c_fast, t_fast, h, w = x_fast.shape
-    c_lat, kt = weight.shape[0], weight.shape[2]
-    c_slow = grad_out.shape[1] - c_lat
-    t_slow = grad_out.shape[2]
-    hw = h * w
-    acc = accumulator(weight.dtype)
-    part_dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
-    scale = None if scale is None else scale.contiguous()  # the kernels index it densely; tiny
-    scale_arg = weight if scale is None else scale  # an address even without a scale (HAS_SCALE off)
 
+    The host work that only the shapes, strides, dtypes and flags decide is done once per such key
+    (:func:`_plan`); a call then allocates the results and launches.
+    """
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    plan = _plan(
+        _key(grad_out), _key(x_fast), _key(weight), None if out is None else _key(out), scale is not None,
+        stride, padding, need_input, need_weight, deterministic,
+        DETERMINISTIC_SMS if deterministic else num_sms(x_fast.device), dot_precision(x_fast.dtype),
+    )  # fmt: skip
     if need_input:
-        dx = torch.empty(
-            x_fast.shape, dtype=x_fast.dtype, device=x_fast.device, memory_format=output_memory_format(x_fast)
-        )
+        dx = torch.empty(x_fast.shape, dtype=x_fast.dtype, device=x_fast.device, memory_format=plan.dx_fmt)
     else:
         dx = _empty(x_fast)
-    run_input = dx.numel() > 0
-
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    chunks, chunks_per_split, splits = weight_splits(
-        n, t_slow, hw, c_lat, kt, c_fast, DETERMINISTIC_SMS if deterministic else num_sms(x_fast.device)
-    )
-    run_weight = need_weight and chunks > 0
-    if run_weight:
+    c_lat = weight.shape[0]
+    if plan.run_weight:
         grad_weight = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
         grad_scale = torch.empty((c_lat,), dtype=weight.dtype, device=weight.device)
         grad_shift = torch.empty((c_lat,), dtype=weight.dtype, device=weight.device)
@@ -579,89 +703,51 @@ def lateral_concat_backward(
         results = (zeros[: weight.numel()].view(weight.shape), zeros[-2 * c_lat : -c_lat], zeros[-c_lat:])
     else:
         results = (_empty(weight), _empty(weight), _empty(weight))
-    if not (run_input or run_weight):
+    if not (plan.run_input or plan.run_weight):
         return (dx, *results)
 
-    # grad_weight's partials. By default the splits add with atomics into one fp32 (fp64) slab of the
-    # zero-at-rest workspace, followed by grad_scale's and grad_shift's sums, and count their arrivals
-    # in int32 counters after those (a counter per tile and per lateral-channel tile, for tiles of at
-    # least 16 channels, the kernel's smallest); the last split per tile rounds the tile into the
-    # results. Deterministic:
-    # every split writes its own partial (no zeros needed) and the reduce kernel adds them in order.
-    # Arguments a launch does not use get a placeholder of the dtype they have when used, so that a
-    # launch without grad_weight (frozen weights) runs the same compiled kernel.
-    k_total = c_fast * kt
-    atomic = not deterministic
-    if run_weight and atomic:
-        slabs = 1
-        # One workspace: the sums, then the counters as int32 (zero bits are a zero count too).
-        sums_n = c_lat * (k_total + 2)
-        counters = kt * cdiv(c_lat, 16) * cdiv(c_fast, 16) + cdiv(c_lat, 16)
-        per_element = torch.finfo(part_dtype).bits // 32  # int32 counters per workspace element
-        workspace = _workspace(weight.device, part_dtype, sums_n + cdiv(counters, per_element))
-        sums = workspace[:sums_n]
-        counts = workspace[sums_n:].view(torch.int32)
+    if plan.atomic and plan.run_weight:
+        # One zero-at-rest workspace: the sums, then the counters as int32 (zero bits are a zero count).
+        workspace = _workspace(weight.device, plan.part_dtype, plan.workspace_numel)
+        sums = workspace[: plan.sums_numel]
+        counts = workspace[plan.sums_numel :].view(torch.int32)
     else:
-        slabs = splits if run_weight else 0
-        sums = weight.new_empty((max(1, slabs * c_lat * (k_total + 1)),), dtype=part_dtype)
+        sums = weight.new_empty((plan.sums_numel,), dtype=plan.part_dtype)
         counts = weight.new_empty((1,), dtype=torch.int32)
-    partials = sums[: slabs * c_lat * k_total].view(slabs, c_lat, k_total)
-    shift_partials = sums[slabs * c_lat * k_total : slabs * c_lat * (k_total + 1)].view(slabs, c_lat)
-    # grad_scale's sums (atomic only; else a placeholder).
-    scale_partials = sums[slabs * c_lat * (k_total + 1) :] if run_weight and atomic else sums
-    # Kernel arguments a launch does not use still need an address.
-    spare = weight.new_empty((1,))
-    outputs = results if run_weight else (spare, spare, spare)
-
-    relu = out is not None
-    grad_out, out, g_strides = _matching(grad_out, out)
-    x_fast, xf_strides = spatial_strides(x_fast)
-    # Without grad_input the kernel never touches dx: x_fast stands in (same dtype and layout).
-    dx_arg, dx_strides = spatial_strides(dx) if run_input else (x_fast, xf_strides)
-    a_run_m, a_run_k = vector_runs(g_strides, hw, (c_slow, c_lat))
-    o_run_m, o_run_n = vector_runs(dx_strides, hw, (c_fast,))
-    x_run_m, x_run_c = vector_runs(xf_strides, hw, (c_fast,))
-    precision = dot_precision(x_fast.dtype)
-    o_tile = channel_tile(c_lat, x_fast.dtype, precision=precision)
-    c_tile = channel_tile(c_fast, x_fast.dtype, precision=precision)
-    pixels = n * hw
-
-    def grid(meta):
-        inputs = t_fast * cdiv(pixels, meta["BLOCK_IN_M"])
-        inputs *= cdiv(c_fast, min(meta["BLOCK_IN_N"], c_tile))
-        weights = splits * kt * cdiv(c_lat, min(meta["BLOCK_W_O"], o_tile))
-        weights *= cdiv(c_fast, min(meta["BLOCK_W_C"], c_tile))
-        return (inputs * run_input + weights * run_weight,)
-
-    args = (
-        grad_out, out, dx_arg, x_fast, partials, shift_partials, weight,
-        scale_arg, *outputs, scale_partials, counts,
-        c_slow, c_fast, c_lat, t_slow, t_fast, hw, kt, stride, padding, pixels, n * t_slow * hw,
-        chunks, chunks_per_split, int(run_input), *g_strides, *dx_strides, *xf_strides,
-        weight.stride(0), weight.stride(1), weight.stride(2),
-        int(run_weight), int(xf_strides[1] == 1 and c_fast > 1), batch_bucket(n),
-    )  # fmt: skip
-    flags = dict(
-        RELU=relu, PRECISION=precision, ACC=acc, UPCAST=upcast_dot(x_fast.dtype),
-        A_RUN_M=a_run_m, A_RUN_K=a_run_k, O_RUN_M=o_run_m, O_RUN_N=o_run_n, X_RUN_M=x_run_m,
-        X_RUN_C=x_run_c, O_TILE=o_tile, C_TILE=c_tile,
-        K_TILE=channel_tile(c_lat, x_fast.dtype, reduced=True, precision=precision),
-        INDEX=index_type(grad_out, out, dx_arg, x_fast), K_SCALE=k_scale(x_fast.dtype), ATOMIC=atomic,
-        HAS_SCALE=scale is not None,
-    )  # fmt: skip
-    if deterministic:
-        # The tile along the reduced pixels sets the summation order: pin it, never autotune.
-        _backward_kernel.fn[grid](*args, **flags, **DETERMINISTIC_CONFIG.all_kwargs())
+    partials_end, shift_end, scale_start = plan.sums
+    partials = sums[:partials_end].view(plan.slabs, c_lat, weight.shape[1] * weight.shape[2])
+    shift_partials = sums[partials_end:shift_end].view(plan.slabs, c_lat)
+    scale_partials = sums[scale_start:] if plan.run_weight and plan.atomic else sums
+    # Arguments a launch does not use still need an address, of the dtype they have when used, so
+    # that a launch without grad_weight (frozen weights) runs the same compiled kernel.
+    if plan.run_weight:
+        results_arg = results
     else:
-        launch(_backward_kernel, grid, *args, **flags)
+        spare = weight.new_empty((1,))
+        results_arg = (spare, spare, spare)
+    scale = None if scale is None else scale.contiguous()  # the kernels index it densely; tiny
+    scale_arg = weight if scale is None else scale  # an address even without a scale (HAS_SCALE off)
 
-    if run_weight and not atomic:
+    if plan.matched_copy:  # the same (deterministic) copies that the plan's strides were taken from
+        grad_out, out, _ = _matching(grad_out, out)
+    elif out is None:
+        out = grad_out  # never read without ReLU
+    if plan.x_fast_copied:
+        x_fast, _ = spatial_strides(x_fast)
+    dx_arg = dx if plan.run_input else x_fast
+    args = (
+        grad_out, out, dx_arg, x_fast, partials, shift_partials, weight, scale_arg, *results_arg,
+        scale_partials, counts, *plan.sizes,
+    )  # fmt: skip
+    if deterministic:  # the config is pinned in the plan's flags
+        _backward_kernel.fn[plan.grid](*args, **plan.flags)
+    else:
+        launch(_backward_kernel, plan.grid, *args, **plan.flags)
+
+    if plan.run_weight and not plan.atomic:
         _grad_weight_reduce_kernel[(c_lat,)](
-            partials, shift_partials, weight, scale_arg, *results,
-            slabs, c_lat, c_fast, kt, weight.stride(0), weight.stride(1), weight.stride(2),
-            HAS_SCALE=scale is not None, ACC=acc, BLOCK_S=16,
-            BLOCK_K=min(256, next_power_of_2(k_total)),
-        )  # fmt: skip
+            partials, shift_partials, weight, scale_arg, *results, *plan.reduce_sizes, **plan.reduce_flags
+        )
     return (dx, *results)
 
 
