@@ -31,7 +31,7 @@ def _inputs(dtype=torch.float32, fmt=torch.contiguous_format, grad=False):
 
 def test_plain_inputs_take_the_direct_call_and_match_the_reference():
     args = _inputs()
-    assert lateral_module._direct_cpu_call(*args[:3], None, None)
+    assert lateral_module._direct_call(*args[:3], None, None)
     out = slowfast_fast.lateral_concat(*args, backend="cpu")
     torch.testing.assert_close(out, reference.lateral_concat(*args), rtol=1e-5, atol=1e-5)
 
@@ -39,14 +39,14 @@ def test_plain_inputs_take_the_direct_call_and_match_the_reference():
 def test_inference_mode_tensors_take_the_direct_call():
     with torch.inference_mode():
         args = _inputs()
-        assert lateral_module._direct_cpu_call(*args[:3], None, None)
+        assert lateral_module._direct_call(*args[:3], None, None)
         out = slowfast_fast.lateral_concat(*args, backend="cpu")
         torch.testing.assert_close(out, reference.lateral_concat(*args), rtol=1e-5, atol=1e-5)
 
 
 def test_inputs_needing_grad_go_through_autograd():
     args = _inputs(grad=True)
-    assert not lateral_module._direct_cpu_call(*args[:3], None, None)
+    assert not lateral_module._direct_call(*args[:3], None, None)
     out = slowfast_fast.lateral_concat(*args, backend="cpu")
     assert out.grad_fn is not None
     out.square().sum().backward()
@@ -55,7 +55,7 @@ def test_inputs_needing_grad_go_through_autograd():
     for ours, ref in zip(args[:3], ref_args[:3], strict=True):
         torch.testing.assert_close(ours.grad, ref.grad, rtol=1e-5, atol=1e-4)
     with torch.no_grad():
-        assert lateral_module._direct_cpu_call(*args[:3], None, None)
+        assert lateral_module._direct_call(*args[:3], None, None)
 
 
 def test_a_dispatch_mode_still_sees_the_op():
@@ -196,7 +196,7 @@ def test_fast_path_is_not_taken_where_it_would_change_meaning():
         assert fast(x_slow, x_fast, weight, s, p, None, None, False, None) is None
 
     def inside_vmap(x):
-        assert not lateral_module._direct_cpu_call(x_slow, x_fast, weight, None, None)
+        assert not lateral_module._direct_call(x_slow, x_fast, weight, None, None)
         return x
 
     torch.func.vmap(inside_vmap)(torch.randn(3, 2))

@@ -251,3 +251,41 @@ def test_backward_plan_key_holds_determinism_and_the_gpu(monkeypatch):
     splits = bwd.weight_splits(2, 4, 16, 6, 3, 3, _common.DETERMINISTIC_SMS)[2]
     assert call["part_ptr"].shape == (splits, 6, 9)
     assert bwd._plan.cache_info().misses == 3
+
+
+def test_public_op_without_grad_calls_the_triton_kernel_below_autograd(monkeypatch):
+    """Inference calls skip the autograd layer (a Python kernel that would only pass them down):
+    straight to the kernel's device key. Calls that need a gradient still go through it."""
+    from slowfast_fast import ops, reference
+
+    lateral_module = importlib.import_module("slowfast_fast.ops.lateral_concat")
+    real_kernel_op = lateral_module._kernel_op
+    real = real_kernel_op("triton")
+    used = []
+
+    class Spy:
+        def redispatch(self, keys, *args):
+            used.append("direct")
+            return real.redispatch(keys, *args)
+
+        def __call__(self, *args):
+            used.append("autograd")
+            return real(*args)
+
+    monkeypatch.setattr(
+        lateral_module, "_kernel_op", lambda name="cpu": Spy() if name == "triton" else real_kernel_op(name)
+    )
+    with conv_tf32(False):  # fp32 exact on a GPU too, in both
+        x_slow, x_fast, weight, stride, pad, scale, shift, relu = _forward_inputs("ndhwc", torch.float32)
+        args = (x_slow, x_fast, weight, stride, pad, scale, shift, relu)
+        expected = reference.lateral_concat(*args)
+        out = ops.lateral_concat(*args, backend="triton")
+        assert used == ["direct"] and out.grad_fn is None
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+        weight.requires_grad_()
+        out = ops.lateral_concat(*args, backend="triton")
+        assert used[-1] == "autograd" and out.grad_fn is not None
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+        with torch.no_grad():
+            ops.lateral_concat(*args, backend="triton")
+        assert used[-1] == "direct"

@@ -56,6 +56,8 @@ def _is_real(value: object) -> bool:
 
 def check_int(value: object, name: str, meaning: str) -> None:
     """``value`` is a Python int (or numpy integer); a bool, float, tuple or tensor is a TypeError."""
+    if type(value) is int:  # the usual case, without the abstract-class isinstance checks (µs each)
+        return
     hint = "; pass a Python int (tensor.item())" if isinstance(value, torch.Tensor) else ""
     _require_type(_is_int(value), name, f"an int ({meaning})", value, hint)
 

@@ -45,8 +45,9 @@ _CPU_KERNEL_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
-def _direct_cpu_call(x_slow, x_fast, weight, scale, shift) -> bool:
-    """Whether the compiled CPU kernel may be called straight through the dispatcher's CPU key.
+def _direct_call(x_slow, x_fast, weight, scale, shift) -> bool:
+    """Whether a backend's kernel may be called straight through the dispatcher's device key (CPU or
+    CUDA: :func:`_direct_keys`), below the autograd layer.
 
     The full call passes the autograd layer, a Python kernel from ``torch.library.register_autograd``.
     Skipping it is exact when no input needs a gradient, nothing is being compiled (dynamo) or traced
@@ -79,14 +80,24 @@ def _direct_cpu_call(x_slow, x_fast, weight, scale, shift) -> bool:
 
 
 _CPU_KERNELS: bool | None = None  # whether slowfast_fast._C has CPU kernels; looked up once
-_CPU_OP = None  # torch.ops.slowfast_fast.lateral_concat.default, looked up once
+_KERNEL_OPS: dict = {}  # backend name -> its lateral_concat OpOverload, looked up once
+# The dispatch key a direct call goes to, by device type: the kernels are registered there.
+_DIRECT_KEYS = {
+    "cpu": _CPU_KERNEL_KEYS,
+    "cuda": torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA),
+}
+
+
+def _kernel_op(name: str = "cpu"):
+    """``lateral_concat.default`` of backend ``name``'s op namespace."""
+    op = _KERNEL_OPS.get(name)
+    if op is None:
+        op = _KERNEL_OPS[name] = op_namespace(name).lateral_concat.default
+    return op
 
 
 def _cpu_op():
-    global _CPU_OP
-    if _CPU_OP is None:
-        _CPU_OP = torch.ops.slowfast_fast.lateral_concat.default
-    return _CPU_OP
+    return _kernel_op("cpu")
 
 
 def _cpu_kernels() -> bool:
@@ -101,7 +112,7 @@ def _fast_route(x_slow, x_fast, weight, stride, padding, scale, shift, relu, bac
 
     * ``"cpu"``: straight to the compiled CPU kernel with no Python checks: plain argument types,
       CPU tensors, the ``cpu`` backend chosen (explicitly, or by ``auto``), no autocast, and
-      :func:`_direct_cpu_call`. The kernel checks shapes, dtypes and devices itself; when it raises,
+      :func:`_direct_call`. The kernel checks shapes, dtypes and devices itself; when it raises,
       the caller runs the Python checks to raise their clearer error.
     * ``"reference"``: the same conditions, but ``auto``'s rule sends the call to the reference
       (bf16 where it measured faster): only the shape checks run first, the argument types being
@@ -128,7 +139,7 @@ def _fast_route(x_slow, x_fast, weight, stride, padding, scale, shift, relu, bac
         and x_slow.is_cpu
         and _cpu_kernels()
         and not torch.is_autocast_enabled("cpu")
-        and _direct_cpu_call(x_slow, x_fast, weight, scale, shift)
+        and _direct_call(x_slow, x_fast, weight, scale, shift)
     ):
         return route
     return None
@@ -191,8 +202,9 @@ def lateral_concat(
     name = _backend.resolve_lateral_concat(x_slow, x_fast, weight, stride, backend)
     if name == "reference":
         return reference.lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift, relu)
-    if name == "cpu" and _direct_cpu_call(x_slow, x_fast, weight, scale, shift):
-        return _cpu_op().redispatch(
-            _CPU_KERNEL_KEYS, x_slow, x_fast, weight, stride, padding, scale, shift, relu
-        )
-    return op_namespace(name).lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift, relu)
+    op = _kernel_op(name)
+    keys = _DIRECT_KEYS.get(x_slow.device.type)
+    if keys is not None and _direct_call(x_slow, x_fast, weight, scale, shift):
+        # Inference: the autograd layer would only pass the call down (tens of µs of Python).
+        return op.redispatch(keys, x_slow, x_fast, weight, stride, padding, scale, shift, relu)
+    return op(x_slow, x_fast, weight, stride, padding, scale, shift, relu)
