@@ -61,6 +61,7 @@ def _cases():
     x_slow = torch.randn(n, c_slow, t_slow, s, s)
     x_fast = torch.randn(n, c_fast, t_fast, s, s)
     weight = torch.randn(c_lat, c_fast, k, 1, 1)
+    weight_grad = weight.clone().requires_grad_()
     scale, shift = torch.randn(c_lat), torch.randn(c_lat)
     out = torch.randn(n, c_slow + c_lat, t_slow, s, s)
     grad = torch.randn_like(out)
@@ -75,6 +76,11 @@ def _cases():
         "pathway_split (launcher)": lambda: resample.pathway_split(clip, 1 / 8, 1 / 2),
         "ops.lateral_concat (public op, triton)": lambda: ops.lateral_concat(
             x_slow, x_fast, weight, stride, pad, scale, shift, True, backend="triton"
+        ),
+        # Training: the weight needs a gradient, so the call passes the autograd layer and saves
+        # tensors for the backward (which is not run).
+        "ops.lateral_concat (public op, triton, weight needs grad)": lambda: ops.lateral_concat(
+            x_slow, x_fast, weight_grad, stride, pad, scale, shift, True, backend="triton"
         ),
     }
 
