@@ -1,10 +1,9 @@
 """Host-side (Python) cost of the Triton launchers per call, with the kernels themselves stubbed out.
 
 On a GPU a small fused op is over in a few microseconds, so the host work of each call (argument
-checks, the launch plan's lookup (derived once per shape key), output and workspace allocation, the
-autotuner's key) can
-decide the op's speed when the host cannot run ahead of the GPU (batch 1, no CUDA graph). This
-measures that work on the CPU with Triton's interpreter set (no GPU needed): every kernel's
+checks, the lookup of the launch plan derived once per shape key, output and workspace allocation,
+the autotuner's key) can decide the op's speed when the host cannot run ahead of the GPU (batch 1, no
+CUDA graph). This measures that work on the CPU with Triton's interpreter set (no GPU needed): every kernel's
 ``JITFunction.run`` is replaced by a no-op, so what is timed is ours plus Triton's autotuner front
 end. NOT included: Triton's own JIT launch path on a GPU (argument binding, specialization key, the C
 launcher) and the CUDA driver's launch, which only a GPU run can measure.
