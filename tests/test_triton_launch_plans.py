@@ -289,3 +289,47 @@ def test_public_op_without_grad_calls_the_triton_kernel_below_autograd(monkeypat
         with torch.no_grad():
             ops.lateral_concat(*args, backend="triton")
         assert used[-1] == "direct"
+
+
+def test_empty_inputs_with_unmergeable_strides_launch_nothing():
+    """A zero-batch x_fast seen through a transpose has H and W strides that do not merge, and a copy of
+    it is itself again (every layout of nothing is dense): the plans must not try to merge it."""
+    from slowfast_fast import ops
+
+    x_slow = torch.randn(0, 5, 2, 3, 4, device=DEVICE)
+    x_fast = torch.randn(0, 3, 8, 4, 3, device=DEVICE).transpose(3, 4)
+    weight = torch.randn(6, 3, 3, 1, 1, device=DEVICE, requires_grad=True)
+    out = ops.lateral_concat(x_slow, x_fast, weight, 4, 1, backend="triton")
+    assert out.shape == (0, 11, 2, 3, 4)
+    out.sum().backward()
+    assert torch.equal(weight.grad, torch.zeros_like(weight))
+    grad = torch.randn(0, 11, 2, 4, 3, device=DEVICE).transpose(3, 4)
+    dx, grad_weight, grad_scale, grad_shift = bwd.lateral_concat_backward(
+        grad, x_fast, weight, None, None, 4, 1
+    )
+    assert dx.shape == x_fast.shape and torch.equal(grad_weight, torch.zeros_like(weight))
+    assert torch.equal(grad_shift, torch.zeros(6, device=DEVICE)) and grad_scale.shape == (6,)
+
+
+def test_public_op_sends_lazily_negated_inputs_and_profiled_calls_through_the_dispatcher():
+    """A negated view (``z.conj().imag``: its memory holds the values' negatives) is resolved by the
+    dispatcher's Negative step, above the device key, so it must not take the direct call; neither
+    does a call while the profiler runs (it records ops at the full call)."""
+    from slowfast_fast import ops, reference
+
+    lateral_module = importlib.import_module("slowfast_fast.ops.lateral_concat")
+    x_slow = torch.randn(1, 2, 2, 3, 2, device=DEVICE)
+    x_fast = torch.randn(1, 3, 4, 3, 2, dtype=torch.complex64, device=DEVICE).conj().imag
+    weight = torch.randn(2, 3, 3, 1, 1, device=DEVICE)
+    assert x_fast.is_neg()
+    assert not lateral_module._direct_call(x_slow, x_fast, weight, None, None)
+    assert lateral_module._direct_call(x_slow, x_fast.resolve_neg(), weight, None, None)
+    with conv_tf32(False):
+        expected = reference.lateral_concat(x_slow, x_fast.resolve_neg(), weight, 2, 1)
+        out = ops.lateral_concat(x_slow, x_fast, weight, 2, 1, backend="triton")
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    plain = x_fast.resolve_neg()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        assert not lateral_module._direct_call(x_slow, plain, weight, None, None)
+        ops.lateral_concat(x_slow, plain, weight, 2, 1, backend="triton")
+    assert any(event.key == "slowfast_fast_triton::lateral_concat" for event in profile.key_averages())

@@ -45,31 +45,42 @@ _CPU_KERNEL_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
+def _lazy(t: torch.Tensor) -> bool:
+    """Whether ``t``'s values are not its memory as stored: a view with the negative or conjugate bit
+    (``z.conj().imag``), or an efficient zero tensor. The dispatcher's Negative/Conjugate/ZeroTensor
+    steps, above the device key, resolve them; a kernel reached directly would read the raw memory."""
+    return t.is_neg() or t.is_conj() or torch._is_zerotensor(t)
+
+
 def _direct_call(x_slow, x_fast, weight, scale, shift) -> bool:
     """Whether a backend's kernel may be called straight through the dispatcher's device key (CPU or
-    CUDA: :func:`_direct_keys`), below the autograd layer.
+    CUDA: :data:`_DIRECT_KEYS`), below the autograd layer.
 
     The full call passes the autograd layer, a Python kernel from ``torch.library.register_autograd``.
     Skipping it is exact when no input needs a gradient, nothing is being compiled (dynamo) or traced
     (TorchScript, as the ONNX TorchScript exporter does), no dispatch mode, torch-function mode or
-    functorch transform is active, and every input is a plain tensor: then the autograd layer would
-    only have passed the call down to the CPU kernel. Autocast is the caller's business (the public
-    op applies it first, or only takes this path without it). Written without generators or per-tensor
-    dispatch-key lookups: every Python step here is on the hot path (see :func:`_fast_route`)."""
+    functorch transform is active, the profiler is off (it records ops at the full call only), and
+    every input is a plain tensor whose memory holds its values (:func:`_lazy`): then the autograd
+    layer would only have passed the call down to the kernel. Autocast is the caller's business (the
+    public op applies it first, or only takes this path without it). Written without generators or
+    per-tensor dispatch-key lookups: every Python step here is on the hot path (see :func:`_fast_route`)."""
     if (
         torch.compiler.is_compiling()
         or torch.jit.is_tracing()
         or torch._C._len_torch_dispatch_stack()
         or torch._C._is_torch_function_mode_enabled()
         or torch._C._functorch.peek_interpreter_stack() is not None
+        or torch.autograd._profiler_enabled()
     ):
         return False
     plain = _PLAIN_TYPES
     if type(x_slow) not in plain or type(x_fast) not in plain or type(weight) not in plain:
         return False
-    if scale is not None and type(scale) not in _PLAIN_TYPES:
+    if scale is not None and (type(scale) not in _PLAIN_TYPES or _lazy(scale)):
         return False
-    if shift is not None and type(shift) not in _PLAIN_TYPES:
+    if shift is not None and (type(shift) not in _PLAIN_TYPES or _lazy(shift)):
+        return False
+    if _lazy(x_slow) or _lazy(x_fast) or _lazy(weight):
         return False
     if torch.is_grad_enabled():
         if x_slow.requires_grad or x_fast.requires_grad or weight.requires_grad:

@@ -140,7 +140,8 @@ def spatial_strides(t: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int,
     sn, sc, st, sh, sw = t.stride()
     if w == 1:
         return t, (sn, sc, st, sh)
-    if h == 1 or sh == w * sw:
+    # Without elements nothing is read (and a copy would be the tensor itself: any layout is dense).
+    if h == 1 or sh == w * sw or t.numel() == 0:
         return t, (sn, sc, st, sw)
     return spatial_strides(t.contiguous(memory_format=output_memory_format(t)))
 
