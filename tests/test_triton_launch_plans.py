@@ -38,8 +38,11 @@ def _seed():
 
 def _recorder(monkeypatch, kernel) -> list[dict]:
     """Replaces ``kernel``'s launch (through its autotuner or not) by a recorder of its arguments by
-    name; returns the list the calls are appended to."""
+    name; returns the list the calls are appended to. An autotuner keeps only its first config, so that
+    on a GPU it does not benchmark (which would call the recorder once per timed run)."""
     fn = getattr(kernel, "fn", kernel)
+    if fn is not kernel:
+        monkeypatch.setattr(kernel, "configs", kernel.configs[:1])
     calls = []
 
     def record(*args, grid, warmup, **kwargs):
