@@ -276,7 +276,7 @@ def test_public_op_without_grad_calls_the_triton_kernel_below_autograd(monkeypat
             return real(*args)
 
     monkeypatch.setattr(
-        lateral_module, "_kernel_op", lambda name="cpu": Spy() if name == "triton" else real_kernel_op(name)
+        lateral_module, "_kernel_op", lambda name: Spy() if name == "triton" else real_kernel_op(name)
     )
     with conv_tf32(False):  # fp32 exact on a GPU too, in both
         x_slow, x_fast, weight, stride, pad, scale, shift, relu = _forward_inputs("ndhwc", torch.float32)

@@ -99,16 +99,12 @@ _DIRECT_KEYS = {
 }
 
 
-def _kernel_op(name: str = "cpu"):
+def _kernel_op(name: str):
     """``lateral_concat.default`` of backend ``name``'s op namespace."""
     op = _KERNEL_OPS.get(name)
     if op is None:
         op = _KERNEL_OPS[name] = op_namespace(name).lateral_concat.default
     return op
-
-
-def _cpu_op():
-    return _kernel_op("cpu")
 
 
 def _cpu_kernels() -> bool:
@@ -196,7 +192,7 @@ def lateral_concat(
         return reference.lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift, relu)
     if route == "cpu":
         try:
-            return _cpu_op().redispatch(
+            return _kernel_op("cpu").redispatch(
                 _CPU_KERNEL_KEYS, x_slow, x_fast, weight, stride, padding, scale, shift, relu
             )
         except (RuntimeError, TypeError):

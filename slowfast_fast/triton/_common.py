@@ -146,6 +146,18 @@ def spatial_strides(t: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int,
     return spatial_strides(t.contiguous(memory_format=output_memory_format(t)))
 
 
+def plan_key(t: torch.Tensor) -> tuple:
+    """``(shape, strides, dtype)`` of ``t``: what a launcher's cached launch plan may depend on."""
+    return t.shape, t.stride(), t.dtype
+
+
+def meta_like(key: tuple) -> torch.Tensor:
+    """A meta tensor with exactly the shape, strides and dtype of a :func:`plan_key`, which launch plans
+    are derived from (so a plan cannot read anything outside its key)."""
+    shape, strides, dtype = key
+    return torch.empty_strided(shape, strides, dtype=dtype, device="meta")
+
+
 def run_length(*values: int, limit: int = 16) -> int:
     """The largest power of two up to ``limit`` dividing every one of ``values`` (0 counts as divisible).
 

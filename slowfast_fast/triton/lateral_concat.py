@@ -67,8 +67,10 @@ from slowfast_fast.triton._common import (
     index_type,
     k_scale,
     launch,
+    meta_like,
     next_power_of_2,
     on_device_of_first_tensor,
+    plan_key,
     run_length,
     spatial_strides,
     upcast_dot,
@@ -233,17 +235,16 @@ class _Plan(NamedTuple):
 
 @functools.lru_cache(maxsize=1024)
 def _plan(
-    x_slow: tuple, x_fast: tuple, weight: tuple, dtype: torch.dtype, stride: int, padding: int,
+    x_slow: tuple, x_fast: tuple, weight: tuple, stride: int, padding: int,
     has_scale: bool, has_shift: bool, relu: bool, precision: str,
 ) -> _Plan:  # fmt: skip
-    """The launch plan for tensors of these ``(shape, stride)``s; cached per process.
+    """The launch plan for tensors of these ``(shape, stride, dtype)``s (:func:`_common.plan_key`);
+    cached per process.
 
     It is made from meta tensors of exactly those shapes and strides, so it cannot depend on anything
     outside its key (global settings come in as arguments: ``precision``)."""
-    x_slow, x_fast, weight = (
-        torch.empty_strided(shape, strides, dtype=dtype, device="meta")
-        for shape, strides in (x_slow, x_fast, weight)
-    )
+    x_slow, x_fast, weight = meta_like(x_slow), meta_like(x_fast), meta_like(weight)
+    dtype = x_slow.dtype
     n, c_slow, t_slow, h, w = x_slow.shape
     c_fast, t_fast = x_fast.shape[1], x_fast.shape[2]
     c_lat, kt = weight.shape[0], weight.shape[2]
@@ -315,9 +316,8 @@ def lateral_concat(
     width) is done once per such key (:func:`_plan`); a call then allocates the output and launches.
     """
     plan = _plan(
-        (x_slow.shape, x_slow.stride()), (x_fast.shape, x_fast.stride()), (weight.shape, weight.stride()),
-        x_slow.dtype, stride, padding, scale is not None, shift is not None, relu,
-        dot_precision(x_slow.dtype),
+        plan_key(x_slow), plan_key(x_fast), plan_key(weight), stride, padding,
+        scale is not None, shift is not None, relu, dot_precision(x_slow.dtype),
     )  # fmt: skip
     out = torch.empty(plan.out_shape, dtype=x_slow.dtype, device=x_slow.device, memory_format=plan.fmt)
     if out.numel() == 0:

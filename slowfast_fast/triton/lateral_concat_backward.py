@@ -78,9 +78,11 @@ from slowfast_fast.triton._common import (
     k_scale,
     launch,
     max_block,
+    meta_like,
     next_power_of_2,
     num_sms,
     on_device_of_first_tensor,
+    plan_key,
     prune_while_capturing,
     spatial_strides,
     upcast_dot,
@@ -548,15 +550,6 @@ class _Plan(NamedTuple):
     reduce_flags: dict
 
 
-def _key(t: torch.Tensor) -> tuple:
-    return t.shape, t.stride(), t.dtype
-
-
-def _meta(key: tuple) -> torch.Tensor:
-    shape, strides, dtype = key
-    return torch.empty_strided(shape, strides, dtype=dtype, device="meta")
-
-
 @functools.lru_cache(maxsize=1024)
 def _plan(
     grad_out: tuple, x_fast: tuple, weight: tuple, out: tuple | None, has_scale: bool, stride: int,
@@ -567,8 +560,8 @@ def _plan(
     It is made from meta tensors of exactly those shapes, strides and dtypes, so it cannot depend on
     anything outside its key (global settings and the GPU come in as arguments: ``deterministic``,
     ``sms``, ``precision``)."""
-    grad_out, x_fast, weight = _meta(grad_out), _meta(x_fast), _meta(weight)
-    out = None if out is None else _meta(out)
+    grad_out, x_fast, weight = meta_like(grad_out), meta_like(x_fast), meta_like(weight)
+    out = None if out is None else meta_like(out)
     n, c_fast, t_fast, h, w = x_fast.shape
     c_lat, kt = weight.shape[0], weight.shape[2]
     c_slow = grad_out.shape[1] - c_lat
@@ -684,7 +677,8 @@ def lateral_concat_backward(
     """
     deterministic = torch.are_deterministic_algorithms_enabled()
     plan = _plan(
-        _key(grad_out), _key(x_fast), _key(weight), None if out is None else _key(out), scale is not None,
+        plan_key(grad_out), plan_key(x_fast), plan_key(weight), None if out is None else plan_key(out),
+        scale is not None,
         stride, padding, need_input, need_weight, deterministic,
         DETERMINISTIC_SMS if deterministic else num_sms(x_fast.device), dot_precision(x_fast.dtype),
     )  # fmt: skip
