@@ -36,11 +36,27 @@ $(STAMP): $(SOURCES)
 	$(PYTHON) -c "import slowfast_fast, slowfast_fast._C; print('slowfast_fast', slowfast_fast.__version__, 'backends on cpu:', slowfast_fast.available_backends('cpu'))"
 	@mkdir -p build && touch $(STAMP)
 
+# The GPU machine's Triton (3.6: its codegen and ptxas 12.8 differ from CI's 3.8), for
+# tests/test_triton_sm90_static.py to compile every kernel for sm_90 a second time: a venv that sees this
+# environment's packages (torch, the package) but imports its own Triton.
+# Order-only on the install: a rebuilt _C does not remake it; another release is another venv.
+SECOND_TRITON_VERSION ?= 3.6.0
+SECOND_TRITON_VENV := build/triton-$(SECOND_TRITON_VERSION)
+SECOND_TRITON_STAMP := $(SECOND_TRITON_VENV)/.installed
+
+$(SECOND_TRITON_STAMP): | $(STAMP)
+	rm -rf $(SECOND_TRITON_VENV)
+	$(PYTHON) -m venv --system-site-packages $(SECOND_TRITON_VENV)
+	$(SECOND_TRITON_VENV)/bin/python -m pip install -q --no-deps "triton==$(SECOND_TRITON_VERSION)"
+	$(SECOND_TRITON_VENV)/bin/python -c "import triton; print('second Triton for the sm_90 checks:', triton.__version__)"
+	touch $@
+
 bench: install
 	$(PYTHON) -m slowfast_fast.bench $(BENCH_ARGS)
 
-test: install
-	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
+test: install $(SECOND_TRITON_STAMP)
+	SLOWFAST_FAST_SM90_SECOND_PYTHON=$(abspath $(SECOND_TRITON_VENV))/bin/python \
+		$(PYTHON) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint:
 	ruff check slowfast_fast tests benchmarks setup.py

@@ -557,7 +557,8 @@ BACKWARD_TRITON = {
     "gw_ctas": 2, "gw_stages": 2, "gw_pixels_per_step": 32, "gw_o_tile": 64, "gw_c_tile": 64,
     "partials": "atomic", "one_pass": False,
     # One grad_weight tile (64 x 64): the 64 x 128 one spills in the combined kernel (sm_90 static test).
-    "configs": [{}, {"gi_pixel_tile": 64, "gi_channel_tile": 128}],
+    # The 64-pixel grad_input tile steps K by 64 bytes (_INPUT_TILES: spills in Triton 3.6 otherwise).
+    "configs": [{}, {"gi_pixel_tile": 64, "gi_channel_tile": 128, "gi_k_step_bytes": 64}],
 }  # fmt: skip
 BACKWARD_TRITON_2_LAUNCHES = {
     **BACKWARD_TRITON,
