@@ -85,8 +85,24 @@ def test_slowfast_matches_original_fp32(kwargs, shape):
     blocks = sum(isinstance(m, _ResidualBlock) for m in model.modules())
     # Only the four laterals stay ConvModules: the fused lateral_concat op reads them itself.
     assert fused_tails == blocks and left == 4 and folded > blocks
-    if torch.backends.mkldnn.is_available():  # every conv ran oneDNN's fused op, with a packed weight
-        assert all(m._packed for m in optimized.modules() if isinstance(m, FoldedConv3d))
+    if torch.backends.mkldnn.is_available():
+        # Every conv ran oneDNN's fused op, with a packed weight, except a block's last conv whose output
+        # is one pixel and one frame (r101's 32x32 clip of 8 frames, in the slow pathway's last stage),
+        # which takes F.conv3d (FoldedConv3d.forward).
+        convs = [m for m in optimized.modules() if isinstance(m, FoldedConv3d)]
+        one_pixel = set()
+
+        def note(module, args, out):
+            if len(args) > 1 and args[1] is not None and out.shape[2:].numel() == 1:
+                one_pixel.add(module)
+
+        hooks = [m.register_forward_hook(note) for m in convs]
+        with torch.no_grad():
+            optimized(clip(shape))
+        for hook in hooks:
+            hook.remove()
+        assert all(bool(m._packed) != (m in one_pixel) for m in convs)
+        assert bool(one_pixel) == (kwargs.get("depth") == 101)
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
@@ -258,6 +274,27 @@ def test_folded_conv_matches_conv_module(layout, act):
         want = module.bn(want) + residual
         want = module.activate(want) if act else want
         assert_rel_close(with_tail(x, residual), want, 1e-5, "conv with residual")
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, CL])
+@pytest.mark.parametrize(
+    ("size", "stride"), [((1, 1, 1), (1, 1, 1)), ((1, 2, 2), (1, 2, 2)), ((2, 1, 1), (1, 1, 1))]
+)
+def test_folded_conv_with_residual_at_one_output_pixel(layout, size, stride):
+    """A block's last conv whose output is a single pixel and frame (the first two cases: torch 2.11's
+    oneDNN conv with the add raised "could not create a memory" there), and one with two frames."""
+    module = ConvModule(
+        8, 12, (1, 1, 1), stride=stride, bias=False, conv_cfg=dict(type="Conv3d"), norm_cfg=dict(type="BN3d"),
+        act_cfg=dict(type="ReLU"),
+    )  # fmt: skip
+    module.load_state_dict(randomized_state(module.state_dict(), 5))
+    module.eval()
+    x = clip((2, 8, *size), seed=6).contiguous(memory_format=layout)
+    folded = FoldedConv3d.from_conv_module(module)
+    with torch.no_grad():
+        out = module.bn(module.conv(x))
+        residual = clip(tuple(out.shape), seed=7)
+        assert_rel_close(folded(x, residual), torch.relu(out + residual), 1e-5, "conv with residual")
 
 
 def test_conv_module_with_batch_statistics_is_not_folded():

@@ -163,7 +163,10 @@ class FoldedConv3d(nn.Module):
         return packed
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        if self._uses_onednn(x):
+        # torch 2.11's oneDNN conv with the residual add fails ("could not create a memory") when the
+        # output is one pixel per frame and one frame (T = H = W = 1, e.g. a 32x32 clip's last stage);
+        # torch 2.14's does not. Such a conv is tiny: it takes the F.conv3d path on every version.
+        if self._uses_onednn(x) and (residual is None or residual.shape[2:].numel() > 1):
             weight = self._packed_weight(x)
             unary = "relu" if self.relu else None
             if residual is None:
