@@ -74,6 +74,9 @@ def _cases():
             grad, x_fast, weight, scale, out, stride, pad, True, True
         ),
         "pathway_split (launcher)": lambda: resample.pathway_split(clip, 1 / 8, 1 / 2),
+        "ops.pathway_split (public op, triton)": lambda: ops.pathway_split(
+            clip, 1 / 8, 1 / 2, backend="triton"
+        ),
         "ops.lateral_concat (public op, triton)": lambda: ops.lateral_concat(
             x_slow, x_fast, weight, stride, pad, scale, shift, True, backend="triton"
         ),

@@ -1020,4 +1020,5 @@ def test_host_overhead_script_stubs_every_kernel_and_reports_each_launcher():
     ):
         assert kernel in stubbed, stubbed
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "µs" not in line]
-    assert len(rows) == 5, done.stdout  # three launchers, the public op with and without autograd
+    # Three launchers, the public lateral op with and without autograd, the public pathway split.
+    assert len(rows) == 6, done.stdout

@@ -40,8 +40,11 @@ def _recorder(monkeypatch, kernel) -> list[dict]:
     """Replaces ``kernel``'s launch (through its autotuner or not) by a recorder of its arguments by
     name; returns the list the calls are appended to. An autotuner keeps only its first config, so that
     on a GPU it does not benchmark (which would call the recorder once per timed run)."""
-    fn = getattr(kernel, "fn", kernel)
-    if fn is not kernel:
+    import triton
+
+    fn = kernel
+    if isinstance(kernel, triton.runtime.Autotuner):
+        fn = kernel.fn
         monkeypatch.setattr(kernel, "configs", kernel.configs[:1])
     calls = []
 
@@ -336,3 +339,108 @@ def test_public_op_sends_lazily_negated_inputs_and_profiled_calls_through_the_di
         assert not lateral_module._direct_call(x_slow, plain, weight, None, None)
         ops.lateral_concat(x_slow, plain, weight, 2, 1, backend="triton")
     assert any(event.key == "slowfast_fast_triton::lateral_concat" for event in profile.key_averages())
+
+
+res = importlib.import_module("slowfast_fast.triton.resample")
+
+RESAMPLE_CASES = {
+    "ncdhw": (torch.contiguous_format, "dense"),
+    "ndhwc": (CL, "dense"),
+    "sliced_w": (CL, "sliced_w"),
+    "transposed_hw": (torch.contiguous_format, "transposed_hw"),
+}
+
+
+def _frame_strides(call: dict, name: str) -> tuple[int, int, int, int]:
+    """The ``(n, t, row, inner)`` strides of tensor ``name`` that a resampling kernel got."""
+    return tuple(call[f"{name}_s{s}"] for s in "ntri")
+
+
+def _check_frames(t: torch.Tensor, other: torch.Tensor, given: tuple, rows: int, inner: int) -> None:
+    """``t`` needs no copy to merge H and W, and ``given`` (its (n, t, row, inner) strides as the kernel
+    got them) with ``(rows, inner)`` is how ``t`` looks next to ``other``."""
+    _merged(t)
+    assert res._frame_view(t, other) == (given, rows, inner)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", list(RESAMPLE_CASES))
+@pytest.mark.parametrize("scales", [(1 / 3,), (1 / 4, 1 / 2)], ids=["one", "split"])
+def test_resample_plan_matches_the_tensors_the_kernel_gets(scales, case, dtype, monkeypatch):
+    calls = _recorder(monkeypatch, res._gather_frames_kernel)
+    res._gather_plan.cache_clear()
+    fmt, how = RESAMPLE_CASES[case]
+    inputs = [_strided((2, 3, 12, 4, 5), fmt, how, dtype) for _ in range(2)]  # the same key
+    outputs = [res._gather(x, scales) for x in inputs]
+    assert res._gather_plan.cache_info().misses == 1 and res._gather_plan.cache_info().hits == 1
+    for call, x, ys in zip(calls, inputs, outputs, strict=True):
+        assert torch.equal(call["x_ptr"], x)
+        assert call["y1_ptr"] is ys[0] and call["y2_ptr"] is ys[-1] and call["TWO"] == (len(scales) == 2)
+        for y, scale in zip(ys, scales, strict=True):
+            assert y.shape == (2, 3, len(reference_frames(12, scale)), 4, 5)
+            assert y.dtype == dtype and y.is_contiguous(memory_format=output_memory_format(x))
+        rows, inner = call["ROWS"], call["INNER"]
+        _check_frames(call["x_ptr"], ys[0], _frame_strides(call, "x"), rows, inner)
+        _check_frames(ys[0], call["x_ptr"], _frame_strides(call, "y1"), rows, inner)
+        _check_frames(ys[-1], call["x_ptr"], _frame_strides(call, "y2"), rows, inner)
+        table = call["read_ptr"]
+        assert call["READ"] == table.shape[0] == len(set().union(*(reference_frames(12, s) for s in scales)))
+        assert torch.equal(table, res._read_table(12, scales, x.device))
+        assert (
+            call["grid"] == res.frame_grid(2, call["READ"], rows, inner, call["BLOCK_R"], call["BLOCK_I"])[0]
+        )
+        assert call["FRAME_TILES"] == call["grid"][0] // (2 * call["READ"])
+    assert calls[0]["grid"] is calls[1]["grid"]
+
+
+def reference_frames(t_in: int, scale: float) -> list[int]:
+    from slowfast_fast import reference
+
+    return reference.source_frame_indices(t_in, scale).tolist()
+
+
+@pytest.mark.parametrize("case", ["ncdhw", "ndhwc", "sliced_w", "expanded"])
+def test_resample_backward_plan_matches_the_tensors_the_kernel_gets(case, monkeypatch):
+    calls = _recorder(monkeypatch, res._sum_runs_kernel)
+    res._sum_plan.cache_clear()
+    shape = (2, 3, 4, 4, 5)
+    if case == "expanded":
+        grads = [torch.randn((), device=DEVICE).expand(shape) for _ in range(2)]
+    else:
+        fmt, how = RESAMPLE_CASES[case]
+        grads = [_strided(shape, fmt, how, torch.float32) for _ in range(2)]
+    results = [res.temporal_resample_backward(g, 12, 1 / 3) for g in grads]
+    # Another scale with the same t_in and gradient reuses the plan (it does not depend on the scale).
+    results.append(res.temporal_resample_backward(grads[0], 12, 0.3))
+    assert res._sum_plan.cache_info().misses == 1 and res._sum_plan.cache_info().hits == 2
+    for call, g, gx, scale in zip(calls, [*grads, grads[0]], results, (1 / 3, 1 / 3, 0.3), strict=True):
+        assert torch.equal(call["gy_ptr"], g) and call["gx_ptr"] is gx
+        assert gx.shape == (2, 3, 12, 4, 5) and gx.is_contiguous(memory_format=output_memory_format(g))
+        rows, inner = call["ROWS"], call["INNER"]
+        _check_frames(call["gy_ptr"], gx, _frame_strides(call, "gy"), rows, inner)
+        _check_frames(gx, call["gy_ptr"], _frame_strides(call, "gx"), rows, inner)
+        assert torch.equal(call["runs_ptr"], res._run_table(12, scale, None, g.device))
+        assert call["T_IN"] == 12
+        assert call["grid"] == res.frame_grid(2, 12, rows, inner, call["BLOCK_R"], call["BLOCK_I"])[0]
+
+
+@pytest.mark.parametrize("case", list(RESAMPLE_CASES))
+def test_resample_results_when_a_plan_is_reused(case):
+    """The real kernels (interpreted on the CPU), twice per key with other values: the reused plan gives
+    the reference's results, forward and backward."""
+    from slowfast_fast import reference
+
+    res._gather_plan.cache_clear()
+    res._sum_plan.cache_clear()
+    fmt, how = RESAMPLE_CASES[case]
+    for _ in range(2):
+        x = _strided((2, 3, 9, 3, 4), fmt, how, torch.float32)
+        slow, fast = res.pathway_split(x, 1 / 3, 2 / 3)
+        assert torch.equal(slow, reference.temporal_resample(x, 1 / 3))
+        assert torch.equal(fast, reference.temporal_resample(x, 2 / 3))
+        grad = _strided(tuple(fast.shape), fmt, how, torch.float32)
+        x64 = x.double().requires_grad_()
+        (truth,) = torch.autograd.grad(reference.temporal_resample(x64, 2 / 3), x64, grad.double())
+        # Each source frame's gradient is at most one frame here (2/3 never repeats a frame): exact.
+        assert torch.equal(res.temporal_resample_backward(grad, 9, 2 / 3).double(), truth)
+    assert res._gather_plan.cache_info().hits == 1 and res._sum_plan.cache_info().hits == 1

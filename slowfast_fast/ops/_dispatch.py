@@ -1,6 +1,18 @@
-"""Maps a concrete backend name to the torch.ops namespace holding its kernels."""
+"""Maps a concrete backend name to the torch.ops namespace holding its kernels, and decides when a
+public op may call a kernel straight through the dispatcher's device key, below the autograd layer."""
 
 import torch
+
+# Tensor classes whose calls the dispatcher handles like plain tensors (no __torch_dispatch__ or
+# __torch_function__ of their own). FakeTensor, FunctionalTensor and other subclasses are other types;
+# functorch's wrappers (vmap, grad) are plain Tensors, caught by its interpreter stack instead.
+PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+# The dispatch key a direct call goes to, by device type: the kernels are registered there.
+DIRECT_KEYS = {
+    "cpu": torch._C.DispatchKeySet(torch._C.DispatchKey.CPU),
+    "cuda": torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA),
+}
 
 
 def op_namespace(backend: str):
@@ -9,3 +21,27 @@ def op_namespace(backend: str):
     if backend == "triton":
         return torch.ops.slowfast_fast_triton
     raise ValueError(f"backend {backend!r} has no op namespace")
+
+
+def lazy(t: torch.Tensor) -> bool:
+    """Whether ``t``'s values are not its memory as stored: a view with the negative or conjugate bit
+    (``z.conj().imag``), or an efficient zero tensor. The dispatcher's Negative/Conjugate/ZeroTensor
+    steps, above the device key, resolve them; a kernel reached directly would read the raw memory."""
+    return t.is_neg() or t.is_conj() or torch._is_zerotensor(t)
+
+
+def nothing_intercepts() -> bool:
+    """The global half of a direct call's conditions (the per-tensor half is the caller's: plain types,
+    not :func:`lazy`, no gradient needed). A public op's full call passes the autograd layer, a Python
+    kernel from ``torch.library.register_autograd``; skipping it is exact only when nothing is being
+    compiled (dynamo) or traced (TorchScript, as the ONNX TorchScript exporter does), no dispatch mode,
+    torch-function mode or functorch transform is active, and the profiler is off (it records ops at
+    the full call only)."""
+    return not (
+        torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or torch._C._len_torch_dispatch_stack()
+        or torch._C._is_torch_function_mode_enabled()
+        or torch._C._functorch.peek_interpreter_stack() is not None
+        or torch.autograd._profiler_enabled()
+    )

@@ -17,7 +17,7 @@ import torch
 from slowfast_fast import backend as _backend
 from slowfast_fast import reference
 from slowfast_fast.ops import _validate
-from slowfast_fast.ops._dispatch import op_namespace
+from slowfast_fast.ops._dispatch import DIRECT_KEYS, PLAIN_TYPES, lazy, nothing_intercepts, op_namespace
 
 
 def _autocast_inputs(x_slow, x_fast, weight, scale, shift):
@@ -38,49 +38,27 @@ def _autocast_inputs(x_slow, x_fast, weight, scale, shift):
     return x_slow.to(out_dtype), cast(x_fast), cast(weight), cast(scale), cast(shift)
 
 
-_CPU_KERNEL_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
-# Tensor classes whose calls the dispatcher handles like plain tensors (no __torch_dispatch__ or
-# __torch_function__ of their own). FakeTensor, FunctionalTensor and other subclasses are other types;
-# functorch's wrappers (vmap, grad) are plain Tensors, caught by its interpreter stack instead.
-_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
-
-
-def _lazy(t: torch.Tensor) -> bool:
-    """Whether ``t``'s values are not its memory as stored: a view with the negative or conjugate bit
-    (``z.conj().imag``), or an efficient zero tensor. The dispatcher's Negative/Conjugate/ZeroTensor
-    steps, above the device key, resolve them; a kernel reached directly would read the raw memory."""
-    return t.is_neg() or t.is_conj() or torch._is_zerotensor(t)
+_CPU_KERNEL_KEYS = DIRECT_KEYS["cpu"]
 
 
 def _direct_call(x_slow, x_fast, weight, scale, shift) -> bool:
     """Whether a backend's kernel may be called straight through the dispatcher's device key (CPU or
-    CUDA: :data:`_DIRECT_KEYS`), below the autograd layer.
-
-    The full call passes the autograd layer, a Python kernel from ``torch.library.register_autograd``.
-    Skipping it is exact when no input needs a gradient, nothing is being compiled (dynamo) or traced
-    (TorchScript, as the ONNX TorchScript exporter does), no dispatch mode, torch-function mode or
-    functorch transform is active, the profiler is off (it records ops at the full call only), and
-    every input is a plain tensor whose memory holds its values (:func:`_lazy`): then the autograd
-    layer would only have passed the call down to the kernel. Autocast is the caller's business (the
-    public op applies it first, or only takes this path without it). Written without generators or
-    per-tensor dispatch-key lookups: every Python step here is on the hot path (see :func:`_fast_route`)."""
-    if (
-        torch.compiler.is_compiling()
-        or torch.jit.is_tracing()
-        or torch._C._len_torch_dispatch_stack()
-        or torch._C._is_torch_function_mode_enabled()
-        or torch._C._functorch.peek_interpreter_stack() is not None
-        or torch.autograd._profiler_enabled()
-    ):
+    CUDA: :data:`DIRECT_KEYS`), below the autograd layer: when :func:`_dispatch.nothing_intercepts`,
+    no input needs a gradient, and every input is a plain tensor whose memory holds its values
+    (:func:`_dispatch.lazy`): then the autograd layer would only have passed the call down to the kernel.
+    Autocast is the caller's business (the public op applies it first, or only takes this path without
+    it). Written without generators or per-tensor dispatch-key lookups: every Python step here is on the
+    hot path (see :func:`_fast_route`)."""
+    if not nothing_intercepts():
         return False
-    plain = _PLAIN_TYPES
+    plain = PLAIN_TYPES
     if type(x_slow) not in plain or type(x_fast) not in plain or type(weight) not in plain:
         return False
-    if scale is not None and (type(scale) not in _PLAIN_TYPES or _lazy(scale)):
+    if scale is not None and (type(scale) not in PLAIN_TYPES or lazy(scale)):
         return False
-    if shift is not None and (type(shift) not in _PLAIN_TYPES or _lazy(shift)):
+    if shift is not None and (type(shift) not in PLAIN_TYPES or lazy(shift)):
         return False
-    if _lazy(x_slow) or _lazy(x_fast) or _lazy(weight):
+    if lazy(x_slow) or lazy(x_fast) or lazy(weight):
         return False
     if torch.is_grad_enabled():
         if x_slow.requires_grad or x_fast.requires_grad or weight.requires_grad:
@@ -92,11 +70,6 @@ def _direct_call(x_slow, x_fast, weight, scale, shift) -> bool:
 
 _CPU_KERNELS: bool | None = None  # whether slowfast_fast._C has CPU kernels; looked up once
 _KERNEL_OPS: dict = {}  # backend name -> its lateral_concat OpOverload, looked up once
-# The dispatch key a direct call goes to, by device type: the kernels are registered there.
-_DIRECT_KEYS = {
-    "cpu": _CPU_KERNEL_KEYS,
-    "cuda": torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA),
-}
 
 
 def _kernel_op(name: str):
@@ -128,7 +101,7 @@ def _fast_route(x_slow, x_fast, weight, stride, padding, scale, shift, relu, bac
     Why bother: on a 2-core CPU the few microseconds of Python before an op measured 40-80 us per
     call (the OpenMP workers of the previous op spin on the other core meanwhile), half the stem
     lateral's time."""
-    if type(x_slow) not in _PLAIN_TYPES or type(x_fast) not in _PLAIN_TYPES or type(stride) is not int:
+    if type(x_slow) not in PLAIN_TYPES or type(x_fast) not in PLAIN_TYPES or type(stride) is not int:
         return None
     route = "cpu"
     if backend is None:
@@ -210,7 +183,7 @@ def lateral_concat(
     if name == "reference":
         return reference.lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift, relu)
     op = _kernel_op(name)
-    keys = _DIRECT_KEYS.get(x_slow.device.type)
+    keys = DIRECT_KEYS.get(x_slow.device.type)
     if keys is not None and _direct_call(x_slow, x_fast, weight, scale, shift):
         # Inference: the autograd layer would only pass the call down (tens of µs of Python).
         return op.redispatch(keys, x_slow, x_fast, weight, stride, padding, scale, shift, relu)

@@ -7,7 +7,34 @@ import torch
 from slowfast_fast import backend as _backend
 from slowfast_fast import reference
 from slowfast_fast.ops import _validate
-from slowfast_fast.ops._dispatch import op_namespace
+from slowfast_fast.ops._dispatch import DIRECT_KEYS, PLAIN_TYPES, lazy, nothing_intercepts, op_namespace
+
+_KERNEL_OPS: dict = {}  # (backend name, op name) -> its OpOverload, looked up once
+
+
+def _direct_call(x: torch.Tensor) -> bool:
+    """Whether a resampling kernel may be called straight through the dispatcher's device key, below
+    the autograd layer (which would only pass the call down): as for ``lateral_concat``, when
+    :func:`_dispatch.nothing_intercepts`, ``x`` is a plain tensor whose memory holds its values, and
+    it needs no gradient."""
+    return (
+        type(x) in PLAIN_TYPES
+        and not (x.requires_grad and torch.is_grad_enabled())
+        and not lazy(x)
+        and nothing_intercepts()
+    )
+
+
+def _call(name: str, op_name: str, x: torch.Tensor, *scales: float):
+    """Backend ``name``'s op ``op_name`` on ``x``: directly at the device key when :func:`_direct_call`
+    allows it (inference: tens of µs of Python saved per call), else through the full dispatcher."""
+    op = _KERNEL_OPS.get((name, op_name))
+    if op is None:
+        op = _KERNEL_OPS[name, op_name] = getattr(op_namespace(name), op_name).default
+    keys = DIRECT_KEYS.get(x.device.type)
+    if keys is not None and _direct_call(x):
+        return op.redispatch(keys, x, *scales)
+    return op(x, *scales)
 
 
 def temporal_resample(x: torch.Tensor, scale_factor: float, *, backend: str | None = None) -> torch.Tensor:
@@ -31,7 +58,7 @@ def _resample(x: torch.Tensor, scale_factor: float, backend: str | None) -> torc
     name = _backend.resolve(x.device, backend)
     if name == "reference":
         return reference.temporal_resample(x, scale_factor)
-    return op_namespace(name).temporal_resample(x, float(scale_factor))
+    return _call(name, "temporal_resample", x, float(scale_factor))
 
 
 def pathway_split(
@@ -52,7 +79,7 @@ def pathway_split(
     name = _backend.resolve(x.device, backend)
     if name == "reference":
         return reference.pathway_split(x, slow_scale, fast_scale)
-    return op_namespace(name).pathway_split(x, float(slow_scale), float(fast_scale))
+    return _call(name, "pathway_split", x, float(slow_scale), float(fast_scale))
 
 
 def pathway_inputs(

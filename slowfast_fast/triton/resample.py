@@ -29,6 +29,9 @@ frames but repeats frame 0 and drops the last one, as the reference does on eith
 
 from __future__ import annotations
 
+import functools
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -39,8 +42,10 @@ from slowfast_fast.triton._common import (
     accumulator,
     capturing,
     cdiv,
+    meta_like,
     next_power_of_2,
     on_device_of_first_tensor,
+    plan_key,
     spatial_strides,
 )
 
@@ -222,22 +227,55 @@ def _empty_frames(x: torch.Tensor, t: int, fmt: torch.memory_format) -> torch.Te
     return torch.empty((n, c, t, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
 
 
-def _gather(x: torch.Tensor, scales: tuple[float, ...]) -> tuple[torch.Tensor, ...]:
+class _GatherPlan(NamedTuple):
+    """Everything a forward (gather) launch needs that the input's shape, strides and dtype and the
+    scales decide."""
+
+    out_shapes: tuple[tuple[int, ...], ...]
+    fmt: torch.memory_format  # the outputs'
+    launches: bool  # False when there is nothing to read or nothing to write
+    x_copied: bool  # x's strides do not merge H and W: made dense (spatial_strides) first
+    frames_read: int  # rows of the read table (computed on the host: the grid needs it)
+    grid: tuple[int]
+    sizes: tuple[int, ...]  # the kernel's integer arguments after READ, the table's length
+    flags: dict  # its constexpr arguments
+
+
+@functools.lru_cache(maxsize=1024)
+def _gather_plan(x: tuple, scales: tuple[float, ...]) -> _GatherPlan:
+    """The launch plan of :func:`_gather` for an input of this ``(shape, stride, dtype)``
+    (:func:`_common.plan_key`); cached per process. Made from a meta tensor of exactly that shape and
+    those strides, so it cannot depend on anything outside its key."""
+    x = meta_like(x)
     t_in = x.shape[2]
     fmt = output_memory_format(x)
     ys = tuple(_empty_frames(x, reference.resampled_length(t_in, s), fmt) for s in scales)
+    shapes = tuple(tuple(y.shape) for y in ys)
     if x.numel() == 0 or all(y.numel() == 0 for y in ys):
-        return ys
-    x, _ = spatial_strides(x)
-    x_strides, rows, inner = _frame_view(x, ys[0])
-    y_strides = [_frame_view(y, x)[0] for y in ys]
+        return _GatherPlan(shapes, fmt, False, False, 0, (0,), (), {})
+    x_dense, _ = spatial_strides(x)
+    x_strides, rows, inner = _frame_view(x_dense, ys[0])
+    y_strides = [_frame_view(y, x_dense)[0] for y in ys]
     block_r, block_i = _tile(rows, inner, x.element_size())
-    read = _read_table(t_in, scales, x.device)
-    grid, tiles = frame_grid(x.shape[0], read.shape[0], rows, inner, block_r, block_i)
-    _gather_frames_kernel[grid](
-        x, ys[0], ys[-1], read, read.shape[0], rows, inner, tiles, *x_strides, *y_strides[0], *y_strides[-1],
-        TWO=len(ys) == 2, BLOCK_R=block_r, BLOCK_I=block_i,
-    )  # fmt: skip
+    read = _frames_read(t_in, scales)
+    grid, tiles = frame_grid(x.shape[0], read, rows, inner, block_r, block_i)
+    sizes = (rows, inner, tiles, *x_strides, *y_strides[0], *y_strides[-1])
+    flags = dict(TWO=len(ys) == 2, BLOCK_R=block_r, BLOCK_I=block_i)
+    return _GatherPlan(shapes, fmt, True, x_dense is not x, read, grid, sizes, flags)
+
+
+def _gather(x: torch.Tensor, scales: tuple[float, ...]) -> tuple[torch.Tensor, ...]:
+    plan = _gather_plan(plan_key(x), scales)
+    ys = tuple(
+        torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=plan.fmt)
+        for shape in plan.out_shapes
+    )
+    if not plan.launches:
+        return ys
+    if plan.x_copied:  # the same (deterministic) copy that the plan's strides were taken from
+        x, _ = spatial_strides(x)
+    read = _read_table(x.shape[2], scales, x.device)
+    _gather_frames_kernel[plan.grid](x, ys[0], ys[-1], read, plan.frames_read, *plan.sizes, **plan.flags)
     return ys
 
 
@@ -254,21 +292,48 @@ def pathway_split(x: torch.Tensor, slow_scale: float, fast_scale: float) -> tupl
     return slow, fast
 
 
+class _SumPlan(NamedTuple):
+    """Everything a backward (sum of runs) launch needs that grad_out's shape, strides and dtype, t_in
+    and the scale decide."""
+
+    out_shape: tuple[int, ...]
+    fmt: torch.memory_format
+    launches: bool
+    grad_copied: bool  # grad_out's strides do not merge H and W: made dense first
+    grid: tuple[int]
+    sizes: tuple[int, ...]  # the kernel's integer arguments after the three tensors
+    flags: dict
+
+
+@functools.lru_cache(maxsize=1024)
+def _sum_plan(grad_out: tuple, t_in: int) -> _SumPlan:
+    """The launch plan of :func:`temporal_resample_backward` (cached per process, from a meta tensor
+    of exactly grad_out's ``(shape, stride, dtype)``, like :func:`_gather_plan`)."""
+    grad_out = meta_like(grad_out)
+    fmt = output_memory_format(grad_out)
+    grad_x = _empty_frames(grad_out, t_in, fmt)
+    if grad_x.numel() == 0:
+        return _SumPlan(tuple(grad_x.shape), fmt, False, False, (0,), (), {})
+    dense, _ = spatial_strides(grad_out)
+    gy_strides, rows, inner = _frame_view(dense, grad_x)
+    gx_strides = _frame_view(grad_x, dense)[0]
+    block_r, block_i = _tile(rows, inner, grad_out.element_size())
+    grid, tiles = frame_grid(grad_out.shape[0], t_in, rows, inner, block_r, block_i)
+    sizes = (t_in, rows, inner, tiles, *gy_strides, *gx_strides)
+    flags = dict(ACC=accumulator(grad_out.dtype), BLOCK_R=block_r, BLOCK_I=block_i)
+    return _SumPlan(tuple(grad_x.shape), fmt, True, dense is not grad_out, grid, sizes, flags)
+
+
 @on_device_of_first_tensor
 def temporal_resample_backward(grad_out: torch.Tensor, t_in: int, scale_factor: float) -> torch.Tensor:
     """Gradient of :func:`temporal_resample`: ``(N, C, t_in, H, W)`` whose frame ``t`` is the sum of the
     gradient frames copied from ``t`` (zeros where none was), in grad_out's memory format."""
-    grad_x = _empty_frames(grad_out, t_in, output_memory_format(grad_out))
-    if grad_x.numel() == 0:
+    plan = _sum_plan(plan_key(grad_out), t_in)
+    grad_x = torch.empty(plan.out_shape, dtype=grad_out.dtype, device=grad_out.device, memory_format=plan.fmt)
+    if not plan.launches:
         return grad_x
-    grad_out, _ = spatial_strides(grad_out)
-    gy_strides, rows, inner = _frame_view(grad_out, grad_x)
-    gx_strides = _frame_view(grad_x, grad_out)[0]
-    block_r, block_i = _tile(rows, inner, grad_out.element_size())
+    if plan.grad_copied:
+        grad_out, _ = spatial_strides(grad_out)
     runs = _run_table(t_in, scale_factor, None, grad_out.device)
-    grid, tiles = frame_grid(grad_out.shape[0], t_in, rows, inner, block_r, block_i)
-    _sum_runs_kernel[grid](
-        grad_out, grad_x, runs, t_in, rows, inner, tiles, *gy_strides, *gx_strides,
-        ACC=accumulator(grad_out.dtype), BLOCK_R=block_r, BLOCK_I=block_i,
-    )  # fmt: skip
+    _sum_runs_kernel[plan.grid](grad_out, grad_x, runs, *plan.sizes, **plan.flags)
     return grad_x
