@@ -17,11 +17,11 @@ def _direct_call(x: torch.Tensor) -> bool:
     the autograd layer (which would only pass the call down): as for ``lateral_concat``, when
     :func:`_dispatch.nothing_intercepts`, ``x`` is a plain tensor whose memory holds its values, and
     it needs no gradient."""
-    return (
-        type(x) in PLAIN_TYPES
+    return (  # nothing_intercepts() first: under dynamo it is False, and lazy() does not trace
+        nothing_intercepts()
+        and type(x) in PLAIN_TYPES
         and not (x.requires_grad and torch.is_grad_enabled())
         and not lazy(x)
-        and nothing_intercepts()
     )
 
 
