@@ -297,6 +297,142 @@ def test_folded_conv_with_residual_at_one_output_pixel(layout, size, stride):
         assert_rel_close(folded(x, residual), torch.relu(out + residual), 1e-5, "conv with residual")
 
 
+def _folded(seed: int, c_in: int = 8, c_out: int = 12, kernel=(1, 3, 3), padding=(0, 1, 1), stride=1):
+    module = ConvModule(
+        c_in, c_out, kernel, stride=stride, padding=padding, bias=False, conv_cfg=dict(type="Conv3d"),
+        norm_cfg=dict(type="BN3d"), act_cfg=None,
+    )  # fmt: skip
+    module.load_state_dict(randomized_state(module.state_dict(), seed))
+    return module.eval(), FoldedConv3d.from_conv_module(module.eval())
+
+
+def _conv_of(folded: FoldedConv3d, x: torch.Tensor) -> torch.Tensor:
+    """What ``folded`` must compute, from its current parameters, by PyTorch's conv."""
+    return nn.functional.conv3d(x, folded.weight, folded.bias, folded.stride, folded.padding)
+
+
+def test_replaced_weights_are_repacked_even_at_a_reused_address():
+    """The packed-weight cache must not serve a replaced weight whose memory has the old one's address,
+    version and dtype. Seen: two ``load_state_dict(assign=True)`` in a row had glibc put the new weight
+    in the packed one's freed block, and ``.to(bf16).to(fp32)`` kept serving the unrounded weights. An
+    allocator's reuse cannot be forced, so the two ways it happens are checked one by one:
+
+    * another Parameter at the same address with the same version (made here deterministically by
+      building both over one storage): the cache must see that the Parameter changed;
+    * other memory under the same Parameter (``.data`` swapped, as ``.to()`` does, which bumps no
+      version): the packed weight's memory must stay allocated while the cache names its address, so
+      that a new allocation cannot land there.
+    """
+    _, folded = _folded(20)
+    x = clip((1, 8, 2, 8, 8), seed=21)
+    shape, strides = folded.weight.shape, folded.weight.stride()
+    memory = folded.weight.detach().clone().untyped_storage()
+
+    def over_memory() -> nn.Parameter:
+        return nn.Parameter(torch.empty(0).set_(memory, 0, shape, strides), requires_grad=False)
+
+    def key(weight: torch.Tensor) -> tuple:
+        return weight.data_ptr(), weight._version, weight.dtype
+
+    folded.weight = over_memory()
+    with torch.no_grad():
+        assert_rel_close(folded(x), _conv_of(folded, x), 1e-5, "first weight")  # packs it
+        packed = key(folded.weight)
+        torch.empty(0).set_(memory, 0, shape, strides).mul_(-3)  # new values: the old one's version stays
+        folded.weight = over_memory()
+        assert key(folded.weight) == packed
+        assert_rel_close(folded(x), _conv_of(folded, x), 1e-5, "another Parameter, same address and version")
+
+        address = folded.weight.data_ptr()
+        folded.weight.data = torch.randn(shape)
+        assert all(torch.empty(shape).data_ptr() != address for _ in range(8))
+        assert_rel_close(folded(x), _conv_of(folded, x), 1e-5, "other memory under the same Parameter")
+
+    model = _slowfast(depth=18, seed=25, stage_blocks=(1, 1, 1, 1))
+    x = clip((1, 3, 8, 32, 32), seed=26)
+    optimized = optimize_for_inference(model, x)
+    optimized.to(torch.bfloat16).to(torch.float32)  # rounds every weight
+    with torch.no_grad():
+        got = optimized(x)
+        with torch.backends.mkldnn.flags(enabled=False):  # the F.conv3d path: the current weights
+            want = optimized(x)
+    for g, w in zip(got, want, strict=True):
+        assert_rel_close(g, w, 1e-5, "after .to(bf16).to(fp32)")
+
+
+def test_train_mode_keeps_the_copy_frozen():
+    """A parent's ``.train()`` (any training loop's) must not switch the copy's unfolded BatchNorms (the
+    laterals', with lateral_norm) to batch statistics: same outputs, no buffer changed."""
+    model = _slowfast(depth=18, seed=27, stage_blocks=(1, 1, 1, 1), lateral_norm=True)
+    x = clip((2, 3, 8, 32, 32), seed=28)
+    optimized = optimize_for_inference(model)
+    nn.Sequential(optimized).train()
+    assert optimized.training and not any(m.training for m in optimized.module.modules())
+    before = copy.deepcopy(optimized.state_dict())
+    with torch.no_grad():
+        got, want = optimized(x), copy.deepcopy(model).eval()(x)
+    for g, w in zip(got, want, strict=True):
+        assert_rel_close(g, w, TOL[torch.float32], "after .train()")
+    assert state_dicts_equal(optimized.state_dict(), before)
+
+
+@pytest.mark.parametrize("needs_grad", ["residual", "bias"])
+def test_folded_conv_gradients_reach_the_residual_and_the_bias(needs_grad):
+    """oneDNN's fused op has no autograd formula: a call in which only the residual or only the bias
+    needs a gradient must take the differentiable path."""
+    _, folded = _folded(29)
+    x = clip((1, 8, 2, 6, 6), seed=30)
+    residual = clip((1, 12, 2, 6, 6), seed=31).requires_grad_(needs_grad == "residual")
+    folded.bias.requires_grad_(needs_grad == "bias")
+    grad = clip((1, 12, 2, 6, 6), seed=32)
+    (got,) = torch.autograd.grad(
+        folded(x, residual), residual if needs_grad == "residual" else folded.bias, grad
+    )
+    want = grad if needs_grad == "residual" else grad.sum((0, 2, 3, 4))
+    assert_rel_close(got, want, 1e-6, needs_grad)
+
+
+@pytest.mark.parametrize(
+    "residual_shape",
+    [(1, 12, 3, 6, 6), (2, 12, 2, 6, 6), (1, 12, 1, 6, 6), (1, 12, 2, 1, 1), (1, 12, 2, 6, 6)],
+    ids=["more_frames", "larger_batch", "one_frame", "one_pixel", "same"],
+)
+def test_folded_conv_residual_of_another_shape_broadcasts_like_the_original(residual_shape):
+    """oneDNN's fused add takes only a residual of the output's shape (it truncated a larger batch and
+    read frames out of place): any other shape broadcasts, or raises, as ``conv + residual`` does."""
+    module, folded = _folded(33)
+    x = clip((1, 8, 2, 6, 6), seed=34)
+    residual = clip(residual_shape, seed=35)
+    with torch.no_grad():
+        try:
+            want = module(x) + residual
+        except RuntimeError:
+            with pytest.raises(RuntimeError):
+                folded(x, residual)
+            return
+        got = folded(x, residual)
+    assert got.shape == want.shape
+    assert_rel_close(got, want, 1e-5, str(residual_shape))
+
+
+def test_temporal_stride_without_a_shortcut_conv_broadcasts_as_the_original():
+    """mmaction2's rule adds no shortcut conv for a temporal stride alone: at T = 2 the block's identity
+    (2 frames) broadcasts against the strided conv's one frame, in the original and in the copy."""
+    model = ResNet3d(
+        depth=18,
+        base_channels=8,
+        pretrained2d=False,
+        temporal_strides=(2, 1, 1, 1),
+        with_pool2=False,
+        out_indices=(0,),
+    )
+    model.load_state_dict(randomized_state(model.state_dict(), 36))
+    x = clip((1, 3, 2, 16, 16), seed=37)
+    optimized = _check_matches_original(model.eval(), x)
+    with torch.no_grad():
+        assert optimized(x).shape == model(x).shape == (1, 8, 2, 4, 4)
+
+
 def test_conv_module_with_batch_statistics_is_not_folded():
     module = ConvModule(4, 4, 1, conv_cfg=dict(type="Conv3d"), norm_cfg=dict(type="BN3d"))
     assert FoldedConv3d.from_conv_module(module.train()) is None
@@ -363,3 +499,62 @@ def test_cuda_graph_replay_matches_and_recaptures(no_tf32, channels_last):
     for got, want in outs:
         for g, w in zip(got, want, strict=True):
             assert_rel_close(g, w, 1e-4, "graph replay")
+
+
+@pytest.mark.cuda
+def test_cuda_graphs_per_autocast_and_inference_mode():
+    """A graph replays the kernels it captured: a call under autocast must not replay an fp32 graph (nor
+    an fp32 call a bf16 one), and a graph first captured under inference mode must serve later calls
+    outside it."""
+    model = _slowfast(depth=18, seed=15, stage_blocks=(1, 1, 1, 1)).cuda()
+    reference = copy.deepcopy(model).eval()
+    optimized = optimize_for_inference(model)
+    x = clip((1, 3, 16, 32, 32), seed=16).cuda()
+    with torch.inference_mode():
+        first = optimized(x)
+    with torch.no_grad():
+        again = optimized(x)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            low, want_low = optimized(x), reference(x)
+        plain = optimized(x)
+    assert len(optimized._graphs) == 2
+    for a, b, c in zip(first, again, plain, strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c) and a.dtype == torch.float32
+    for g, w in zip(low, want_low, strict=True):
+        assert g.dtype == w.dtype == torch.bfloat16
+
+
+def test_graph_captured_under_inference_mode_serves_later_calls(monkeypatch):
+    """The CUDA-graph cache's own logic, on the CPU with the CUDA stream and graph objects stubbed out
+    (a stub graph's replay runs nothing, so the static output keeps the capture's values; the input
+    here is the same clip): the static input made during a capture under inference mode must accept
+    the copy of a later call outside it (an inference tensor may not be written in place there)."""
+    import contextlib
+
+    class Stub:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def wait_stream(self, *args):
+            pass
+
+        def replay(self):
+            pass
+
+    monkeypatch.setattr(torch.cuda, "Stream", Stub)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Stub)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *args, **kwargs: Stub())
+    monkeypatch.setattr(torch.cuda, "stream", lambda *args, **kwargs: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "graph", lambda *args, **kwargs: contextlib.nullcontext())
+    model = _slowfast(depth=18, seed=17, stage_blocks=(1, 1, 1, 1))
+    optimized = optimize_for_inference(model)
+    x = clip((1, 3, 8, 32, 32), seed=18)
+    with torch.inference_mode():
+        first = optimized._replay(x)
+    with torch.no_grad():
+        second = optimized._replay(x)
+        want = copy.deepcopy(model).eval()(x)
+    assert len(optimized._graphs) == 1
+    for a, b, w in zip(first, second, want, strict=True):
+        assert torch.equal(a, b)
+        assert_rel_close(b, w, TOL[torch.float32], "stubbed replay")

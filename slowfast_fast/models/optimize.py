@@ -81,9 +81,14 @@ class FoldedConv3d(nn.Module):
         self._onednn_args = (list(padding), list(stride), list(dilation), groups)
         self.relu = type(activation) is nn.ReLU
         self.activation = None if self.relu else activation
-        # oneDNN weights packed for one input shape: {input shape: packed weight}, dropped whenever
-        # the weight tensor is replaced or modified (``.to()``, ``load_state_dict``).
-        self._packed: dict[tuple[int, ...], torch.Tensor] = {}
+        # oneDNN weights packed for one input shape: {input shape: (packed weight, output shape)},
+        # dropped whenever the weight is replaced (another Parameter: ``load_state_dict(assign=True)``;
+        # other memory under the same one: ``.to()``, ``load_state_dict``) or modified in place through
+        # it (its version counter; writes through ``weight.data`` or another alias of its memory are
+        # not seen, as by any cache keyed on versions). ``_packed_for`` = (the Parameter, its storage,
+        # address, version, dtype): holding the storage keeps a replacement from being allocated at the
+        # address the key names (glibc handed a freed weight's block to the next one).
+        self._packed: dict[tuple[int, ...], tuple[torch.Tensor, torch.Size]] = {}
         self._packed_for: tuple | None = None
 
     @classmethod
@@ -131,7 +136,7 @@ class FoldedConv3d(nn.Module):
         state["_packed"], state["_packed_for"] = {}, None
         return state
 
-    def _uses_onednn(self, x: torch.Tensor) -> bool:
+    def _uses_onednn(self, x: torch.Tensor, residual: torch.Tensor | None) -> bool:
         return (
             not torch.compiler.is_compiling()  # the compiler packs and fuses on its own
             and x.device.type == "cpu"
@@ -140,13 +145,25 @@ class FoldedConv3d(nn.Module):
             and torch.backends.mkldnn.enabled
             # Autocast does not reach oneDNN's op: F.conv3d under autocast computes what the original does.
             and not torch.is_autocast_enabled(x.device.type)
-            and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
+            # oneDNN's op has no autograd formula: any input that needs a gradient takes F.conv3d.
+            and not (
+                torch.is_grad_enabled()
+                and (
+                    x.requires_grad
+                    or self.weight.requires_grad
+                    or (self.bias is not None and self.bias.requires_grad)
+                    or (residual is not None and residual.requires_grad)
+                )
+            )
         )
 
-    def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
-        owner = (self.weight.data_ptr(), self.weight._version, self.weight.dtype)
-        if owner != self._packed_for:
-            self._packed, self._packed_for = {}, owner
+    def _packed_weight(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
+        """oneDNN's packed weight for inputs of ``x``'s shape, and the conv's output shape there."""
+        weight = self.weight
+        key = (weight.data_ptr(), weight._version, weight.dtype)
+        owner = self._packed_for
+        if owner is None or owner[0] is not weight or owner[2:] != key:
+            self._packed, self._packed_for = {}, (weight, weight.untyped_storage(), *key)
         shape = tuple(x.shape)
         packed = self._packed.get(shape)
         if packed is None:
@@ -157,32 +174,46 @@ class FoldedConv3d(nn.Module):
                     f"channels, got shape {shape}"
                 )
             packed = torch.ops.mkldnn._reorder_convolution_weight(
-                self.weight.detach(), *self._onednn_args, list(shape)
+                weight.detach(), *self._onednn_args, list(shape)
             )
-            self._packed[shape] = packed
+            out_shape = torch.Size(
+                (shape[0], weight.shape[0])
+                + tuple(
+                    (size + 2 * p - d * (k - 1) - 1) // s + 1
+                    for size, p, d, k, s in zip(
+                        shape[2:], self.padding, self.dilation, weight.shape[2:], self.stride, strict=True
+                    )
+                )
+            )
+            packed = self._packed[shape] = (packed, out_shape)
         return packed
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         # torch 2.11's oneDNN conv with the residual add fails ("could not create a memory") when the
         # output is one pixel per frame and one frame (T = H = W = 1, e.g. a 32x32 clip's last stage);
         # torch 2.14's does not. Such a conv is tiny: it takes the F.conv3d path on every version.
-        if self._uses_onednn(x) and (residual is None or residual.shape[2:].numel() > 1):
-            weight = self._packed_weight(x)
+        # oneDNN's fused add takes a residual of exactly the output's shape only: a larger one is read
+        # out of bounds or truncated without an error. Any other residual goes through PyTorch's add,
+        # which broadcasts (or raises) as the original block's ``out + identity`` does.
+        if self._uses_onednn(x, residual) and (residual is None or residual.shape[2:].numel() > 1):
+            weight, out_shape = self._packed_weight(x)
             unary = "relu" if self.relu else None
             if residual is None:
                 y = torch.ops.mkldnn._convolution_pointwise(
                     x, weight, self.bias, *self._onednn_args, unary or "none", [], ""
                 )
-            else:
+                return y if self.activation is None else self.activation(y)
+            if residual.shape == out_shape:
                 y = torch.ops.mkldnn._convolution_pointwise.binary(
                     x, residual, weight, self.bias, *self._onednn_args, "add", None, unary, [], None
                 )
-        else:
-            y = F.conv3d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-            if residual is not None:
-                y = y.add_(residual)  # y is this call's own new tensor
-            if self.relu:
-                y = y.relu_()
+                return y if self.activation is None else self.activation(y)
+        y = F.conv3d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if residual is not None:
+            # In place only where that is the same as ``y + residual`` (y is this call's own tensor).
+            y = y.add_(residual) if residual.shape == y.shape else y + residual
+        if self.relu:
+            y = y.relu_()
         return y if self.activation is None else self.activation(y)
 
 
@@ -240,6 +271,14 @@ class OptimizedForInference(nn.Module):
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, object, object]] = {}
         self._compiled: Callable | None = None
 
+    def train(self, mode: bool = True) -> OptimizedForInference:
+        """Sets this wrapper's flag only: the copy inside stays in eval mode (a training loop's
+        ``model.train()`` must not turn its unfolded BatchNorms to batch statistics, nor its dropout
+        on: the copy is frozen and computes what ``model.eval()`` does)."""
+        super().train(mode)
+        self.module.eval()
+        return self
+
     def _check_input(self, x) -> list[torch.Tensor]:
         """The input's tensors, each checked to be one this copy serves."""
         if isinstance(x, torch.Tensor):
@@ -280,7 +319,9 @@ class OptimizedForInference(nn.Module):
 
     def _replay(self, x):
         leaves, _ = tree_flatten(x)
-        key = (type(x), *((tuple(t.shape), t.stride(), t.dtype, t.device) for t in leaves))
+        # Autocast changes what the module computes (a graph replays the kernels it captured).
+        autocast = torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda")
+        key = (type(x), autocast, *((tuple(t.shape), t.stride(), t.dtype, t.device) for t in leaves))
         if key not in self._graphs:
             self._graphs[key] = self._capture(x)
         graph, static_x, static_out = self._graphs[key]
@@ -292,7 +333,10 @@ class OptimizedForInference(nn.Module):
     def _capture(self, x):
         """Capture ``module(x)``; the warm-up runs first on a side stream, outside the capture, so
         cuDNN's benchmark and Triton's autotuner never run inside it."""
-        static_x = tree_map(lambda t: t.clone(memory_format=torch.preserve_format), x)
+        # Normal tensors even when captured under inference mode: later calls outside it copy into them
+        # (an inference tensor may be updated in place only inside inference mode).
+        with torch.inference_mode(False):
+            static_x = tree_map(lambda t: t.clone(memory_format=torch.preserve_format), x)
         device = tree_flatten(x)[0][0].device
         stream = torch.cuda.Stream(device)
         stream.wait_stream(torch.cuda.current_stream(device))
