@@ -162,6 +162,7 @@ def test_missing_weight_fails_the_strict_load(pytorchvideo_model):
         # ALPHA of another section is not SLOWFAST.ALPHA
         ("MODEL:\n  ALPHA: 3\nSLOWFAST:\n  BETA_INV: 8\nX3D:\n  ALPHA: 5\n", None),
         ({"SLOWFAST": {"ALPHA": 4}}, 4),  # a CfgNode (a dict) saved as such
+        ("SLOWFAST:\n  BETA_INV: 8\n  SUB:\n    ALPHA: 3\n", None),  # nor is a subsection's
         (None, None),
     ],
 )
@@ -169,3 +170,161 @@ def test_pyslowfast_alpha_is_read_from_the_slowfast_section(cfg, alpha):
     from slowfast_fast.models.convert import _pyslowfast_alpha
 
     assert _pyslowfast_alpha(cfg) == alpha
+
+
+# Small models (pytorchvideo's depth-18 layout: bottlenecks, 2 blocks per stage; 16/2-channel stems) for
+# the tests of what the weights do not hold: strides, dilations, dropout, alpha.
+SMALL_ALPHA, SMALL_T_FAST, SMALL_SIZE = 4, 8, 32
+
+
+def small_pytorchvideo_model(final_size: int = 1, seed: int = 0, builder=None, **kwargs) -> nn.Module:
+    """A random pytorchvideo SlowFast (eval mode, random BN) whose last stage is ``final_size`` square on
+    SMALL_SIZE inputs, its head pool covering it."""
+    torch.manual_seed(seed)
+    kwargs.setdefault("slowfast_fusion_conv_stride", (SMALL_ALPHA, 1, 1))
+    model = (builder or slowfast.create_slowfast)(
+        model_num_class=5,
+        model_depth=18,
+        stem_dim_outs=(16, 2),
+        head_pool_kernel_sizes=(
+            (SMALL_T_FAST // SMALL_ALPHA, final_size, final_size),
+            (SMALL_T_FAST, final_size, final_size),
+        ),
+        **kwargs,
+    )
+    _randomize_batch_norms(model, seed=seed + 1)
+    return model.eval()
+
+
+def assert_same_scores(ours: nn.Module, model: nn.Module, seed: int = 5) -> None:
+    """``ours`` and the pytorchvideo ``model`` give the same class scores on the same pathway inputs."""
+    x = pathway_clips(SMALL_ALPHA, SMALL_T_FAST, seed=seed, size=SMALL_SIZE)
+    with torch.no_grad():
+        assert_rel_close(ours(x), model([t.clone() for t in x]), TOL, "class scores")
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+def test_from_pytorchvideo_takes_the_models_dropout(rate):
+    """pytorchvideo adds no nn.Dropout for dropout_rate=0: neither may the converted head, else training
+    (where dropout acts) computes something else."""
+    model = small_pytorchvideo_model(dropout_rate=rate)
+    ours = from_pytorchvideo(model)
+    assert ours.cls_head.dropout_ratio == rate
+    assert (ours.cls_head.dropout is None) == (rate == 0)
+    if rate == 0:  # train mode (BN with batch statistics): the same numbers
+        x = pathway_clips(SMALL_ALPHA, SMALL_T_FAST, seed=6, size=SMALL_SIZE)
+        assert_rel_close(ours.train()(x), model.train()([t.clone() for t in x]), TOL, "train-mode scores")
+
+
+@pytest.mark.parametrize(
+    "cfg, rate",
+    [
+        ("MODEL:\n  DROPOUT_RATE: 0.0\n  NUM_CLASSES: 5\nSLOWFAST:\n  ALPHA: 4\n", 0.0),
+        ("MODEL:\n  ARCH: slowfast\n  DROPOUT_RATE: 0.3\nSLOWFAST:\n  ALPHA: 4\n", 0.3),
+        ({"MODEL": {"DROPOUT_RATE": 0.2}, "SLOWFAST": {"ALPHA": 4}}, 0.2),
+        ("SLOWFAST:\n  ALPHA: 4\n", 0.5),  # PySlowFast's default
+    ],
+    ids=["yaml_0", "yaml_0.3", "dict_0.2", "default"],
+)
+def test_from_pyslowfast_takes_the_configs_dropout(cfg, rate):
+    state = as_pyslowfast(small_pytorchvideo_model().state_dict())
+    ours = from_pyslowfast({"model_state": state, "cfg": cfg})
+    assert ours.cls_head.dropout_ratio == rate
+    assert (ours.cls_head.dropout is None) == (rate == 0)
+
+
+# pytorchvideo arguments of non-default stage geometry, and the last stage's size on SMALL_SIZE inputs.
+_RES5_DILATED = ((1, 1, 1),) * 3 + ((1, 2, 2),)
+GEOMETRIES = {
+    "res5_stride_1": (dict(stage_spatial_strides=((1, 2, 2, 1),) * 2), 2),
+    "res5_dilation_2": (dict(stage_conv_b_dilations=(_RES5_DILATED,) * 2), 1),
+    # PySlowFast's AVA backbone: res5 with stride 1 and dilation 2
+    "ava": (dict(stage_spatial_strides=((1, 2, 2, 1),) * 2, stage_conv_b_dilations=(_RES5_DILATED,) * 2), 2),
+}
+
+
+@pytest.mark.parametrize("geometry", list(GEOMETRIES))
+def test_from_pytorchvideo_takes_the_models_strides_and_dilations(geometry):
+    kwargs, final_size = GEOMETRIES[geometry]
+    model = small_pytorchvideo_model(final_size, **kwargs)
+    assert_same_scores(from_pytorchvideo(model).eval(), model)
+
+
+# RESNET.SPATIAL_STRIDES / SPATIAL_DILATIONS ([slow, fast] per stage) of the "ava" geometry, as PyYAML dumps
+# them (block lists at the key's indentation), in flow style, and as a saved CfgNode (a dict).
+_AVA_CFGS = {
+    "yaml_block": "RESNET:\n  DEPTH: 50\n  SPATIAL_DILATIONS:\n"
+    + "".join(f"  - - {d}\n    - {d}\n" for d in (1, 1, 1, 2))
+    + "  SPATIAL_STRIDES:\n"
+    + "".join(f"  - - {s}\n    - {s}\n" for s in (1, 2, 2, 1))
+    + "  STRIDE_1X1: false\nSLOWFAST:\n  ALPHA: 4\n",
+    "yaml_flow": "RESNET:\n  SPATIAL_DILATIONS: [[1, 1], [1, 1], [1, 1], [2, 2]]\n"
+    "  SPATIAL_STRIDES: [[1, 1], [2, 2], [2, 2], [1, 1]]\nSLOWFAST:\n  ALPHA: 4\n",
+    "dict": {
+        "RESNET": {
+            "SPATIAL_DILATIONS": [[1, 1], [1, 1], [1, 1], [2, 2]],
+            "SPATIAL_STRIDES": [[1, 1], [2, 2], [2, 2], [1, 1]],
+        },
+        "SLOWFAST": {"ALPHA": 4},
+    },
+}
+
+
+@pytest.mark.parametrize("cfg", list(_AVA_CFGS))
+def test_from_pyslowfast_takes_the_configs_strides_and_dilations(cfg):
+    kwargs, final_size = GEOMETRIES["ava"]
+    model = small_pytorchvideo_model(final_size, **kwargs)
+    ours = from_pyslowfast({"model_state": as_pyslowfast(model.state_dict()), "cfg": _AVA_CFGS[cfg]})
+    assert_same_scores(ours.eval(), model)
+
+
+def test_detection_models_are_refused():
+    """An AVA model's head pools RoIs: converting it to a classification head would be another network."""
+    kwargs, final_size = GEOMETRIES["ava"]
+    model = small_pytorchvideo_model(final_size, **kwargs)
+    cfg = "DETECTION:\n  ENABLE: true\n  ROI_XFORM_RESOLUTION: 7\n" + _AVA_CFGS["yaml_block"]
+    with pytest.raises(ValueError, match="DETECTION.ENABLE"):
+        from_pyslowfast({"model_state": as_pyslowfast(model.state_dict()), "cfg": cfg})
+    roi_model = small_pytorchvideo_model(builder=slowfast.create_slowfast_with_roi_head)
+    with pytest.raises(ValueError, match="RoI detection head"):
+        from_pytorchvideo(roi_model)
+
+
+def test_pytorchvideo_model_zoo_pyth(tmp_path):
+    """pytorchvideo's model-zoo .pyth (e.g. SLOWFAST_8x8_R50.pyth): its keys under 'model_state', no cfg.
+    from_pyslowfast recognizes the keys; from_pytorchvideo takes the path, the loaded dict or a state_dict
+    under 'state_dict'; anything else is a TypeError."""
+    model = small_pytorchvideo_model()
+    path = tmp_path / "SLOWFAST_8x8_R50.pyth"
+    torch.save({"epoch": 196, "model_state": model.state_dict()}, path)
+    assert_same_scores(from_pyslowfast(path, speed_ratio=SMALL_ALPHA).eval(), model)
+    assert_same_scores(from_pytorchvideo(path, speed_ratio=SMALL_ALPHA).eval(), model)
+    loaded = torch.load(path, weights_only=True)
+    assert_same_scores(from_pytorchvideo(loaded, speed_ratio=SMALL_ALPHA).eval(), model)
+    wrapped = {"state_dict": model.state_dict()}
+    assert_same_scores(from_pytorchvideo(wrapped, speed_ratio=SMALL_ALPHA).eval(), model)
+    with pytest.raises(TypeError, match="from_pytorchvideo takes"):
+        from_pytorchvideo(42, speed_ratio=SMALL_ALPHA)
+    with pytest.raises(TypeError, match="for a pytorchvideo model use from_pytorchvideo"):
+        from_pyslowfast(model)
+
+
+def test_speed_ratio_contradicting_the_models_fuse_stride_is_refused():
+    model = small_pytorchvideo_model()
+    assert from_pytorchvideo(model, speed_ratio=SMALL_ALPHA).backbone.speed_ratio == SMALL_ALPHA
+    with pytest.raises(ValueError, match="speed_ratio=2 disagrees"):
+        from_pytorchvideo(model, speed_ratio=2)
+
+
+def test_stage_temporal_strides_are_refused():
+    """pytorchvideo puts a stage's temporal stride on conv_a, mmaction2's ResNet3d on conv2."""
+    model = small_pytorchvideo_model(stage_temporal_strides=((1, 2, 1, 1),) * 2)
+    with pytest.raises(ValueError, match="temporal stride 2"):
+        from_pytorchvideo(model)
+
+
+def test_torch_compiled_model_converts():
+    model = small_pytorchvideo_model()
+    assert_same_scores(from_pytorchvideo(torch.compile(model)).eval(), model)
+    state = {f"module._orig_mod.{k}": v for k, v in model.state_dict().items()}
+    assert_same_scores(from_pytorchvideo(state, speed_ratio=SMALL_ALPHA).eval(), model)
