@@ -12,6 +12,8 @@ import struct
 import torch
 import torch.nn.functional as F
 
+from slowfast_fast._layout import output_memory_format
+
 __all__ = [
     "lateral_concat",
     "is_identity_resample",
@@ -59,7 +61,7 @@ def lateral_concat(
 
 def resampled_length(t_in: int, scale_factor: float) -> int:
     """Temporal output length of ``F.interpolate(..., scale_factor=(scale_factor, 1, 1))``."""
-    return int(math.floor(float(t_in) * scale_factor))
+    return int(math.floor(float(t_in) * float(scale_factor)))
 
 
 def is_identity_resample(t_in: int, scale_factor: float) -> bool:
@@ -68,6 +70,7 @@ def is_identity_resample(t_in: int, scale_factor: float) -> bool:
     Equal lengths are not enough: a scale in (1, 1 + 1/T) keeps T frames but maps frame 1 to frame 0.
     With T >= 2 the rule is the identity exactly when ``float32(1 / scale_factor)`` is 1.0.
     """
+    scale_factor = float(scale_factor)
     if resampled_length(t_in, scale_factor) != t_in:
         return False
     return t_in == 1 or _float32(1.0 / scale_factor) == 1.0
@@ -87,6 +90,7 @@ def source_frame_indices(t_in: int, scale_factor: float, device=None) -> torch.T
     For 5-D inputs it has no identity special case on either device: a scale in (1, 1 + 1/T) keeps
     T frames but repeats frame 0 and drops the last.
     """
+    scale_factor = float(scale_factor)  # a numpy float32 would make 1 / scale a float32 division
     dst = torch.arange(resampled_length(t_in, scale_factor), dtype=torch.float32, device=device)
     # Built on ``device`` (nothing copied from the host, so it can run inside CUDA-graph capture); the
     # Python scalar multiplies the float32 tensor in float32, as PyTorch's kernels do.
@@ -94,7 +98,18 @@ def source_frame_indices(t_in: int, scale_factor: float, device=None) -> torch.T
 
 
 def temporal_resample(x: torch.Tensor, scale_factor: float) -> torch.Tensor:
-    """Nearest temporal resampling of ``(N, C, T, H, W)``, exactly ``F.interpolate`` in 'nearest' mode."""
+    """Nearest temporal resampling of ``(N, C, T, H, W)``, exactly ``F.interpolate`` in 'nearest' mode.
+
+    Where the output has as many frames as the input without being the identity (a scale in
+    ``(1, 1 + 1/T)``: frame 0 repeats, the last is dropped), PyTorch's nearest backward treats equal
+    lengths as the identity and so is not the derivative of its own forward; there the same frames
+    are gathered by ``index_select``, whose gradient is.
+    """
+    scale_factor = float(scale_factor)
+    t_in = x.shape[2]
+    if resampled_length(t_in, scale_factor) == t_in and not is_identity_resample(t_in, scale_factor):
+        out = x.index_select(2, source_frame_indices(t_in, scale_factor, x.device))
+        return out.contiguous(memory_format=output_memory_format(x))
     return F.interpolate(x, mode="nearest", scale_factor=(scale_factor, 1.0, 1.0))
 
 

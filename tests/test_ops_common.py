@@ -130,6 +130,56 @@ def test_same_length_resample_that_is_not_identity(t_in, scale_factor):
     assert torch.equal(slow, F.interpolate(x, mode="nearest", scale_factor=(0.5, 1, 1)))
 
 
+@pytest.mark.parametrize("backend", ["reference", *KERNEL_BACKENDS])
+@pytest.mark.parametrize("t_in, scale_factor", [(2, 1.2), (7, 1.1)])
+def test_same_length_resample_gradient_is_the_derivative_of_its_forward(backend, t_in, scale_factor):
+    """There F.interpolate's backward treats equal lengths as the identity, which is not the derivative
+    of its forward (frame 0 is read twice, the last frame never): every backend, the reference
+    included, must give the gradient of what it computes."""
+    x = torch.randn(1, 2, t_in, 2, 3, dtype=torch.float64, requires_grad=True)
+    out = temporal_resample(x, scale_factor, backend=backend)
+    grad_out = torch.randn_like(out)
+    (grad,) = torch.autograd.grad(out, x, grad_out)
+    want = torch.zeros_like(x).index_add(2, reference.source_frame_indices(t_in, scale_factor), grad_out)
+    assert torch.equal(grad, want)
+    assert (grad[:, :, -1] == 0).all()  # never read
+    torch.autograd.gradcheck(lambda t: temporal_resample(t, scale_factor, backend=backend), (x,))
+
+
+def test_numpy_float32_scales_act_as_the_python_floats_they_convert_to():
+    """NumPy 2 computes ``float * np.float32`` in float32: the lengths and the index rule would not be
+    F.interpolate's (which converts the scale to a Python float). T=10 at 0.7f: 7 frames in float32,
+    6 as F.interpolate; T=25 at 0.04f: the documented empty-output error."""
+    np = pytest.importorskip("numpy")
+    x = torch.randn(1, 2, 10, 2, 2)
+    want = F.interpolate(x, mode="nearest", scale_factor=(float(np.float32(0.7)), 1, 1))
+    assert want.shape[2] == 6
+    assert reference.resampled_length(10, np.float32(0.7)) == 6
+    frames = torch.arange(10.0).view(1, 1, 10, 1, 1)
+    picked = (
+        F.interpolate(frames, mode="nearest", scale_factor=(float(np.float32(0.7)), 1, 1)).flatten().long()
+    )
+    assert torch.equal(reference.source_frame_indices(10, np.float32(0.7)), picked)
+    for backend in ("reference", *KERNEL_BACKENDS):
+        assert torch.equal(temporal_resample(x, np.float32(0.7), backend=backend), want)
+        with pytest.raises(RuntimeError, match="empty temporal output"):
+            temporal_resample(torch.randn(1, 2, 25, 2, 2), np.float32(0.04), backend=backend)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bad_arguments_raise_the_documented_errors_in_every_dtype(dtype):
+    """The default backend's bf16 rule reads the inputs' sizes: it must not see a wrong rank or type
+    before the checks do (a 2-D weight raised IndexError in bf16)."""
+    x_slow, x_fast = torch.randn(1, 2, 2, 3, 3, dtype=dtype), torch.randn(1, 4, 8, 3, 3, dtype=dtype)
+    weight = torch.randn(3, 4, 3, 1, 1, dtype=dtype)
+    with pytest.raises(RuntimeError, match="weight must be 5-D"):
+        lateral_concat(x_slow, x_fast, weight[:, :, 0, 0, 0], 4, 1)
+    with pytest.raises(RuntimeError, match="x_fast must be 5-D"):
+        lateral_concat(x_slow, x_fast[0], weight, 4, 1)
+    with pytest.raises(TypeError, match="weight must be a torch.Tensor"):
+        lateral_concat(x_slow, x_fast, [[1.0]], 4, 1)
+
+
 def test_resample_by_a_scale_whose_float32_reciprocal_is_one_returns_input():
     x = torch.randn(1, 2, 9, 3, 3)
     scale_factor = 1.0 + 1e-9
@@ -155,6 +205,19 @@ BAD_LATERAL = [
     ("scale", dict(scale=torch.randn(5)), r"scale must have shape \(6,\)"),
     ("shift", dict(shift=torch.randn(6, 1)), r"shift must have shape \(6,\)"),
     ("scale dtype", dict(scale=torch.randn(6, dtype=torch.float64)), "scale must be torch.float32"),
+    # Only the batch and C_slow may be 0 (the reference refuses the rest; a kernel returned shapes).
+    (
+        "no fast channels",
+        dict(x_fast=torch.randn(2, 0, 16, 5, 7), weight=torch.randn(6, 0, 5, 1, 1)),
+        "needs channels",
+    ),
+    ("no lateral channels", dict(weight=torch.randn(0, 3, 5, 1, 1)), "needs channels"),
+    ("no fast frames", dict(x_fast=torch.randn(2, 3, 0, 5, 7)), r"no frames \(T_fast=0\)"),
+    (
+        "no pixels",
+        dict(x_slow=torch.randn(2, 4, 4, 0, 7), x_fast=torch.randn(2, 3, 16, 0, 7)),
+        "must have pixels",
+    ),
 ]
 
 

@@ -47,6 +47,11 @@ Conv check_conv(const Tensor& x_fast, const Tensor& weight, int64_t stride, int6
               "weight must be (C_lat, C_fast, k, 1, 1), got ", weight.sizes());
   TORCH_CHECK(x_fast.size(0) == batch && x_fast.size(3) == h && x_fast.size(4) == w,
               "x_fast's N, H, W must match");
+  // Only the batch and C_slow may be 0 (as in the Python checks: the reference refuses the rest).
+  TORCH_CHECK(x_fast.size(1) >= 1 && weight.size(0) >= 1, "the lateral conv needs channels: C_fast=",
+              x_fast.size(1), ", C_lat=", weight.size(0));
+  TORCH_CHECK(x_fast.size(2) >= 1, "x_fast has no frames (T_fast=0)");
+  TORCH_CHECK(h >= 1 && w >= 1, "frames must have pixels, got H x W = ", h, " x ", w);
   const int64_t k = weight.size(2);
   TORCH_CHECK(k >= 1 && stride >= 1 && padding >= 0 && padding < k, "bad kernel/stride/padding");
   const int64_t t_fast = x_fast.size(2);

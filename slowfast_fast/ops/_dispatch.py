@@ -35,13 +35,29 @@ def nothing_intercepts() -> bool:
     not :func:`lazy`, no gradient needed). A public op's full call passes the autograd layer, a Python
     kernel from ``torch.library.register_autograd``; skipping it is exact only when nothing is being
     compiled (dynamo) or traced (TorchScript, as the ONNX TorchScript exporter does), no dispatch mode,
-    torch-function mode or functorch transform is active, and the profiler is off (it records ops at
-    the full call only)."""
+    torch-function mode or functorch transform is active, no forward-AD level is open (see
+    :func:`forward_ad_active`), and the profiler is off (it records ops at the full call only)."""
     return not (
         torch.compiler.is_compiling()
+        or torch.autograd.forward_ad._current_level >= 0  # dual tensors carry no requires_grad
         or torch.jit.is_tracing()
         or torch._C._len_torch_dispatch_stack()
         or torch._C._is_torch_function_mode_enabled()
         or torch._C._functorch.peek_interpreter_stack() is not None
         or torch.autograd._profiler_enabled()
     )
+
+
+def forward_ad_active() -> bool:
+    """Whether forward-mode AD may see this call: a ``torch.autograd.forward_ad.dual_level`` is open or a
+    ``torch.func.jvp`` transform is active. The kernels' ops have reverse-mode formulas only
+    (``torch.library.register_autograd``): under forward AD they would drop the tangents without an
+    error, so the public ops run the reference (PyTorch's own ops, with their forward-mode formulas)."""
+    if torch.autograd.forward_ad._current_level >= 0:
+        return True
+    if torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is None:
+        return False
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    jvp = torch._C._functorch.TransformType.Jvp
+    return any(interpreter.key() == jvp for interpreter in retrieve_all_functorch_interpreters())

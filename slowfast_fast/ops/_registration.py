@@ -8,7 +8,9 @@ autograd formulas here. Every backward is itself made of registered ops (plus sl
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
+from slowfast_fast import reference
 from slowfast_fast._layout import output_memory_format
 from slowfast_fast.ops import _validate
 
@@ -63,6 +65,55 @@ def _split_fake(x, slow_scale, fast_scale):
     return _resample_fake(x, slow_scale), _resample_fake(x, fast_scale)
 
 
+def _relu_mask(out: torch.Tensor, c_slow: int) -> torch.Tensor:
+    """Where the lateral channels' ReLU passes the gradient: ``out > 0``, or NaN, as ``torch.relu``'s
+    backward (it zeroes the gradient only where the output is <= 0)."""
+    return ~(out[:, c_slow:] <= 0)
+
+
+def _differentiable_lateral_backward(ctx, grad_out, x_fast, weight, scale, out):
+    """The gradients of ``lateral_concat`` as differentiable PyTorch ops, for ``create_graph=True``
+    (gradient penalties, double backward): the kernels' backward ops have no autograd formula of their
+    own, so their results would be constants and the second derivatives silently zero.
+
+    With ``g = dL/d(lateral) * relu_mask`` (the mask from the saved output: relu'' = 0, so it is a
+    constant), ``lateral = conv(x_fast, W) * scale + shift`` and everything is linear in g: the
+    gradients of x_fast, W and scale are those of ``<g, conv(x_fast, W) * scale>``, the shift's is the
+    sum of g. Costs a reference conv and its backward; the first-order path (create_graph=False) is
+    unchanged."""
+    need = ctx.needs_input_grad
+    c_slow = ctx.c_slow
+    g = grad_out[:, c_slow:]
+    if out is not None:
+        g = g * _relu_mask(out, c_slow)
+    wrt = [(i, t) for i, t in ((1, x_fast), (2, weight), (5, scale)) if need[i] and t is not None]
+    grads = ()
+    if wrt:
+        conv = F.conv3d(x_fast, weight, stride=(ctx.stride, 1, 1), padding=(ctx.padding, 0, 0))
+        lateral = conv if scale is None else conv * scale.view(1, -1, 1, 1, 1)
+        grads = torch.autograd.grad(lateral, [t for _, t in wrt], g, create_graph=True)
+    result = [None] * 8
+    if need[0]:
+        result[0] = grad_out[:, :c_slow]
+    for (i, _), grad in zip(wrt, grads, strict=True):
+        result[i] = grad
+    if need[6]:
+        result[6] = g.sum(dim=(0, 2, 3, 4))
+    return tuple(result)
+
+
+def _resample_grad(ops, grad_out: torch.Tensor, t_in: int, scale_factor: float) -> torch.Tensor:
+    """The input gradient of nearest resampling: the kernel's sum over each source frame's run, or, for
+    ``create_graph=True``, the same sum as a differentiable ``index_add`` (the kernel's op has no
+    autograd formula: its result would be a constant)."""
+    if not torch.is_grad_enabled():
+        return ops.temporal_resample_backward(grad_out, t_in, scale_factor)
+    n, c, _, h, w = grad_out.shape
+    source = reference.source_frame_indices(t_in, scale_factor, grad_out.device)
+    grad = grad_out.new_zeros((n, c, t_in, h, w)).index_add(2, source, grad_out)
+    return grad.contiguous(memory_format=output_memory_format(grad_out))
+
+
 def register(namespace: str, fused_backward: bool = False) -> None:
     """Register fake kernels and autograd for every op of ``namespace``. With ``fused_backward`` the
     namespace also has ``lateral_concat_backward`` (``_schemas.TRITON_SCHEMAS``), and the autograd
@@ -87,6 +138,8 @@ def register(namespace: str, fused_backward: bool = False) -> None:
 
     def lateral_backward(ctx, grad_out):
         x_fast, weight, scale, out = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the gradients must be differentiable
+            return _differentiable_lateral_backward(ctx, grad_out, x_fast, weight, scale, out)
         need = ctx.needs_input_grad
         grad_x_slow = grad_out[:, : ctx.c_slow] if need[0] else None
         grad_x_fast = None
@@ -122,7 +175,7 @@ def register(namespace: str, fused_backward: bool = False) -> None:
         ctx.t_in, ctx.scale_factor = x.shape[2], scale_factor
 
     def resample_backward(ctx, grad_out):
-        return ops.temporal_resample_backward(grad_out, ctx.t_in, ctx.scale_factor), None
+        return _resample_grad(ops, grad_out, ctx.t_in, ctx.scale_factor), None
 
     torch.library.register_autograd(q + "temporal_resample", resample_backward, setup_context=resample_setup)
 
@@ -135,7 +188,7 @@ def register(namespace: str, fused_backward: bool = False) -> None:
         for g, scale_factor in zip((grad_slow, grad_fast), ctx.scales, strict=True):
             if g is None:
                 continue
-            part = ops.temporal_resample_backward(g, ctx.t_in, scale_factor)
+            part = _resample_grad(ops, g, ctx.t_in, scale_factor)
             grad = part if grad is None else grad + part
         return grad, None, None
 

@@ -165,6 +165,17 @@ def check_lateral_concat(
         fs[3] == ss[3] and fs[4] == ss[4],
         lambda: f"H/W mismatch: x_slow has {tuple(ss[3:])}, x_fast has {tuple(fs[3:])}",
     )
+    # Only the batch and C_slow may be 0: the reference (F.conv3d) refuses empty frames and channels,
+    # and what a conv over nothing would give is no SlowFast's.
+    _require(
+        fs[1] >= 1 and ws[0] >= 1,
+        lambda: f"the lateral conv needs channels: x_fast has C_fast={fs[1]}, weight C_lat={ws[0]}",
+    )
+    _require(fs[2] >= 1, lambda: "x_fast has no frames (T_fast=0)")
+    _require(
+        ss[3] >= 1 and ss[4] >= 1,
+        lambda: f"frames must have pixels, got H x W = {ss[3]} x {ss[4]}",
+    )
     kernel = ws[2]
     _require(kernel >= 1, lambda: "weight's temporal kernel size must be at least 1")
     _require(stride >= 1, lambda: f"stride must be >= 1, got {stride}")

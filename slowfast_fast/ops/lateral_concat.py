@@ -17,7 +17,14 @@ import torch
 from slowfast_fast import backend as _backend
 from slowfast_fast import reference
 from slowfast_fast.ops import _validate
-from slowfast_fast.ops._dispatch import DIRECT_KEYS, PLAIN_TYPES, lazy, nothing_intercepts, op_namespace
+from slowfast_fast.ops._dispatch import (
+    DIRECT_KEYS,
+    PLAIN_TYPES,
+    forward_ad_active,
+    lazy,
+    nothing_intercepts,
+    op_namespace,
+)
 
 
 def _autocast_inputs(x_slow, x_fast, weight, scale, shift):
@@ -101,13 +108,20 @@ def _fast_route(x_slow, x_fast, weight, stride, padding, scale, shift, relu, bac
     Why bother: on a 2-core CPU the few microseconds of Python before an op measured 40-80 us per
     call (the OpenMP workers of the previous op spin on the other core meanwhile), half the stem
     lateral's time."""
-    if type(x_slow) not in PLAIN_TYPES or type(x_fast) not in PLAIN_TYPES or type(stride) is not int:
+    if (
+        type(x_slow) not in PLAIN_TYPES
+        or type(x_fast) not in PLAIN_TYPES
+        or type(weight) not in PLAIN_TYPES
+        or type(stride) is not int
+    ):
         return None
     route = "cpu"
     if backend is None:
         if _backend.get_backend() != "auto":
             return None
         if x_fast.dtype is torch.bfloat16:
+            if x_fast.dim() != 5 or weight.dim() != 5:  # the rule reads their sizes: checks first
+                return None
             route = _backend.resolve_lateral_concat(x_slow, x_fast, weight, stride)
             if route not in ("cpu", "reference"):
                 return None
@@ -180,7 +194,7 @@ def lateral_concat(
     x_slow, x_fast, weight, scale, shift = _autocast_inputs(x_slow, x_fast, weight, scale, shift)
     _validate.check_lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift)
     name = _backend.resolve_lateral_concat(x_slow, x_fast, weight, stride, backend)
-    if name == "reference":
+    if name == "reference" or forward_ad_active():
         return reference.lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift, relu)
     op = _kernel_op(name)
     keys = DIRECT_KEYS.get(x_slow.device.type)

@@ -7,7 +7,14 @@ import torch
 from slowfast_fast import backend as _backend
 from slowfast_fast import reference
 from slowfast_fast.ops import _validate
-from slowfast_fast.ops._dispatch import DIRECT_KEYS, PLAIN_TYPES, lazy, nothing_intercepts, op_namespace
+from slowfast_fast.ops._dispatch import (
+    DIRECT_KEYS,
+    PLAIN_TYPES,
+    forward_ad_active,
+    lazy,
+    nothing_intercepts,
+    op_namespace,
+)
 
 _KERNEL_OPS: dict = {}  # (backend name, op name) -> its OpOverload, looked up once
 
@@ -47,6 +54,7 @@ def temporal_resample(x: torch.Tensor, scale_factor: float, *, backend: str | No
     A wrong argument type raises ``TypeError``; a bad shape, dtype or value ``RuntimeError``.
     """
     _validate.check_resample_types(x, {"scale_factor": scale_factor}, backend)
+    scale_factor = float(scale_factor)  # a numpy float32 would compute the lengths in float32
     _validate.check_resample(x, scale_factor)
     return _resample(x, scale_factor, backend)
 
@@ -56,7 +64,7 @@ def _resample(x: torch.Tensor, scale_factor: float, backend: str | None) -> torc
     if reference.is_identity_resample(x.shape[2], scale_factor):
         return x
     name = _backend.resolve(x.device, backend)
-    if name == "reference":
+    if name == "reference" or forward_ad_active():
         return reference.temporal_resample(x, scale_factor)
     return _call(name, "temporal_resample", x, float(scale_factor))
 
@@ -69,6 +77,7 @@ def pathway_split(
     A pathway whose resampling is the identity gets ``x`` itself.
     """
     _validate.check_resample_types(x, {"slow_scale": slow_scale, "fast_scale": fast_scale}, backend)
+    slow_scale, fast_scale = float(slow_scale), float(fast_scale)
     _validate.check_resample(x, slow_scale, "slow_scale")
     _validate.check_resample(x, fast_scale, "fast_scale")
     t = x.shape[2]
@@ -77,7 +86,7 @@ def pathway_split(
     if slow_identity or fast_identity:
         return _resample(x, slow_scale, backend), _resample(x, fast_scale, backend)
     name = _backend.resolve(x.device, backend)
-    if name == "reference":
+    if name == "reference" or forward_ad_active():
         return reference.pathway_split(x, slow_scale, fast_scale)
     return _call(name, "pathway_split", x, float(slow_scale), float(fast_scale))
 
