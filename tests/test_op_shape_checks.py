@@ -54,6 +54,27 @@ BAD_GEOMETRY = [
 ]
 
 
+# (x_fast shape, weight shape, x_slow H, message): only the batch and C_slow may be 0.
+ZERO_SIZES = [
+    pytest.param((1, 0, 16, 2, 3), (4, 0, 5, 1, 1), 2, "needs channels", id="no-fast-channels"),
+    pytest.param((1, 2, 16, 2, 3), (0, 2, 5, 1, 1), 2, "needs channels", id="no-lateral-channels"),
+    pytest.param((1, 2, 0, 2, 3), (4, 2, 5, 1, 1), 2, "no frames", id="no-fast-frames"),
+    pytest.param((1, 2, 16, 0, 3), (4, 2, 5, 1, 1), 0, "must have pixels", id="no-pixels"),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("fast_shape,weight_shape,h,message", ZERO_SIZES)
+def test_lateral_concat_rejects_zero_sizes(device, fast_shape, weight_shape, h, message):
+    """A conv over no channels, frames or pixels: the reference (F.conv3d) raises, so the kernels must
+    too (the CPU kernel returned tensors)."""
+    x_slow = _randn(1, 3, 4, h, 3, device=device)
+    x_fast = _randn(*fast_shape, device=device)
+    weight = _randn(*weight_shape, device=device)
+    with pytest.raises(RuntimeError, match=message):
+        OPS.lateral_concat(x_slow, x_fast, weight, 4, 2, None, None, False)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("t_slow,t_fast,k,stride,padding,message", BAD_GEOMETRY)
 def test_lateral_concat_rejects_bad_geometry(device, t_slow, t_fast, k, stride, padding, message):

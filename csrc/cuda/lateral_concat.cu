@@ -175,6 +175,10 @@ at::Tensor lateral_concat_cuda(const at::Tensor& x_slow, const at::Tensor& x_fas
   const int64_t c_lat = weight.size(0), k = weight.size(2);
   TORCH_CHECK(x_fast.size(0) == n && x_fast.size(3) == h && x_fast.size(4) == w,
               "x_fast must match x_slow in N, H, W");
+  // Only the batch and C_slow may be 0 (as in the Python checks: the reference refuses the rest).
+  TORCH_CHECK(c_fast >= 1 && c_lat >= 1, "the lateral conv needs channels: C_fast=", c_fast, ", C_lat=", c_lat);
+  TORCH_CHECK(t_fast >= 1, "x_fast has no frames (T_fast=0)");
+  TORCH_CHECK(h >= 1 && w >= 1, "frames must have pixels, got H x W = ", h, " x ", w);
   check_conv_geometry(t_fast, k, stride, padding, t_slow, "x_slow");
 
   c10::cuda::CUDAGuard guard(x_slow.device());
