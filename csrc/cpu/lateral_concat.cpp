@@ -338,7 +338,8 @@ void lateral_forward_blas(const Tensor& x_slow, const Tensor& x_fast, const Tens
       if (!direct) {
         for_each(dst, c_lat, m, [&](int64_t o, int64_t i) {
           acc_t v = acc.ptr[o * acc.rs + i * acc.cs] * alpha[o] + beta[o];
-          if (relu) v = v > acc_t(0) ? v : acc_t(0);
+          // torch.relu: zero only below 0, so NaN propagates (and -0.0 stays -0.0).
+          if (relu) v = v < acc_t(0) ? acc_t(0) : v;
           dst.ptr[o * dst.rs + i * dst.cs] = static_cast<scalar_t>(v);
         });
       }
@@ -417,7 +418,8 @@ Tensor lateral_concat_cpu(const Tensor& x_slow_in, const Tensor& x_fast_in, cons
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backward: g = grad_out[:, c_slow:] * (relu ? out[:, c_slow:] > 0 : 1)
+// Backward: g = grad_out[:, c_slow:] * (relu ? !(out[:, c_slow:] <= 0) : 1), torch's
+// threshold_backward: the gradient passes where the output is NaN.
 
 struct GradArgs {
   Tensor grad_out;            // dense
@@ -483,7 +485,8 @@ class LateralGrad {
       Mat<const scalar_t> mk = frame(mask_, c_total_, t_slow_, hw_, cl_mask_, n, t, c_slow_);
       mk.ptr += p0 * mk.cs;
       for_each(d, c_lat_, m, [&](int64_t o, int64_t i) {
-        const bool pass = static_cast<acc_t>(mk.ptr[o * mk.rs + i * mk.cs]) > acc_t(0);
+        // !(out <= 0), not out > 0: torch's ReLU backward passes the gradient where out is NaN.
+        const bool pass = !(static_cast<acc_t>(mk.ptr[o * mk.rs + i * mk.cs]) <= acc_t(0));
         d.ptr[o * d.rs + i * d.cs] = pass ? static_cast<acc_t>(g.ptr[o * g.rs + i * g.cs]) : acc_t(0);
       });
     }

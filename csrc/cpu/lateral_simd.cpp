@@ -66,12 +66,13 @@ SFF_INLINE void store(out_t* p, V v) {
   }
 }
 
-// The epilogue of the reference: conv * scale + shift, then ReLU (x > 0 ? x : 0, as the scalar
-// CPU path computes it).
+// The epilogue of the reference: conv * scale + shift, then ReLU as torch.relu computes it (x < 0 ?
+// 0 : x, as the scalar CPU path does): a NaN lane compares false and stays NaN, so a diverging
+// activation shows in the output instead of being hidden as 0; -0.0 stays -0.0 as in torch.
 template <typename V>
 SFF_INLINE V affine(V acc, V a, V b, bool relu) {
   V v = acc * a + b;
-  if (relu) v = v > V{} ? v : V{};
+  if (relu) v = v < V{} ? V{} : v;
   return v;
 }
 

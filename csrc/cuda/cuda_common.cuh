@@ -176,9 +176,11 @@ __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
+// Whether the ReLU gradient passes at forward output v: torch's threshold_backward zeroes it only
+// where v <= 0, so it passes where v is NaN (v > 0 would block it there and hide the divergence).
 template <typename T>
-__device__ __forceinline__ bool positive(T v) {
-  return static_cast<typename AccType<T>::type>(v) > 0;
+__device__ __forceinline__ bool relu_passes(T v) {
+  return !(static_cast<typename AccType<T>::type>(v) <= 0);
 }
 
 // Where an activation tensor's tile lives: element (channel ctot_off + c, frame f, pixel px) of
@@ -201,7 +203,7 @@ __device__ __forceinline__ int64_t act_offset(const ActView& v, int64_t n, int64
 // n, fetched in two phases so that a block can issue the next tile's global loads and then run the
 // MMA on the current one while they are in flight: load() only issues loads into registers (zero
 // outside c >= ccount, px >= hw); store() writes the tile to shared memory at s[c * sc + p * sp],
-// applying the optional `mask` (same view: keep where mask > 0, the ReLU gradient) only then, so
+// applying the optional `mask` (same view: keep where !(mask <= 0), the ReLU gradient) only then, so
 // no loaded value is waited for before the MMA. Global reads run along the contiguous dimension
 // (pixels for NCDHW, channels for NDHWC), 16 bytes at a time when `vec` (the caller checked
 // alignment and divisibility, so a vector is either wholly in range or wholly out) else one
@@ -272,7 +274,7 @@ struct ActTileLoader {
         unit_coords(u, kRun / V, V, c, p);
 #pragma unroll
         for (int e = 0; e < V; ++e) {
-          const T x = masked && !positive(msk[i].e[e]) ? T(0) : val[i].e[e];
+          const T x = masked && !relu_passes(msk[i].e[e]) ? T(0) : val[i].e[e];
           s[(CL ? c + e : c) * sc + (CL ? p : p + e) * sp] = x;
         }
       }
@@ -283,7 +285,7 @@ struct ActTileLoader {
         if (u >= BC * BP) continue;
         int c, p;
         unit_coords(u, kRun, 1, c, p);
-        s[c * sc + p * sp] = masked && !positive(smsk[i]) ? T(0) : sval[i];
+        s[c * sc + p * sp] = masked && !relu_passes(smsk[i]) ? T(0) : sval[i];
       }
     }
   }

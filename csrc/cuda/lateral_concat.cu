@@ -4,7 +4,7 @@
 //   forward:     out[n, C_s + o, to, px] = epi(sum_{kt, c} W[o, c, kt] * x_fast[n, c, to*s - p + kt, px])
 //                and out[n, :C_s, to, px] = x_slow[n, :, to, px];
 //   grad_input:  gx[n, c, t, px] = sum_{kt, o : t = to*s - p + kt} W[o, c, kt] * scale[o] * g[n, o, to, px]
-//                with g = grad_out[:, C_s:] (times the ReLU mask out[:, C_s:] > 0 when given).
+//                with g = grad_out[:, C_s:] (times the ReLU mask !(out[:, C_s:] <= 0) when given).
 //
 // The x_slow half of the forward (about 80% of its bytes at SlowFast's fusion points) is a strided
 // row copy, launched before the GEMM as its own kernel (concat_copy_kernel, below): it needs no

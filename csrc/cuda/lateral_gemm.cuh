@@ -3,7 +3,7 @@
 //
 //   forward:     out[n, C_s + o, to, px] = epi(sum_{kt, c} W[o, c, kt] * x_fast[n, c, to*s - p + kt, px]);
 //   grad_input:  gx[n, c, t, px] = sum_{kt, o : t = to*s - p + kt} W[o, c, kt] * scale[o] * g[n, o, to, px]
-//                with g = grad_out[:, C_s:] (times the ReLU mask out[:, C_s:] > 0 when given).
+//                with g = grad_out[:, C_s:] (times the ReLU mask !(out[:, C_s:] <= 0) when given).
 //
 // (The forward's other half, out[:, :C_s] = x_slow, is a copy kernel of its own in lateral_concat.cu,
 // so that it runs at copy bandwidth instead of at this GEMM's occupancy.)
@@ -211,7 +211,7 @@ struct LateralATile {
       if (masked) {
 #pragma unroll
         for (int e = 0; e < W; ++e) {
-          if (!positive(msk.e[i * W + e])) x.e[e] = T(0);
+          if (!relu_passes(msk.e[i * W + e])) x.e[e] = T(0);
         }
       }
       *reinterpret_cast<U*>(As + (CL ? px * lda_row_major<T>() + kl : kl * kLds + px)) = x.raw;

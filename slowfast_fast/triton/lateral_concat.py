@@ -182,7 +182,9 @@ def _lateral_concat_kernel(
         if HAS_SHIFT:
             acc = acc + tl.load(shift_ptr + o, mask=o_ok, other=0.0).to(ACC)[None, :]
         if RELU:
-            acc = tl.maximum(acc, 0.0)
+            # torch.relu: zero only below 0. tl.maximum (propagate_nan=NONE, maxnum) gives 0 for a
+            # NaN and would hide a diverging activation; a NaN fails acc < 0 and is kept.
+            acc = tl.where(acc < 0, 0.0, acc)
         o_row = n * o_sn + to.to(INDEX) * o_st + hw * o_shw
         o_row = tl.max_contiguous(tl.multiple_of(o_row, O_ALIGN), O_RUN_M)
         o_col = (C_SLOW + o).to(INDEX) * o_sc

@@ -1,6 +1,7 @@
 """``lateral_concat`` backward: the fast-pathway input gradient and the weight/scale/shift gradients.
 
-With ``g`` the lateral channels of ``grad_out`` (zeroed where the forward ReLU was inactive):
+With ``g`` the lateral channels of ``grad_out`` (zeroed where the forward ReLU was inactive, ``out <= 0``;
+kept where ``out`` is NaN, as torch's ReLU backward):
 
 * ``grad_x_fast`` is the transposed temporal conv of ``g * scale``: an implicit GEMM with
   ``M`` = the pixels of one fast frame ``t`` over the whole batch (``(n, hw)`` flattened, so 14x14 and
@@ -238,7 +239,8 @@ def _grad_input_program(
         offsets = a_row[:, None] + a_col[None, :]
         a = tl.load(g_ptr + offsets, mask=a_mask, other=0.0)
         if RELU:
-            a = tl.where(tl.load(out_ptr + offsets, mask=a_mask, other=0.0) > 0, a, tl.zeros_like(a))
+            # torch's threshold_backward: zero where out <= 0, so the gradient passes where out is NaN.
+            a = tl.where(tl.load(out_ptr + offsets, mask=a_mask, other=0.0) <= 0, tl.zeros_like(a), a)
         if HAS_SCALE:
             # g * scale rounded to g's dtype, as PyTorch's backward of the forward's multiply rounds it.
             s = tl.load(scale_ptr + o, mask=k_ok, other=0.0).to(ACC)
@@ -315,7 +317,8 @@ def _grad_weight_program(
         g_mask = tl.max_constancy(g_mask, [G_RUN_O, G_RUN_M])
         g = tl.load(g_ptr + (g_col + g_row), mask=g_mask, other=0.0)
         if RELU:
-            g = tl.where(tl.load(out_ptr + (g_col + g_row), mask=g_mask, other=0.0) > 0, g, tl.zeros_like(g))
+            # As in the grad_input tile: passes where out is NaN, as torch's ReLU backward.
+            g = tl.where(tl.load(out_ptr + (g_col + g_row), mask=g_mask, other=0.0) <= 0, tl.zeros_like(g), g)
         x_mask = tl.max_constancy(t_ok[:, None] & c_ok[None, :], [X_RUN_M, X_RUN_C])
         x = tl.load(xf_ptr + (x_row + x_col), mask=x_mask, other=0.0)
         if UPCAST:
