@@ -29,6 +29,7 @@ import re
 
 import _cuda_emulation
 import pytest
+import test_relu_nan
 import torch
 import torch.nn.functional as F
 from _tf32 import conv_tf32
@@ -224,9 +225,7 @@ def _ours(inputs, relu, grad_out):
 def _masked(grad_out, out, c_slow, relu):
     if not relu:
         return grad_out
-    grad = grad_out.clone()
-    grad[:, c_slow:] *= out[:, c_slow:] > 0
-    return grad
+    return test_relu_nan.relu_mask(grad_out, out, c_slow)  # torch.relu's: passes where out is NaN
 
 
 def _check_lateral(inputs, relu, grad_out, dtype, tf32):
@@ -311,6 +310,46 @@ def test_lateral_concat_access_widths(name, dtype, fmt, relu, target):
         n, c_s + c_l, inputs[0].shape[2], h, w, dtype=dtype, fmt=fmt, gen=torch.Generator().manual_seed(8)
     )
     _check_lateral(inputs, relu, grad_out, dtype, tf32=False)
+
+
+# (N, C_slow, C_fast, C_lat, T_fast, H, W, k, stride, padding), k = 2 * padding + 1 (test_relu_nan.py).
+# H*W = 16: 16-byte units in NCDHW; the second also in NDHWC (C_slow, C_fast, C_lat multiples of 8),
+# where the first's C_slow = 3 and C_fast = 5 take element-wide accesses.
+RELU_NAN_GEOMETRIES = [test_relu_nan.CPU_SHAPE, (2, 8, 8, 16, 12, 4, 4, 3, 2, 1)]
+
+
+@pytest.mark.parametrize("geom", RELU_NAN_GEOMETRIES, ids=["odd", "aligned"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("fmt", [NC, CL], ids=["ncdhw", "ndhwc"])
+@pytest.mark.parametrize("poison", test_relu_nan.POISONS)
+def test_lateral_concat_relu_nan(geom, dtype, fmt, poison, target):
+    """NaN and +-inf pre-activations through the ReLU as torch.relu: NaN kept in the forward, and
+    the gradient passed where the output is NaN, by grad_input's mask (the register K loop) and
+    grad_weight's (see test_relu_nan.py for the inputs and the checks)."""
+    inputs, grad_out = test_relu_nan.poisoned_inputs(geom, dtype, fmt, poison, device=T.device)
+
+    def run(leaves, relu):
+        if T.public:
+            return sf_ops.lateral_concat(*leaves, relu, backend="cuda")
+        return T.ops.lateral_concat(*leaves, relu)
+
+    with conv_tf32(False):
+        test_relu_nan.check_relu_nan(inputs, grad_out, dtype, run)
+
+
+@pytest.mark.parametrize("geom", RELU_NAN_GEOMETRIES, ids=["odd", "aligned"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("fmt", [NC, CL], ids=["ncdhw", "ndhwc"])
+@pytest.mark.parametrize("poison", test_relu_nan.POISONS)
+def test_lateral_concat_relu_nan_backward(geom, dtype, fmt, poison, target):
+    """The gradient ops alone, given the reference's forward output (NaN included) as the mask."""
+    inputs, grad_out = test_relu_nan.poisoned_inputs(geom, dtype, fmt, poison, device=T.device)
+
+    def backward(*args):
+        return (T.ops.lateral_concat_grad_input(*args), *T.ops.lateral_concat_grad_weight(*args))
+
+    with conv_tf32(False):
+        test_relu_nan.check_backward_nan(inputs, grad_out, dtype, backward)
 
 
 def _at_offset(t, offset):
