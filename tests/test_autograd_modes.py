@@ -132,3 +132,43 @@ def test_forward_mode_ad_gives_the_reference_tangents(backend):
     with fwAD.dual_level():
         out = ops.temporal_resample(fwAD.make_dual(clip, direction), 1 / 3, backend=backend)
         assert torch.equal(fwAD.unpack_dual(out).tangent, want_slow)
+
+
+def test_bf16_paths_through_pytorchs_conv_avoid_the_unsafe_bf16_conv(monkeypatch):
+    """The differentiable backward and the forward-AD route run PyTorch's conv, whose bf16 conv3d
+    corrupted the heap on AMX CPUs at some shapes (``backend.reference_bf16_conv_unsafe``, which
+    ``auto`` keeps on the kernels): there they compute in fp32 and round. Here every shape is declared
+    unsafe, and no bf16 conv3d may run; the results are the fp32 reference's, rounded."""
+    import torch.nn.functional as F
+
+    from slowfast_fast import backend as backend_module
+
+    monkeypatch.setattr(backend_module, "reference_bf16_conv_unsafe", lambda c_fast, stride: True)
+    conv_dtypes = []
+    real_conv3d = F.conv3d
+
+    def spy(input, *args, **kwargs):
+        conv_dtypes.append(input.dtype)
+        return real_conv3d(input, *args, **kwargs)
+
+    monkeypatch.setattr(F, "conv3d", spy)
+    x_slow, x_fast, weight, scale, shift = (t.to(torch.bfloat16) for t in _lateral_inputs(6, True))
+    backend = "cpu" if _extension.has_kernels("CPU") else "reference"
+    leaves = [t.clone().requires_grad_() for t in (x_fast, weight)]
+    out = ops.lateral_concat(x_slow, *leaves, 2, 1, scale, shift, True, backend=backend)
+    (grad_x_fast,) = torch.autograd.grad(out.float().square().sum(), leaves[0], create_graph=True)
+    (grad_weight,) = torch.autograd.grad(grad_x_fast.float().square().sum(), leaves[1])
+    assert grad_weight.abs().sum() > 0
+    with fwAD.dual_level():
+        dual = ops.lateral_concat(
+            x_slow, fwAD.make_dual(x_fast, torch.ones_like(x_fast)), weight, 2, 1, scale, shift, True
+        )
+        tangent = fwAD.unpack_dual(dual).tangent
+    assert conv_dtypes and torch.bfloat16 not in conv_dtypes, conv_dtypes
+    up = [t.float() for t in (x_slow, x_fast, weight, scale, shift)]
+    _, want = torch.func.jvp(
+        lambda xf: reference.lateral_concat(up[0], xf, *up[2:3], 2, 1, *up[3:], True), (up[1],),
+        (torch.ones_like(up[1]),),
+    )  # fmt: skip
+    assert tangent.dtype == torch.bfloat16
+    assert torch.equal(tangent, want.to(torch.bfloat16))

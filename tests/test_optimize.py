@@ -360,6 +360,23 @@ def test_replaced_weights_are_repacked_even_at_a_reused_address():
         assert_rel_close(g, w, 1e-5, "after .to(bf16).to(fp32)")
 
 
+def test_optimized_inside_inference_mode():
+    """Optimizing inside ``torch.inference_mode()`` (a serving script's usual context) made the folded
+    weights inference tensors, which have no version counter for the packed-weight cache: the first
+    call raised."""
+    model = _slowfast(depth=18, seed=40, stage_blocks=(1, 1, 1, 1))
+    x = clip((1, 3, 8, 32, 32), seed=41)
+    with torch.inference_mode():
+        optimized = optimize_for_inference(model, x)
+        got = optimized(x)
+    with torch.no_grad():
+        want = copy.deepcopy(model).eval()(x)
+        again = optimized(x)
+    for g, a, w in zip(got, again, want, strict=True):
+        assert_rel_close(g, w, TOL[torch.float32], "optimized inside inference mode")
+        assert torch.equal(g, a)
+
+
 def test_train_mode_keeps_the_copy_frozen():
     """A parent's ``.train()`` (any training loop's) must not switch the copy's unfolded BatchNorms (the
     laterals', with lateral_norm) to batch statistics: same outputs, no buffer changed."""

@@ -382,10 +382,13 @@ def optimize_for_inference(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"optimize_for_inference expects an nn.Module, got {type(model).__name__}")
-    module = copy.deepcopy(model).eval().requires_grad_(False)
-    fold_conv_modules(module)
-    if channels_last:
-        convert_5d_tensors(module)
+    # Built outside inference mode even when called inside it: inference tensors as weights would have
+    # no version counter, which the packed-weight cache reads (the first call raised).
+    with torch.inference_mode(False):
+        module = copy.deepcopy(model).eval().requires_grad_(False)
+        fold_conv_modules(module)
+        if channels_last:
+            convert_5d_tensors(module)
     optimized = OptimizedForInference(module, channels_last, cuda_graph)
     if compile:
         optimized._compiled = torch.compile(module, fullgraph=True, options={"freezing": True})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from slowfast_fast import backend as _backend
 from slowfast_fast import reference
 from slowfast_fast._layout import output_memory_format
 from slowfast_fast.ops import _validate
@@ -71,6 +72,18 @@ def _relu_mask(out: torch.Tensor, c_slow: int) -> torch.Tensor:
     return ~(out[:, c_slow:] <= 0)
 
 
+def _reference_conv(x_fast: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+    """The lateral conv by PyTorch, differentiably; in fp32 (rounded back) for bf16 on the CPU at the
+    shapes whose bf16 conv3d corrupted the heap (``backend.reference_bf16_conv_unsafe``)."""
+    if (
+        x_fast.dtype is torch.bfloat16
+        and x_fast.device.type == "cpu"
+        and _backend.reference_bf16_conv_unsafe(x_fast.shape[1], stride)
+    ):
+        return _reference_conv(x_fast.float(), weight.float(), stride, padding).to(x_fast.dtype)
+    return F.conv3d(x_fast, weight, stride=(stride, 1, 1), padding=(padding, 0, 0))
+
+
 def _differentiable_lateral_backward(ctx, grad_out, x_fast, weight, scale, out):
     """The gradients of ``lateral_concat`` as differentiable PyTorch ops, for ``create_graph=True``
     (gradient penalties, double backward): the kernels' backward ops have no autograd formula of their
@@ -89,7 +102,7 @@ def _differentiable_lateral_backward(ctx, grad_out, x_fast, weight, scale, out):
     wrt = [(i, t) for i, t in ((1, x_fast), (2, weight), (5, scale)) if need[i] and t is not None]
     grads = ()
     if wrt:
-        conv = F.conv3d(x_fast, weight, stride=(ctx.stride, 1, 1), padding=(ctx.padding, 0, 0))
+        conv = _reference_conv(x_fast, weight, ctx.stride, ctx.padding)
         lateral = conv if scale is None else conv * scale.view(1, -1, 1, 1, 1)
         grads = torch.autograd.grad(lateral, [t for _, t in wrt], g, create_graph=True)
     result = [None] * 8

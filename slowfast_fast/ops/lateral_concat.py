@@ -139,6 +139,22 @@ def _fast_route(x_slow, x_fast, weight, stride, padding, scale, shift, relu, bac
     return None
 
 
+def _reference_for_forward_ad(x_slow, x_fast, weight, stride, padding, scale, shift, relu):
+    """The reference, which forward-mode AD can see through (the kernels' ops cannot). In bf16 on the CPU
+    at the shapes whose bf16 conv3d corrupted the heap (``backend.reference_bf16_conv_unsafe``, which
+    ``auto`` keeps on the kernels) it computes in fp32 and rounds the result: the casts are
+    differentiable too."""
+    if (
+        x_fast.dtype is torch.bfloat16
+        and x_fast.device.type == "cpu"
+        and _backend.reference_bf16_conv_unsafe(x_fast.shape[1], stride)
+    ):
+        up = [None if t is None else t.float() for t in (x_slow, x_fast, weight, scale, shift)]
+        out = reference.lateral_concat(*up[:3], stride, padding, *up[3:], relu)
+        return out.to(torch.bfloat16)
+    return reference.lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift, relu)
+
+
 def lateral_concat(
     x_slow: torch.Tensor,
     x_fast: torch.Tensor,
@@ -194,8 +210,10 @@ def lateral_concat(
     x_slow, x_fast, weight, scale, shift = _autocast_inputs(x_slow, x_fast, weight, scale, shift)
     _validate.check_lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift)
     name = _backend.resolve_lateral_concat(x_slow, x_fast, weight, stride, backend)
-    if name == "reference" or forward_ad_active():
+    if name == "reference":
         return reference.lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift, relu)
+    if forward_ad_active():
+        return _reference_for_forward_ad(x_slow, x_fast, weight, stride, padding, scale, shift, relu)
     op = _kernel_op(name)
     keys = DIRECT_KEYS.get(x_slow.device.type)
     if keys is not None and _direct_call(x_slow, x_fast, weight, scale, shift):
