@@ -203,6 +203,17 @@ def reference_bf16_conv_unsafe(c_fast: int, stride: int) -> bool:
     return c_fast >= _REFERENCE_BF16_UNSAFE_CHANNELS and stride >= _REFERENCE_BF16_UNSAFE_STRIDE
 
 
+def pytorch_conv_needs_fp32(x_fast: torch.Tensor, stride: int) -> bool:
+    """Whether a lateral conv done by PyTorch (the paths that must be differentiable beyond first-order
+    reverse mode) has to run in fp32 on ``x_fast``: bf16 on the CPU at the shapes of
+    :func:`reference_bf16_conv_unsafe`."""
+    return (
+        x_fast.dtype is torch.bfloat16
+        and x_fast.device.type == "cpu"
+        and reference_bf16_conv_unsafe(x_fast.shape[1], stride)
+    )
+
+
 def cpu_lateral_beats_reference(dtype: torch.dtype, channels_last: bool, reduction: int, pixels: int) -> bool:
     """Whether the compiled CPU ``lateral_concat`` forward measured faster than the reference for
     inputs of ``dtype``, layout, ``reduction`` = k * C_fast and ``pixels`` = H * W on this CPU (the

@@ -74,12 +74,8 @@ def _relu_mask(out: torch.Tensor, c_slow: int) -> torch.Tensor:
 
 def _reference_conv(x_fast: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
     """The lateral conv by PyTorch, differentiably; in fp32 (rounded back) for bf16 on the CPU at the
-    shapes whose bf16 conv3d corrupted the heap (``backend.reference_bf16_conv_unsafe``)."""
-    if (
-        x_fast.dtype is torch.bfloat16
-        and x_fast.device.type == "cpu"
-        and _backend.reference_bf16_conv_unsafe(x_fast.shape[1], stride)
-    ):
+    shapes whose bf16 conv3d corrupted the heap (``backend.pytorch_conv_needs_fp32``)."""
+    if _backend.pytorch_conv_needs_fp32(x_fast, stride):
         return _reference_conv(x_fast.float(), weight.float(), stride, padding).to(x_fast.dtype)
     return F.conv3d(x_fast, weight, stride=(stride, 1, 1), padding=(padding, 0, 0))
 

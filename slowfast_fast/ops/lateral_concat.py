@@ -141,14 +141,10 @@ def _fast_route(x_slow, x_fast, weight, stride, padding, scale, shift, relu, bac
 
 def _reference_for_forward_ad(x_slow, x_fast, weight, stride, padding, scale, shift, relu):
     """The reference, which forward-mode AD can see through (the kernels' ops cannot). In bf16 on the CPU
-    at the shapes whose bf16 conv3d corrupted the heap (``backend.reference_bf16_conv_unsafe``, which
-    ``auto`` keeps on the kernels) it computes in fp32 and rounds the result: the casts are
+    at the shapes whose bf16 conv3d corrupted the heap (``backend.pytorch_conv_needs_fp32``; ``auto``
+    keeps them on the kernels) it computes in fp32 and rounds the result: the casts are
     differentiable too."""
-    if (
-        x_fast.dtype is torch.bfloat16
-        and x_fast.device.type == "cpu"
-        and _backend.reference_bf16_conv_unsafe(x_fast.shape[1], stride)
-    ):
+    if _backend.pytorch_conv_needs_fp32(x_fast, stride):
         up = [None if t is None else t.float() for t in (x_slow, x_fast, weight, scale, shift)]
         out = reference.lateral_concat(*up[:3], stride, padding, *up[3:], relu)
         return out.to(torch.bfloat16)
