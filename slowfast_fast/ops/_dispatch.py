@@ -36,7 +36,7 @@ def nothing_intercepts() -> bool:
     kernel from ``torch.library.register_autograd``; skipping it is exact only when nothing is being
     compiled (dynamo) or traced (TorchScript, as the ONNX TorchScript exporter does), no dispatch mode,
     torch-function mode or functorch transform is active, no forward-AD level is open (see
-    :func:`forward_ad_active`), and the profiler is off (it records ops at the full call only)."""
+    :func:`reference_transform_active`), and the profiler is off (it records ops at the full call only)."""
     return not (
         torch.compiler.is_compiling()
         or torch.autograd.forward_ad._current_level >= 0  # dual tensors carry no requires_grad
@@ -48,16 +48,22 @@ def nothing_intercepts() -> bool:
     )
 
 
-def forward_ad_active() -> bool:
-    """Whether forward-mode AD may see this call: a ``torch.autograd.forward_ad.dual_level`` is open or a
-    ``torch.func.jvp`` transform is active. The kernels' ops have reverse-mode formulas only
-    (``torch.library.register_autograd``): under forward AD they would drop the tangents without an
-    error, so the public ops run the reference (PyTorch's own ops, with their forward-mode formulas)."""
+def reference_transform_active() -> bool:
+    """Whether a derivative the kernels' ops cannot give may be taken of this call: forward-mode AD (a
+    ``torch.autograd.forward_ad.dual_level`` is open, or a ``torch.func.jvp``/``jacfwd`` transform is
+    active) or a ``torch.func.grad``/``vjp``/``jacrev`` transform. The kernels' ops have reverse-mode
+    formulas only, registered by ``torch.library.register_autograd``: under forward AD they would drop
+    the tangents without an error, and functorch's gradient transforms refuse the autograd.Function
+    PyTorch generates for them (it has no ``setup_context``). There the public ops run the reference
+    (PyTorch's own ops, which have every formula and batching rule). ``vmap`` alone keeps the kernels."""
     if torch.autograd.forward_ad._current_level >= 0:
         return True
     if torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is None:
         return False
     from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
-    jvp = torch._C._functorch.TransformType.Jvp
-    return any(interpreter.key() == jvp for interpreter in retrieve_all_functorch_interpreters())
+    derivatives = _DERIVATIVE_TRANSFORMS
+    return any(interpreter.key() in derivatives for interpreter in retrieve_all_functorch_interpreters())
+
+
+_DERIVATIVE_TRANSFORMS = (torch._C._functorch.TransformType.Jvp, torch._C._functorch.TransformType.Grad)

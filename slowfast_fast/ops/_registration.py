@@ -123,6 +123,65 @@ def _resample_grad(ops, grad_out: torch.Tensor, t_in: int, scale_factor: float) 
     return grad.contiguous(memory_format=output_memory_format(grad_out))
 
 
+def _fold_batch(t: torch.Tensor | None, dim: int | None, size: int) -> torch.Tensor | None:
+    """``t`` with vmap's batch dimension (``dim``, or a broadcast one for an unbatched tensor) merged into
+    its leading N: ``(size * N, ...)``."""
+    if t is None:
+        return None
+    t = t.expand(size, *t.shape) if dim is None else t.movedim(dim, 0)
+    return t.flatten(0, 1)
+
+
+def _vmap_rules(op_lateral, op_resample, op_split):
+    """Batching rules for ``torch.vmap`` over the three forward ops (without them vmap runs PyTorch's
+    fallback: one call per batch entry, with a performance warning). A batch of the activations is a
+    bigger N, so it is folded into N and the op runs once; a batched weight, scale or shift (an ensemble
+    of models) runs the op once per entry. Returns the three rules."""
+
+    def lateral_vmap(info, in_dims, x_slow, x_fast, weight, stride, padding, scale, shift, relu):
+        d_slow, d_fast, d_weight, _, _, d_scale, d_shift, _ = in_dims
+        size = info.batch_size
+        if d_weight is None and d_scale is None and d_shift is None:
+            n = x_slow.shape[0 if d_slow is None or d_slow > 0 else 1]
+            out = op_lateral(
+                _fold_batch(x_slow, d_slow, size), _fold_batch(x_fast, d_fast, size), weight, stride, padding,
+                scale, shift, relu,
+            )  # fmt: skip
+            return out.unflatten(0, (size, n)), 0
+
+        def entry(t, d, b):
+            return t if t is None or d is None else t.select(d, b)
+
+        outs = [
+            op_lateral(
+                entry(x_slow, d_slow, b),
+                entry(x_fast, d_fast, b),
+                entry(weight, d_weight, b),
+                stride,
+                padding,
+                entry(scale, d_scale, b),
+                entry(shift, d_shift, b),
+                relu,
+            )  # fmt: skip
+            for b in range(size)
+        ]
+        return torch.stack(outs), 0
+
+    def resample_vmap(info, in_dims, x, scale_factor):
+        d = in_dims[0]
+        n = x.shape[0 if d > 0 else 1]
+        out = op_resample(_fold_batch(x, d, info.batch_size), scale_factor)
+        return out.unflatten(0, (info.batch_size, n)), 0
+
+    def split_vmap(info, in_dims, x, slow_scale, fast_scale):
+        d = in_dims[0]
+        n = x.shape[0 if d > 0 else 1]
+        slow, fast = op_split(_fold_batch(x, d, info.batch_size), slow_scale, fast_scale)
+        return (slow.unflatten(0, (info.batch_size, n)), fast.unflatten(0, (info.batch_size, n))), (0, 0)
+
+    return lateral_vmap, resample_vmap, split_vmap
+
+
 def register(namespace: str, fused_backward: bool = False) -> None:
     """Register fake kernels and autograd for every op of ``namespace``. With ``fused_backward`` the
     namespace also has ``lateral_concat_backward`` (``_schemas.TRITON_SCHEMAS``), and the autograd
@@ -202,3 +261,10 @@ def register(namespace: str, fused_backward: bool = False) -> None:
         return grad, None, None
 
     torch.library.register_autograd(q + "pathway_split", split_backward, setup_context=split_setup)
+
+    lateral_vmap, resample_vmap, split_vmap = _vmap_rules(
+        ops.lateral_concat, ops.temporal_resample, ops.pathway_split
+    )
+    torch.library.register_vmap(q + "lateral_concat", lateral_vmap)
+    torch.library.register_vmap(q + "temporal_resample", resample_vmap)
+    torch.library.register_vmap(q + "pathway_split", split_vmap)

@@ -20,10 +20,10 @@ from slowfast_fast.ops import _validate
 from slowfast_fast.ops._dispatch import (
     DIRECT_KEYS,
     PLAIN_TYPES,
-    forward_ad_active,
     lazy,
     nothing_intercepts,
     op_namespace,
+    reference_transform_active,
 )
 
 
@@ -139,8 +139,9 @@ def _fast_route(x_slow, x_fast, weight, stride, padding, scale, shift, relu, bac
     return None
 
 
-def _reference_for_forward_ad(x_slow, x_fast, weight, stride, padding, scale, shift, relu):
-    """The reference, which forward-mode AD can see through (the kernels' ops cannot). In bf16 on the CPU
+def _reference_for_transforms(x_slow, x_fast, weight, stride, padding, scale, shift, relu):
+    """The reference, which forward-mode AD and functorch's gradient transforms can see through (the
+    kernels' ops cannot: :func:`_dispatch.reference_transform_active`). In bf16 on the CPU
     at the shapes whose bf16 conv3d corrupted the heap (``backend.pytorch_conv_needs_fp32``; ``auto``
     keeps them on the kernels) it computes in fp32 and rounds the result: the casts are
     differentiable too."""
@@ -208,8 +209,8 @@ def lateral_concat(
     name = _backend.resolve_lateral_concat(x_slow, x_fast, weight, stride, backend)
     if name == "reference":
         return reference.lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift, relu)
-    if forward_ad_active():
-        return _reference_for_forward_ad(x_slow, x_fast, weight, stride, padding, scale, shift, relu)
+    if reference_transform_active():
+        return _reference_for_transforms(x_slow, x_fast, weight, stride, padding, scale, shift, relu)
     op = _kernel_op(name)
     keys = DIRECT_KEYS.get(x_slow.device.type)
     if keys is not None and _direct_call(x_slow, x_fast, weight, scale, shift):

@@ -10,10 +10,10 @@ from slowfast_fast.ops import _validate
 from slowfast_fast.ops._dispatch import (
     DIRECT_KEYS,
     PLAIN_TYPES,
-    forward_ad_active,
     lazy,
     nothing_intercepts,
     op_namespace,
+    reference_transform_active,
 )
 
 _KERNEL_OPS: dict = {}  # (backend name, op name) -> its OpOverload, looked up once
@@ -64,7 +64,7 @@ def _resample(x: torch.Tensor, scale_factor: float, backend: str | None) -> torc
     if reference.is_identity_resample(x.shape[2], scale_factor):
         return x
     name = _backend.resolve(x.device, backend)
-    if name == "reference" or forward_ad_active():
+    if name == "reference" or reference_transform_active():
         return reference.temporal_resample(x, scale_factor)
     return _call(name, "temporal_resample", x, float(scale_factor))
 
@@ -86,7 +86,7 @@ def pathway_split(
     if slow_identity or fast_identity:
         return _resample(x, slow_scale, backend), _resample(x, fast_scale, backend)
     name = _backend.resolve(x.device, backend)
-    if name == "reference" or forward_ad_active():
+    if name == "reference" or reference_transform_active():
         return reference.pathway_split(x, slow_scale, fast_scale)
     return _call(name, "pathway_split", x, float(slow_scale), float(fast_scale))
 
