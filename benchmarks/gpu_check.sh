@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The one script for a lent GPU (a bare H200: 16 cores, torch 2.11, no mmaction2, no network), sized
 # to a 6-minute slot: build the CUDA kernels for sm_90 with every core, run the GPU smoke tests, run
-# compute-sanitizer's memcheck, racecheck and initcheck on a small case, benchmark the essential table,
-# print it, and pack everything into $OUT. Every step has a cap; the caps sum to at most TOTAL_S
-# (360 s) less a few seconds for the table and the tarball, and no step runs past what is left of
-# TOTAL_S. A failed or timed-out step makes the exit status non-zero, but the later steps still run
-# and the table still prints.
+# compute-sanitizer's memcheck, racecheck and initcheck on a small case, benchmark the essential table
+# (the issue's targets: lateral_concat forward and backward at every fusion point, strided resampling,
+# and every kernel op at batch 1; the backbone's headline rows), print it, and pack everything into
+# $OUT. Every step has a cap; the caps sum to at most TOTAL_S (360 s) less a few seconds for the
+# table and the tarball. A step may also use what earlier steps left unused of their caps, never the
+# time the later steps' caps keep, and no step runs past what is left of TOTAL_S. A failed or
+# timed-out step makes the exit status non-zero, but the later steps still run and the table still
+# prints.
 #
 # Without a GPU (to prove the script end to end, as CI's test does) the GPU steps report "skipped: no
 # GPU" and the benchmark steps run on the CPU at tiny sizes, so the same plumbing writes the same files.
@@ -22,8 +25,11 @@ cd "$(dirname "$0")/.."
 # and one nvcc per translation unit in parallel. The smoke tests are `-m "cuda and not slow"`
 # (tests marked slow need a longer lease: `pytest -m cuda`). The sanitizers wrap python + torch,
 # which is slow, on a small case (tests/cuda_sanitizer_case.py; --quick for racecheck and initcheck).
-CAPS=(build=115 pytest_cuda=85 sanitizer_memcheck=25 sanitizer_racecheck=20 sanitizer_initcheck=20
-    bench_kernels=40 bench_backbone=45)
+# The benchmarks: bench_kernels (forward, backward, resampling at batch 8: 76 cases of ~0.25 s at the
+# --quick budget, plus ~10 s of start-up and bandwidth probe), bench_kernels_b1 (the same ops at
+# batch 1, one layout: 22 small cases) and bench_backbone (16 rows, cuDNN autotuning included).
+CAPS=(build=115 pytest_cuda=80 sanitizer_memcheck=25 sanitizer_racecheck=15 sanitizer_initcheck=15
+    bench_kernels=45 bench_kernels_b1=15 bench_backbone=40)
 # Seconds kept for GPU detection, the table and the tarball.
 RESERVE_S=10
 
@@ -37,6 +43,16 @@ cap() {
     done
     echo "no cap for step $1" >&2
     exit 2
+}
+
+# later_caps NAME: the sum of the caps of the steps after NAME (the time they keep).
+later_caps() {
+    local entry seen=0 sum=0
+    for entry in "${CAPS[@]}"; do
+        ((seen)) && sum=$((sum + ${entry#*=}))
+        [[ ${entry%%=*} == "$1" ]] && seen=1
+    done
+    echo "$sum"
 }
 
 TOTAL_S=${TOTAL_S:-360}
@@ -74,15 +90,19 @@ record() { STEPS+=("$(printf '%-22s %-26s %6s  %s' "$1" "$2" "$3" "$4")"); }
 # 2-core CPU, which is no measure of the GPU slot.
 CAP_SCALE=$((HAVE_GPU ? 1 : 3))
 
-# step NAME CMD...: run CMD under `timeout`, its limit the smaller of NAME's cap and what is left of
-# TOTAL_S less the reserve; output to $LOG_DIR/NAME.log, the log's tail printed if it fails.
+# step NAME CMD...: run CMD under `timeout`, its limit NAME's cap or, when earlier steps finished
+# early, what is left of TOTAL_S less the reserve and the later steps' caps, if that is more; never
+# more than what is left of TOTAL_S less the reserve. Output to $LOG_DIR/NAME.log, the log's tail
+# printed if it fails.
 step() {
     local name=$1
     shift
-    local cap_s left limit
+    local cap_s left limit spare
     cap_s=$(($(cap "$name") * CAP_SCALE))
     left=$((TOTAL_S - RESERVE_S - ($(date +%s) - START)))
-    limit=$((cap_s < left ? cap_s : left))
+    spare=$((left - $(later_caps "$name") * CAP_SCALE))
+    limit=$((spare > cap_s ? spare : cap_s))
+    limit=$((limit < left ? limit : left))
     if ((limit < 5)); then
         record "$name" "skipped: out of time" 0 "TOTAL_S=$TOTAL_S spent"
         FAILED=1
@@ -148,21 +168,34 @@ for tool in memcheck racecheck initcheck; do
     fi
 done
 
-# 4. The essential benchmark table: every fusion point of both configs, fp32 and bf16, both layouts,
-#    for the backend `auto` picks on CUDA (the compiled kernels; Triton's JIT compiles and autotuning
-#    would not fit the slot), then the backbone at batch 1 and 8. The kernel run measures its copy
-#    bandwidth and launch cost first, so the table's sums carry the performance model's predicted time
-#    and measured / predicted (compare with `python benchmarks/gpu_design_model.py`'s predictions). The torch.compile peers are left out
-#    (minutes of compiling); `python -m slowfast_fast.bench --full` on a longer lease runs everything.
+# 4. The essential benchmark table, for the backend `auto` picks on CUDA (the compiled kernels; Triton's
+#    JIT compiles and autotuning would not fit the slot), at the --quick timing budget:
+#    - bench_kernels: resampling (the strided 1/8 and 1/4 and the identity), then lateral_concat
+#      forward and backward at every fusion point of both configs, fp32 and bf16, both layouts, at
+#      batch 8. The run measures its copy bandwidth and launch cost first, so the table's sums carry
+#      the performance model's predicted time and measured / predicted (compare with
+#      `python benchmarks/gpu_design_model.py`'s predictions).
+#    - bench_kernels_b1: the same three ops at batch 1 (the target: under 10 µs or within 2x the
+#      roofline), 4x16, channels_last_3d (the layout the optimized backbone runs in), into batch1/.
+#    - bench_backbone: 4x16 in channels_last_3d, fp32 and bf16; the rows that matter run first
+#      (inference at batch 8 and the training step, then batch 1), so a timeout keeps them.
+#    The torch.compile peers are left out (minutes of compiling); `python -m slowfast_fast.bench
+#    --full` on a longer lease runs everything. Each op's rows are written as its cases finish.
+KERNEL_OPS=resample,lateral_concat,lateral_concat_backward
 if ((HAVE_GPU)); then
-    BENCH=(python -m slowfast_fast.bench --device cuda --no-compile --no-plots --out "$BENCH_OUT")
-    step bench_kernels "${BENCH[@]}" --ops lateral_concat --backends cuda --configs 4x16,8x8
+    BENCH=(python -m slowfast_fast.bench --device cuda --quick --no-compile --no-plots)
+    step bench_kernels "${BENCH[@]}" --out "$BENCH_OUT" --ops "$KERNEL_OPS" --backends cuda --configs 4x16,8x8
+    step bench_kernels_b1 "${BENCH[@]}" --out "$BENCH_OUT/batch1" --ops "$KERNEL_OPS" --backends cuda \
+        --kernel-batch 1 --configs 4x16 --layouts channels_last_3d
+    step bench_backbone "${BENCH[@]}" --out "$BENCH_OUT" --ops backbone --layouts channels_last_3d
 else
+    # The plumbing only: tiny sizes (their kernel batch is 1 already), one layout, 4x16 (--quick).
     BENCH=(python -m slowfast_fast.bench --device cpu --size tiny --quick --no-compile --no-plots
-        --layouts ncdhw --out "$BENCH_OUT")
-    step bench_kernels "${BENCH[@]}" --ops lateral_concat
+        --layouts ncdhw)
+    step bench_kernels "${BENCH[@]}" --out "$BENCH_OUT" --ops "$KERNEL_OPS"
+    step bench_kernels_b1 "${BENCH[@]}" --out "$BENCH_OUT/batch1" --ops "$KERNEL_OPS" --kernel-batch 1
+    step bench_backbone "${BENCH[@]}" --out "$BENCH_OUT" --ops backbone
 fi
-step bench_backbone "${BENCH[@]}" --ops backbone
 
 echo
 echo "== results ($DEVICE$( ((HAVE_GPU)) || echo ', tiny CPU sizes: plumbing check, not GPU numbers'))"
@@ -170,6 +203,9 @@ echo "== results ($DEVICE$( ((HAVE_GPU)) || echo ', tiny CPU sizes: plumbing che
 MARKDOWN_ARGS=(--device "$DEVICE" --summary)
 ((HAVE_GPU)) || MARKDOWN_ARGS+=(--allow-loaded)
 python -m slowfast_fast.bench.markdown "$BENCH_OUT" "${MARKDOWN_ARGS[@]}" 2>&1 || echo "(no results to show)"
+echo
+echo "== results at batch 1 (the kernel ops)"
+python -m slowfast_fast.bench.markdown "$BENCH_OUT/batch1" "${MARKDOWN_ARGS[@]}" 2>&1 || echo "(no results to show)"
 
 echo
 echo "== gpu_check: $(($(date +%s) - START)) s in all (budget ${TOTAL_S} s)"

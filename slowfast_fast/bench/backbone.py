@@ -12,7 +12,9 @@ CUDA) and of the optimized module.
 Cases per config, dtype (fp32, or bf16 autocast) and layout (of the input, and of the models'
 weights): inference at each batch of the size preset and one training step (forward + backward, no
 optimizer) at the training batch. Before timing, each contender's inference output is checked
-against a float64 run of the reference. Peak memory is ``torch.cuda.max_memory_allocated`` over one
+against a float64 run of the reference on the same clip (at the smallest batch; the torch.compile
+peers, compiled with ``dynamic=False``, at the batch they are timed at, so the compilation checked is
+the one timed). Peak memory is ``torch.cuda.max_memory_allocated`` over one
 call minus what was allocated before it (so: activations, gradients, workspaces); on CPU there is
 no allocator statistic to read, so it is reported as n/a.
 """
@@ -66,13 +68,18 @@ class BackboneCase:
 def build_cases(
     size: cases.SizePreset, configs: list[str], dtypes: list[str], layouts: list[str]
 ) -> list[BackboneCase]:
-    out = []
+    """The cases, the headline ones first: inference at the largest batch and the training step of
+    every (config, dtype, layout), then the smaller inference batches. A case's rows are written
+    when it finishes, so a run cut short by a time limit keeps the rows that matter most."""
+    first, rest = [], []
+    largest, *smaller = sorted(size.inference_batches, reverse=True)
     for config in configs:
         for dtype in dtypes:
             for layout in layouts:
-                out += [BackboneCase(config, "inference", b, dtype, layout) for b in size.inference_batches]
-                out.append(BackboneCase(config, "train", size.train_batch, dtype, layout))
-    return out
+                first.append(BackboneCase(config, "inference", largest, dtype, layout))
+                first.append(BackboneCase(config, "train", size.train_batch, dtype, layout))
+                rest += [BackboneCase(config, "inference", b, dtype, layout) for b in sorted(smaller)]
+    return first + rest
 
 
 def _autocast(device: torch.device, dtype: str):
@@ -81,10 +88,26 @@ def _autocast(device: torch.device, dtype: str):
 
 
 def _clip(size: cases.SizePreset, batch: int, device, layout: str, dtype=torch.float32) -> torch.Tensor:
+    """The seeded input clip. Always drawn in float32 and then converted: ``randn`` in another dtype
+    draws other numbers under the same seed, and the float64 truth must see the very clip the
+    contenders see."""
     torch.manual_seed(1)
     t, h, w = size.backbone_clip
-    x = torch.randn(batch, 3, t, h, w, device=device, dtype=dtype)
+    x = torch.randn(batch, 3, t, h, w, device=device, dtype=torch.float32).to(dtype)
     return x.contiguous(memory_format=cases.LAYOUTS[layout])
+
+
+def _truth(
+    truths: dict, config: str, size: cases.SizePreset, batch: int, device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    """The float64 reference output of ``config`` for the clip of ``batch`` (computed once)."""
+    key = (config, batch)
+    if key not in truths:
+        truth_model = build_model(cases.CONFIGS[config]).double().to(device).eval()
+        with torch.no_grad(), _backend.use_backend("reference"):
+            truths[key] = tuple(truth_model(_clip(size, batch, device, "ncdhw", torch.float64)))
+        del truth_model
+    return truths[key]
 
 
 def _step(module, forward, x, device, case: BackboneCase, backend: str) -> Callable[[], tuple]:
@@ -199,7 +222,9 @@ class _Models:
             # A training step updates BatchNorm's running statistics: it gets its own copy, so the
             # shared modules keep the weights and statistics the float64 truth was computed with.
             module = copy.deepcopy(module).train()
-        forward = torch.compile(module, **mode_kw) if compiled else module
+        # dynamic=False: the static compilation a user compiling for this batch gets (the default would
+        # recompile with symbolic sizes once a second shape or config reaches the same code).
+        forward = torch.compile(module, dynamic=False, **mode_kw) if compiled else module
         return module, forward, backend
 
 
@@ -212,20 +237,14 @@ def run(
 ) -> Iterator[dict]:
     """Yield one row per (case, contender), a case's rows once all its contenders are timed."""
     auto_resolves_to = _backend.resolve(device, "auto")
-    truths: dict[str, tuple[torch.Tensor, ...]] = {}
+    truths: dict[tuple[str, int], tuple[torch.Tensor, ...]] = {}
     models: dict[tuple[str, str], _Models] = {}
-    verdicts: dict[tuple[str, str, str, str], correctness.Verdict] = {}
+    verdicts: dict[tuple, correctness.Verdict] = {}
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as BASELINE.md measured the reference backbone
     for case in backbone_cases:
         config = cases.CONFIGS[case.config]
         key = (case.config, case.layout)
-        if case.config not in truths:
-            truth_model = build_model(config).double().to(device).eval()
-            with torch.no_grad(), _backend.use_backend("reference"):
-                x64 = _clip(size, min(size.inference_batches), device, "ncdhw", torch.float64)
-                truths[case.config] = tuple(truth_model(x64))
-            del truth_model
         if key not in models:
             models[key] = _Models(config, case.layout, device)
         x = _clip(size, case.batch, device, case.layout)
@@ -242,20 +261,12 @@ def run(
                 # The correctness gate runs each contender's inference form (its eval-mode module).
                 _, check_forward, backend = models[key].forward_for(name, "inference")
                 verdict = _verdict(
-                    verdicts,
-                    name,
-                    check_forward,
-                    backend,
-                    models[key].ours,
-                    truths[case.config],
-                    size,
-                    device,
-                    case,
+                    verdicts, truths, name, check_forward, backend, models[key].ours, size, device, case
                 )
                 row["max_err"], row["tol"] = verdict.max_err, verdict.tol
                 if not verdict.ok:
                     row["status"] = "WRONG"
-                    row["note"] = f"max error {verdict.max_err:.3g} > tolerance {verdict.tol:.3g}; not timed"
+                    row["note"] = f"{verdict.describe()}; not timed"
                     continue
                 module, forward = (
                     models[key].forward_for(name, case.mode)[:2]
@@ -298,15 +309,24 @@ def _note(name: str, auto_resolves_to: str) -> str:
     return f"auto -> {auto_resolves_to}"
 
 
+def gate_batch(name: str, case: BackboneCase, size: cases.SizePreset) -> int:
+    """The batch contender ``name`` is checked at: the smallest inference batch, except for the
+    torch.compile peers, checked at the batch they are timed at, so that the compilation checked is
+    the one timed (one static compilation, no recompile for a second batch)."""
+    return case.batch if name.startswith("compiled_") else min(size.inference_batches)
+
+
 def _verdict(
-    verdicts, name: str, forward, backend: str, ours, truth, size, device, case: BackboneCase
+    verdicts, truths, name: str, forward, backend: str, ours, size, device, case: BackboneCase
 ) -> correctness.Verdict:
-    """Inference output of contender ``name`` (``forward`` on ``backend``) vs the float64 truth,
-    allowing 2x the error of ``ours`` (our eval-mode module) on the reference backend; once per
-    (config, dtype, layout, name)."""
-    key = (case.config, case.dtype, case.layout, name)
+    """Inference output of contender ``name`` (``forward`` on ``backend``) vs the float64 truth of
+    the same clip, allowing 2x the error of ``ours`` (our eval-mode module) on the reference
+    backend; once per (config, dtype, layout, name, batch checked)."""
+    batch = gate_batch(name, case, size)
+    key = (case.config, case.dtype, case.layout, name, batch)
     if key not in verdicts:
-        x = _clip(size, min(size.inference_batches), device, case.layout)
+        truth = _truth(truths, case.config, size, batch, device)
+        x = _clip(size, batch, device, case.layout)
         with torch.no_grad(), _autocast(device, case.dtype):
             with _backend.use_backend("reference"):
                 ref = tuple(ours(x))

@@ -4,6 +4,7 @@ text (what runs, where files go, exit status, backends, every flag); ``main`` ru
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -184,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
         "of seconds per shape. Default: only with --full",
     )
     p.add_argument(
+        "--kernel-batch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="batch of the kernel benchmarks' clips (lateral_concat, its backward, resample), e.g. 1 "
+        "for the batch-1 latency target. Default: the size preset's (gpu 8, cpu 2, tiny 1)",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -216,6 +225,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         bad = [v for v in getattr(args, name) or [] if v not in allowed]
         if bad:
             p.error(f"--{name}: unknown {bad}; choose from {list(allowed)}")
+    if args.kernel_batch is not None and args.kernel_batch < 1:
+        p.error(f"--kernel-batch must be at least 1, got {args.kernel_batch}")
     if args.threads is not None and args.threads < 1:
         p.error(f"--threads must be at least 1, got {args.threads}")
     return args
@@ -279,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     length = "quick" if args.quick else "full" if args.full else "default"
     size = cases.SIZES[args.size if args.size != "auto" else ("gpu" if device.type == "cuda" else "cpu")]
+    if args.kernel_batch is not None:
+        size = dataclasses.replace(size, kernel_batch=args.kernel_batch)
     kernel_budget, backbone_budget = BUDGETS[(device.type, length)]
     compile_peers = args.full if args.compile is None else args.compile
     dtypes = args.dtypes or (["fp32", "bf16"] if device.type == "cuda" or args.full else ["fp32"])
@@ -297,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         device,
         ["python -m slowfast_fast.bench", *(argv if argv is not None else sys.argv[1:])],
         size=size.name,
+        kernel_batch=size.kernel_batch,
         length=length,
         compile_peers=compile_peers,
         available_backends=_backend.available_backends(device),

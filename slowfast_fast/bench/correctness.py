@@ -36,6 +36,14 @@ class Verdict:
     ok: bool
     max_err: float  # the worst output's max |candidate - truth|
     tol: float  # that output's tolerance
+    reason: str = ""  # why it failed, when not by its error: shape, dtype or memory format
+
+    def describe(self) -> str:
+        """The note of a failed row."""
+        return self.reason or f"max error {self.max_err:.3g} > tolerance {self.tol:.3g}"
+
+
+_FORMAT_NAMES = {torch.contiguous_format: "contiguous", torch.channels_last_3d: "channels_last_3d"}
 
 
 def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -47,14 +55,26 @@ def check(
     reference: Sequence[torch.Tensor],
     truth: Sequence[torch.Tensor],
     tf32: bool = False,
+    memory_format: torch.memory_format | None = None,
 ) -> Verdict:
     """Compare each output of ``candidate`` with ``truth``, allowing 2x the reference's error
-    (``tf32``: fp32 outputs may carry TF32 rounding)."""
+    (``tf32``: fp32 outputs may carry TF32 rounding). Shape and dtype must match; with
+    ``memory_format`` every output must also be dense in that format (the ops' contract: their
+    output keeps their input's memory format), whatever the reference returned."""
     worst = Verdict(True, 0.0, 0.0)
     worst_ratio = -1.0
-    for cand, ref, true in zip(candidate, reference, truth, strict=True):
+    for i, (cand, ref, true) in enumerate(zip(candidate, reference, truth, strict=True)):
         if cand.shape != true.shape or cand.dtype != ref.dtype:
-            return Verdict(False, float("inf"), 0.0)
+            why = f"output {i}: {cand.dtype} {tuple(cand.shape)}, expected {ref.dtype} {tuple(true.shape)}"
+            return Verdict(False, float("inf"), 0.0, why)
+        if (
+            memory_format is not None
+            and cand.dim() == 5
+            and not cand.is_contiguous(memory_format=memory_format)
+        ):
+            name = _FORMAT_NAMES.get(memory_format, str(memory_format))
+            why = f"output {i} is not {name} (strides {cand.stride()}), as its input is"
+            return Verdict(False, float("inf"), 0.0, why)
         scale = true.abs().max().item() if true.numel() else 0.0
         floor = _FLOOR_TF32 if tf32 and ref.dtype == torch.float32 else _FLOOR[ref.dtype]
         tol = 2 * _max_abs(ref, true) + floor * scale

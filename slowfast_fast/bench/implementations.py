@@ -1,7 +1,8 @@
 """What the kernel benchmarks time: one :class:`Implementation` per backend or peer.
 
 Built in: ``reference`` (eager PyTorch, mmaction2's computation), ``compiled_reference``
-(``torch.compile`` of the reference, a fresh compilation per shape) and every concrete backend of
+(``torch.compile`` of the reference, a fresh compilation per case after a dynamo reset; a case it
+did not compile raises, so its row is an ERROR) and every concrete backend of
 :mod:`slowfast_fast.backend` (``cpu``, ``cuda``, ``triton``) called through the public ops.
 :func:`register` adds another, e.g. an out-of-tree kernel to compare, or a deliberately wrong one
 to prove the correctness gate (tests/test_bench.py does that).
@@ -44,8 +45,33 @@ def _backend_fn(name: str, op: str) -> Callable:
     return functools.partial(getattr(ops, op), backend=name)
 
 
+class _MustCompile:
+    """A torch.compile'd function that raises if its first call compiled no graph, i.e. dynamo ran
+    it eagerly (a recompile limit hit, a skipped frame): such a row would time eager code under the
+    compiled name."""
+
+    def __init__(self, compiled: Callable, what: str) -> None:
+        self._compiled, self._what, self._checked = compiled, what, False
+
+    def __call__(self, *args):
+        if self._checked:
+            return self._compiled(*args)
+        from torch._dynamo.utils import counters
+
+        before = counters["stats"]["unique_graphs"]
+        out = self._compiled(*args)
+        if counters["stats"]["unique_graphs"] == before:
+            raise RuntimeError(f"torch.compile of {self._what} compiled no graph: it ran eagerly, not timed")
+        self._checked = True
+        return out
+
+
 def _compiled_reference(op: str) -> Callable:
-    return torch.compile(_REFERENCE_FNS[op], dynamic=False)
+    # Dynamo keeps its compiled code, and counts recompiles against its limit (8), per code object:
+    # every case compiles the same reference function, so without a reset the ninth shape would
+    # silently run eager. A reset per case also keeps earlier cases' guards out of this one's calls.
+    torch.compiler.reset()
+    return _MustCompile(torch.compile(_REFERENCE_FNS[op], dynamic=False), f"reference.{op}")
 
 
 def register(name: str, **fns: Callable) -> None:

@@ -37,6 +37,9 @@ class KernelCase:
     bytes: int
     make_inputs: Callable[[torch.device], list[torch.Tensor]]
     prepare: Callable[[Callable, list[torch.Tensor]], Thunk]
+    # The memory format every output must have (the ops keep their input's: x_slow's for
+    # lateral_concat, x's for resampling), or None where the contract sets none (the gradients).
+    out_format: torch.memory_format | None = None
 
 
 def _randn(shape, dtype, layout, device, requires_grad=False) -> torch.Tensor:
@@ -120,6 +123,7 @@ def build_cases(
                                 shape.bytes(itemsize),
                                 make,
                                 prepare,
+                                cases.LAYOUTS[layout],
                             )
                         )
                     continue
@@ -140,6 +144,7 @@ def build_cases(
                                 nbytes,
                                 _lateral_inputs(shape, dtype, layout, backward),
                                 prepare,
+                                None if backward else cases.LAYOUTS[layout],
                             )
                         )
     return out
@@ -187,7 +192,9 @@ def run_case(
         try:
             thunk = case.prepare(reference_fn if impl is impls[0] else impl.make(case.impl_op), inputs)
             outputs = tuple(t.detach() for t in thunk())
-            verdict = correctness.check(outputs, reference_out, truth, correctness.tf32_allowed(device))
+            verdict = correctness.check(
+                outputs, reference_out, truth, correctness.tf32_allowed(device), case.out_format
+            )
             del outputs
         except Exception as exc:  # one failing backend must not end the run: report it
             row["status"], row["note"] = "ERROR", report.error_note(exc)
@@ -197,7 +204,7 @@ def run_case(
             thunks[impl.name] = thunk
         else:
             row["status"] = "WRONG"
-            row["note"] = f"max error {verdict.max_err:.3g} > tolerance {verdict.tol:.3g}; not timed"
+            row["note"] = f"{verdict.describe()}; not timed"
     del truth, reference_out
     try:
         timings = timing.measure_all(thunks, device, budget)

@@ -58,6 +58,8 @@ def describe_run(meta: dict) -> str:
         f"torch {meta['torch']}",
         f"size preset `{meta['size']}`",
     ]
+    if meta.get("kernel_batch") is not None and meta.get("timed_kernel_backends"):
+        parts.append(f"kernel batch {meta['kernel_batch']}")
     if meta.get("timed_kernel_backends"):
         parts.append(f"backends timed: {', '.join(meta['timed_kernel_backends'])}")
     if meta.get("auto_backend"):
