@@ -10,7 +10,11 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 import torch
+import torch.fx._symbolic_trace
 import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.modules import module as _module
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from slowfast_fast import ops
 from slowfast_fast.models.checkpoint import (
@@ -126,23 +130,28 @@ class ResNet3dPathway(ResNet3d):
         return inplanes
 
     def fuse(self, x_slow: torch.Tensor, x_fast: torch.Tensor, lateral_name: str) -> torch.Tensor:
-        """``cat([x_slow, <lateral_name>(x_fast)], dim=1)``, fused into one op where that is exact."""
+        """``cat([x_slow, <lateral_name>(x_fast)], dim=1)``, fused into one op where that is exact.
+
+        The lateral module is called instead (mmaction2's computation) whenever the fused op would not
+        compute what the call computes, or would skip something the call does (see :func:`_fusable`),
+        and under ``torch.fx`` symbolic tracing (whose proxies the fused op cannot take).
+        """
         lateral = getattr(self, lateral_name, None)
         if lateral is None:
             return x_slow
-        if isinstance(lateral, DeConvModule):
+        modules = _fusable(lateral)
+        if modules is None or isinstance(x_fast, torch.fx.Proxy):
             return torch.cat((x_slow, lateral(x_fast)), dim=1)
-        conv = lateral.conv
-        if not lateral.with_norm:
-            return ops.lateral_concat(x_slow, x_fast, conv.weight, conv.stride[0], conv.padding[0])
-        act = lateral.activate if lateral.with_activation else None
-        # A BN normalizing with batch statistics is not a per-channel affine: no fusion.
-        if uses_batch_stats(lateral.bn) or not (act is None or type(act) is nn.ReLU):
-            return torch.cat((x_slow, lateral(x_fast)), dim=1)
-        scale, shift = folded_batch_norm(lateral.bn)
-        return ops.lateral_concat(
-            x_slow, x_fast, conv.weight, conv.stride[0], conv.padding[0], scale, shift, relu=act is not None
-        )
+        conv, bn, relu = modules
+        weight, bias, stride, padding = conv.weight, conv.bias, conv.stride[0], conv.padding[0]
+        scale, shift = None, bias
+        if bn is not None:
+            scale, shift = folded_batch_norm(bn)
+            if bias is not None:  # bn(conv(x) + b) == conv(x) * scale + (b * scale + shift)
+                shift = shift + bias * scale
+        if scale is None and shift is None and not relu:
+            return ops.lateral_concat(x_slow, x_fast, weight, stride, padding)
+        return ops.lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift, relu=relu)
 
     def init_weights(self, pretrained: str | os.PathLike | None = None) -> None:
         """As :meth:`ResNet3d.init_weights`, then the stage laterals are kaiming-initialized (after
@@ -179,6 +188,95 @@ class ResNet3dPathway(ResNet3d):
             if lateral is not None:
                 modules.append(lateral)
         return modules
+
+
+def _fx_symbolic_tracing() -> bool:
+    """Whether ``torch.fx.symbolic_trace`` is tracing the caller (not dynamo / torch.compile, which
+    traces the fused ops: ``is_compiling`` comes first so that dynamo never reads the thread-local
+    flag)."""
+    return not torch.compiler.is_compiling() and _is_fx_tracing()
+
+
+# is_fx_symbolic_tracing tells fx.symbolic_trace from torch.export (is_fx_tracing is true for both, and
+# logs a warning): torch versions without it get is_fx_tracing.
+_is_fx_tracing = getattr(torch.fx._symbolic_trace, "is_fx_symbolic_tracing", None) or (
+    torch.fx._symbolic_trace.is_fx_tracing
+)
+
+
+def _called_plainly(module: nn.Module) -> bool:
+    """Calling ``module`` runs just its class's ``forward``: no forward or backward hooks or pre-hooks
+    on it (the ``with_kwargs`` and ``always_call`` variants are kept in these dicts too), and no
+    ``forward`` replaced on the instance. The global module hooks are checked once, in :func:`_fusable`."""
+    return not (
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+        or "forward" in module.__dict__
+    )
+
+
+def _fusable(lateral: nn.Module) -> tuple[nn.Conv3d, _BatchNorm | None, bool] | None:
+    """``(conv, bn or None, relu)`` when :meth:`ResNet3dPathway.fuse` may compute ``lateral(x_fast)``
+    as ``lateral_concat`` without calling the module, else None.
+
+    Only when nothing observes or changes the call (no module hooks, global or on the lateral or its
+    submodules: pruning, old-style weight_norm and spectral_norm recompute the weight in a forward
+    pre-hook), and the modules are what the fused op computes: a :class:`ConvModule` whose conv is a
+    plain zero-padded ``(k, 1, 1)`` ``nn.Conv3d`` (a parametrization, computing ``weight`` on access,
+    is fine; a bias is folded into the shift), whose norm, if any, is a BatchNorm using running
+    statistics, and whose activation, if any, is ReLU. Checked on every call, since any of it can
+    change between calls: a few dict and type tests, with the submodules read from ``_modules``
+    (several times cheaper than ``nn.Module.__getattr__``). Under ``torch.fx`` symbolic tracing,
+    :meth:`ResNet3dPathway.fuse` calls the module whatever this says.
+    """
+    if (
+        _module._global_forward_hooks
+        or _module._global_forward_pre_hooks
+        or _module._global_backward_hooks
+        or _module._global_backward_pre_hooks
+    ):
+        return None
+    if type(lateral).forward is not ConvModule.forward or not _called_plainly(lateral):
+        return None
+    modules = lateral._modules
+    conv = modules.get("conv")
+    if not (
+        isinstance(conv, nn.Conv3d)
+        and type(conv).forward is nn.Conv3d.forward
+        and type(conv)._conv_forward is nn.Conv3d._conv_forward
+        and _called_plainly(conv)
+        and conv.kernel_size[1:] == (1, 1)
+        and conv.stride[1:] == (1, 1)
+        and type(conv.padding) is tuple
+        and conv.padding[1:] == (0, 0)
+        and conv.padding[0] < conv.kernel_size[0]
+        and conv.dilation == (1, 1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+    ):
+        return None
+    bn = None
+    if lateral.with_norm:
+        bn = modules.get("bn")
+        if not (
+            isinstance(bn, _BatchNorm)
+            and type(bn).forward in _BN_FORWARDS
+            and _called_plainly(bn)
+            and not uses_batch_stats(bn)
+        ):
+            return None
+    relu = lateral.with_activation
+    if relu:
+        act = modules.get("activate")
+        if type(act) is not nn.ReLU or not _called_plainly(act):
+            return None
+    return conv, bn, relu
+
+
+# BatchNorm forwards that, using running statistics, are the per-channel affine of folded_batch_norm.
+_BN_FORWARDS = (_BatchNorm.forward, nn.SyncBatchNorm.forward)
 
 
 PATHWAY_TYPES = {"resnet3d": ResNet3dPathway}
@@ -256,6 +354,14 @@ class ResNet3dSlowFast(nn.Module):
     ) -> None:
         super().__init__()
         self.pretrained = pretrained
+        # mmaction2 takes an integral float (8.0) as well; the resampling ops take ints.
+        if isinstance(resample_rate, float):
+            if not resample_rate.is_integer():
+                raise ValueError(
+                    "resample_rate must be a whole number (the slow pathway's temporal stride over the "
+                    f"clip), got {resample_rate!r}"
+                )
+            resample_rate = int(resample_rate)
         self.resample_rate = resample_rate
         self.speed_ratio = speed_ratio
         self.channel_ratio = channel_ratio
@@ -304,6 +410,8 @@ class ResNet3dSlowFast(nn.Module):
         ``[x_slow, x_fast]`` sampled by the data pipeline (the PySlowFast / pytorchvideo convention:
         PySlowFast picks the slow frames with linspace, not nearest resampling); a single clip is
         processed exactly as mmaction2 does."""
+        if _fx_symbolic_tracing():
+            return self._forward_as_mmaction(x)
         slow, fast = self.slow_path, self.fast_path
         x_slow, x_fast = self.pathway_inputs(x)
         x_slow = slow.maxpool(slow.conv1(x_slow))
@@ -316,4 +424,25 @@ class ResNet3dSlowFast(nn.Module):
             x_fast = getattr(fast, layer_name)(x_fast)
             if i != last and slow.lateral:
                 x_slow = slow.fuse(x_slow, x_fast, f"layer{i + 1}_lateral")
+        return x_slow, x_fast
+
+    def _forward_as_mmaction(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mmaction2's forward, call for call (``F.interpolate``, every lateral module called, then
+        ``torch.cat``): what ``torch.fx.symbolic_trace`` records, as it does for mmaction2's model (the
+        fused ops validate their arguments, which a trace's proxies cannot be)."""
+        slow, fast = self.slow_path, self.fast_path
+        x_slow = F.interpolate(x, mode="nearest", scale_factor=(1.0 / self.resample_rate, 1.0, 1.0))
+        x_slow = slow.maxpool(slow.conv1(x_slow))
+        x_fast = F.interpolate(
+            x, mode="nearest", scale_factor=(1.0 / (self.resample_rate // self.speed_ratio), 1.0, 1.0)
+        )
+        x_fast = fast.maxpool(fast.conv1(x_fast))
+        if slow.lateral:
+            x_slow = torch.cat((x_slow, slow.conv1_lateral(x_fast)), dim=1)
+        last = len(slow.res_layers) - 1
+        for i, layer_name in enumerate(slow.res_layers):
+            x_slow = getattr(slow, layer_name)(x_slow)
+            x_fast = getattr(fast, layer_name)(x_fast)
+            if i != last and slow.lateral:
+                x_slow = torch.cat((x_slow, getattr(slow, f"layer{i + 1}_lateral")(x_fast)), dim=1)
         return x_slow, x_fast
