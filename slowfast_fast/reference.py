@@ -19,6 +19,7 @@ __all__ = [
     "is_identity_resample",
     "resampled_length",
     "source_frame_indices",
+    "double_index_rule",
     "temporal_resample",
     "pathway_split",
 ]
@@ -46,7 +47,8 @@ def lateral_concat(
         relu: apply ReLU after the affine.
 
     Returns:
-        ``(N, C_s + C_lat, T_s, H, W)``; the conv's temporal output length must equal ``T_s``.
+        ``(N, C_s + C_lat, T_s, H, W)`` in x_slow's memory format; the conv's temporal output length must
+        equal ``T_s``.
     """
     lateral = F.conv3d(x_fast, weight, stride=(stride, 1, 1), padding=(padding, 0, 0))
     shape = (1, -1, 1, 1, 1)
@@ -56,7 +58,9 @@ def lateral_concat(
         lateral = lateral + shift.view(shape)
     if relu:
         lateral = torch.relu(lateral)
-    return torch.cat((x_slow, lateral), dim=1)
+    # In x_slow's memory format, as every backend returns it: PyTorch's CPU conv3d may return a
+    # contiguous result for channels_last_3d inputs, and cat would follow it.
+    return torch.cat((x_slow, lateral), dim=1).contiguous(memory_format=output_memory_format(x_slow))
 
 
 def resampled_length(t_in: int, scale_factor: float) -> int:
@@ -82,19 +86,37 @@ def _float32(value: float) -> float:
     return struct.unpack("f", struct.pack("f", value))[0]
 
 
-def source_frame_indices(t_in: int, scale_factor: float, device=None) -> torch.Tensor:
+def double_index_rule(dtype: torch.dtype, device) -> bool:
+    """Whether PyTorch's nearest kernels compute the source index in double for this dtype and device:
+    on the CPU for float64 (the index is ``floor(float32(dst * (1.0 / scale)))`` with the product in
+    double), everywhere else in float32. Odd rates pick other frames under the two rules (T=65 at
+    6/7: frame 54 reads 63 in double, 62 in float)."""
+    if dtype != torch.float64:
+        return False
+    return device is None or torch.device(device).type == "cpu"
+
+
+def source_frame_indices(
+    t_in: int, scale_factor: float, device=None, double_rule: bool = False
+) -> torch.Tensor:
     """Source frame of every output frame under PyTorch's nearest rule.
 
     PyTorch computes ``min(floor(dst * scale), t_in - 1)`` with ``scale = float32(1 / scale_factor)``
     and the product in float32; doing the same here keeps odd rates (1/3, 1/7, ...) in agreement.
-    For 5-D inputs it has no identity special case on either device: a scale in (1, 1 + 1/T) keeps
-    T frames but repeats frame 0 and drops the last.
+    With ``double_rule`` (float64 on the CPU: :func:`double_index_rule`) the scale and the product are
+    in double and only the product is rounded to float32 before the floor, as PyTorch's CPU kernel
+    does for float64. For 5-D inputs it has no identity special case on either device: a scale in
+    (1, 1 + 1/T) keeps T frames but repeats frame 0 and drops the last.
     """
     scale_factor = float(scale_factor)  # a numpy float32 would make 1 / scale a float32 division
-    dst = torch.arange(resampled_length(t_in, scale_factor), dtype=torch.float32, device=device)
-    # Built on ``device`` (nothing copied from the host, so it can run inside CUDA-graph capture); the
-    # Python scalar multiplies the float32 tensor in float32, as PyTorch's kernels do.
-    return torch.floor(dst * _float32(1.0 / scale_factor)).to(torch.int64).clamp_(max=t_in - 1)
+    # Built on ``device`` (nothing copied from the host, so it can run inside CUDA-graph capture), as
+    # int64 and then converted: a float32 arange is not exact past 2^24 frames.
+    dst = torch.arange(resampled_length(t_in, scale_factor), dtype=torch.int64, device=device)
+    if double_rule:
+        product = (dst.to(torch.float64) * (1.0 / scale_factor)).to(torch.float32)
+    else:  # the Python scalar multiplies the float32 tensor in float32, as PyTorch's kernels do
+        product = dst.to(torch.float32) * _float32(1.0 / scale_factor)
+    return torch.floor(product).to(torch.int64).clamp_(max=t_in - 1)
 
 
 def temporal_resample(x: torch.Tensor, scale_factor: float) -> torch.Tensor:
@@ -103,12 +125,16 @@ def temporal_resample(x: torch.Tensor, scale_factor: float) -> torch.Tensor:
     Where the output has as many frames as the input without being the identity (a scale in
     ``(1, 1 + 1/T)``: frame 0 repeats, the last is dropped), PyTorch's nearest backward treats equal
     lengths as the identity and so is not the derivative of its own forward; there the same frames
-    are gathered by ``index_select``, whose gradient is.
+    are gathered by ``index_select``, whose gradient is. Likewise for float64 on the CPU, whose
+    forward picks frames by the double rule (:func:`double_index_rule`) while its backward sums them
+    by the float rule (T=65 at 6/7: output 54 reads frame 63, its gradient goes to frame 62).
     """
     scale_factor = float(scale_factor)
     t_in = x.shape[2]
-    if resampled_length(t_in, scale_factor) == t_in and not is_identity_resample(t_in, scale_factor):
-        out = x.index_select(2, source_frame_indices(t_in, scale_factor, x.device))
+    double_rule = double_index_rule(x.dtype, x.device)
+    same_length = resampled_length(t_in, scale_factor) == t_in
+    if (same_length or double_rule) and not is_identity_resample(t_in, scale_factor):
+        out = x.index_select(2, source_frame_indices(t_in, scale_factor, x.device, double_rule))
         return out.contiguous(memory_format=output_memory_format(x))
     return F.interpolate(x, mode="nearest", scale_factor=(scale_factor, 1.0, 1.0))
 

@@ -28,8 +28,9 @@ struct Ranges {
   std::vector<int64_t> lo, hi;
   int64_t t_out;
 
-  Ranges(int64_t t_in, double scale_factor) : lo(t_in, 0), hi(t_in, 0) {
-    const NearestIndex index(t_in, scale_factor);
+  // `wide`: double data, whose index PyTorch's CPU kernel computes in double (common.h).
+  Ranges(int64_t t_in, double scale_factor, bool wide) : lo(t_in, 0), hi(t_in, 0) {
+    const NearestIndex index(t_in, scale_factor, wide);
     t_out = index.t_out;
     for (int64_t d = t_out - 1; d >= 0; --d) lo[index(d)] = d;
     for (int64_t d = 0; d < t_out; ++d) hi[index(d)] = d + 1;
@@ -51,6 +52,9 @@ Layout layout_of(const Tensor& x) {
 
 void check_scale(double scale_factor, int64_t t_in) {
   TORCH_CHECK(std::isfinite(scale_factor) && scale_factor > 0, "scale_factor must be finite and positive");
+  // Before resampled_length casts it: a double past int64's range has no defined conversion.
+  TORCH_CHECK(static_cast<double>(t_in) * scale_factor < 4.0e18, "scale_factor ", scale_factor, " makes ",
+              t_in, " frames into more frames than int64 can count");
   TORCH_CHECK(t_in >= 0 && resampled_length(t_in, scale_factor) >= 1, "empty temporal output");
 }
 
@@ -85,7 +89,7 @@ Tensor temporal_resample_cpu(const Tensor& x_in, double scale_factor) {
   check_scale(scale_factor, x_in.size(2));
   const Layout l = layout_of(x_in);
   const Tensor x = x_in.contiguous(l.format);
-  const Ranges r(x.size(2), scale_factor);
+  const Ranges r(x.size(2), scale_factor, x.scalar_type() == at::kDouble);
   Tensor out = empty_resampled(x, r.t_out, l.format);
   gather(x, l, {{&r, &out}});
   return out;
@@ -97,7 +101,8 @@ std::tuple<Tensor, Tensor> pathway_split_cpu(const Tensor& x_in, double slow_sca
   check_scale(fast_scale, x_in.size(2));
   const Layout l = layout_of(x_in);
   const Tensor x = x_in.contiguous(l.format);
-  const Ranges slow(x.size(2), slow_scale), fast(x.size(2), fast_scale);
+  const bool wide = x.scalar_type() == at::kDouble;
+  const Ranges slow(x.size(2), slow_scale, wide), fast(x.size(2), fast_scale, wide);
   Tensor out_slow = empty_resampled(x, slow.t_out, l.format);
   Tensor out_fast = empty_resampled(x, fast.t_out, l.format);
   gather(x, l, {{&slow, &out_slow}, {&fast, &out_fast}});
@@ -140,7 +145,7 @@ void scatter_add(const Tensor& grad_out, const Layout& l, const Ranges& r, Tenso
 Tensor temporal_resample_backward_cpu(const Tensor& grad_out_in, int64_t t_in, double scale_factor) {
   check_cpu_5d(grad_out_in, "grad_out");
   check_scale(scale_factor, t_in);
-  const Ranges r(t_in, scale_factor);
+  const Ranges r(t_in, scale_factor, grad_out_in.scalar_type() == at::kDouble);
   TORCH_CHECK(grad_out_in.size(2) == r.t_out, "grad_out has ", grad_out_in.size(2),
               " frames but resampling ", t_in, " frames gives ", r.t_out);
   const Layout l = layout_of(grad_out_in);

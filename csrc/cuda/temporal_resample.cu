@@ -178,6 +178,9 @@ void check_scale(double scale_factor, int64_t t_in, const char* name) {
   TORCH_CHECK(std::isfinite(scale_factor) && scale_factor > 0, name, " must be finite and positive, got ",
               scale_factor);
   TORCH_CHECK(t_in >= 0, "t_in must be non-negative, got ", t_in);
+  // Before resampled_length casts it: a double past int64's range has no defined conversion.
+  TORCH_CHECK(static_cast<double>(t_in) * scale_factor < 4.0e18, name, "=", scale_factor, " makes ", t_in,
+              " frames into more frames than int64 can count");
   TORCH_CHECK(resampled_length(t_in, scale_factor) >= 1, "empty temporal output: T=", t_in, " with ", name,
               "=", scale_factor);
 }

@@ -118,7 +118,8 @@ def _resample_grad(ops, grad_out: torch.Tensor, t_in: int, scale_factor: float) 
     if not torch.is_grad_enabled():
         return ops.temporal_resample_backward(grad_out, t_in, scale_factor)
     n, c, _, h, w = grad_out.shape
-    source = reference.source_frame_indices(t_in, scale_factor, grad_out.device)
+    double_rule = reference.double_index_rule(grad_out.dtype, grad_out.device)
+    source = reference.source_frame_indices(t_in, scale_factor, grad_out.device, double_rule)
     grad = grad_out.new_zeros((n, c, t_in, h, w)).index_add(2, source, grad_out)
     return grad.contiguous(memory_format=output_memory_format(grad_out))
 

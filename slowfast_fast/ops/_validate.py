@@ -224,7 +224,12 @@ def check_resample(x: torch.Tensor, scale_factor: float, name: str = "scale_fact
     _check_5d(x, "x", "(N, C, T, H, W)")
     _check_float(x, "x")
     check_scale_factor(scale_factor, name)
+    frames = float(x.shape[2]) * scale_factor
     _require(
-        math.floor(float(x.shape[2]) * scale_factor) >= 1,
+        frames < 4.0e18,  # as the kernels: the length must be an int64 (and finite for math.floor)
+        lambda: f"{name}={scale_factor} makes {x.shape[2]} frames into more frames than int64 can count",
+    )
+    _require(
+        math.floor(frames) >= 1,
         lambda: f"empty temporal output: T={x.shape[2]} with {name}={scale_factor}",
     )

@@ -24,7 +24,9 @@ Index rule, on every device: source frame ``min(floor(d * float32(1 / scale)), T
 product in float32, and no special case when the lengths agree. That is what ``F.interpolate``
 computes for 5-D inputs on CUDA, and on the CPU too (torch 2.14: its 3-D nearest kernel applies no
 identity shortcut when a scale factor is given), so for a scale in (1, 1 + 1/T) the output has T
-frames but repeats frame 0 and drops the last one, as the reference does on either device.
+frames but repeats frame 0 and drops the last one, as the reference does on either device. The one
+exception is float64 on the CPU (the interpreter), where PyTorch computes the product in double and
+rounds it to float32 before the floor (``reference.double_index_rule``); the tables follow it.
 """
 
 from __future__ import annotations
@@ -127,11 +129,11 @@ def _sum_runs_kernel(
     )
 
 
-def _runs(t_in: int, scale_factor: float, device: torch.device) -> torch.Tensor:
+def _runs(t_in: int, scale_factor: float, device: torch.device, double_rule: bool) -> torch.Tensor:
     """``(first, count)`` of the output frames taken from each of ``t_in`` source frames, ``(t_in, 2)``.
     The source frames ascend, so both ends of each run are binary searches: no bincount (which reads
     its result size back to the host) and nothing copied from the host."""
-    src = reference.source_frame_indices(t_in, scale_factor, device)
+    src = reference.source_frame_indices(t_in, scale_factor, device, double_rule)
     t = torch.arange(t_in, device=device)
     first = torch.searchsorted(src, t)
     return torch.stack((first, torch.searchsorted(src, t, right=True) - first), dim=1)
@@ -141,18 +143,21 @@ _TABLES: dict[tuple, torch.Tensor] = {}
 _MAX_TABLES = 256
 
 
-def _run_table(t_in: int, scale1: float, scale2: float | None, device: torch.device) -> torch.Tensor:
-    """int32 ``(t_in, 4)`` table ``(first1, count1, first2, count2)`` on ``device``.
+def _run_table(
+    t_in: int, scale1: float, scale2: float | None, device: torch.device, double_rule: bool = False
+) -> torch.Tensor:
+    """int32 ``(t_in, 4)`` table ``(first1, count1, first2, count2)`` on ``device``, under PyTorch's
+    index rule for the data (``double_rule``: :func:`reference.double_index_rule`).
 
     Built by device ops and kept per shape, so repeated calls launch nothing extra. A table first
     needed during CUDA-graph capture is built inside the graph (its ops replay with it) and not kept:
     its memory belongs to the graph and holds values only once the graph has run."""
-    key = (t_in, scale1, scale2, device)
+    key = (t_in, scale1, scale2, device, double_rule)
     table = _TABLES.get(key)
     if table is not None:
         return table
-    first = _runs(t_in, scale1, device)
-    second = _runs(t_in, scale2, device) if scale2 is not None else torch.zeros_like(first)
+    first = _runs(t_in, scale1, device, double_rule)
+    second = _runs(t_in, scale2, device, double_rule) if scale2 is not None else torch.zeros_like(first)
     table = torch.cat((first, second), dim=1).to(torch.int32)
     if not capturing():
         if len(_TABLES) >= _MAX_TABLES:
@@ -161,26 +166,28 @@ def _run_table(t_in: int, scale1: float, scale2: float | None, device: torch.dev
     return table
 
 
-def _frames_read(t_in: int, scales: tuple[float, ...]) -> int:
+def _frames_read(t_in: int, scales: tuple[float, ...], double_rule: bool = False) -> int:
     """How many distinct source frames the outputs at ``scales`` read, computed on the host (the CPU
     applies the same float32 index rule), so the grid needs nothing from the device."""
     read = torch.zeros(t_in, dtype=torch.bool)
     for scale in scales:
-        read[reference.source_frame_indices(t_in, scale, torch.device("cpu"))] = True
+        read[reference.source_frame_indices(t_in, scale, torch.device("cpu"), double_rule)] = True
     return int(read.sum())
 
 
-def _read_table(t_in: int, scales: tuple[float, ...], device: torch.device) -> torch.Tensor:
+def _read_table(
+    t_in: int, scales: tuple[float, ...], device: torch.device, double_rule: bool = False
+) -> torch.Tensor:
     """int32 ``(frames read, 5)`` table ``(t, first1, count1, first2, count2)`` of the source frames
     some output reads, ascending, on ``device``: :func:`_run_table`'s rows of those frames, selected
     by device ops (a stable sort puts them first) and kept per shape like it."""
-    key = ("read", t_in, *scales, device)
+    key = ("read", t_in, *scales, device, double_rule)
     table = _TABLES.get(key)
     if table is not None:
         return table
-    runs = _run_table(t_in, scales[0], scales[1] if len(scales) == 2 else None, device)
+    runs = _run_table(t_in, scales[0], scales[1] if len(scales) == 2 else None, device, double_rule)
     unread = (runs[:, 1] + runs[:, 3] == 0).to(torch.int8)
-    frames = torch.sort(unread, stable=True).indices[: _frames_read(t_in, scales)]
+    frames = torch.sort(unread, stable=True).indices[: _frames_read(t_in, scales, double_rule)]
     table = torch.cat((frames.to(torch.int32)[:, None], runs[frames]), dim=1).contiguous()
     if not capturing():
         if len(_TABLES) >= _MAX_TABLES:
@@ -242,7 +249,7 @@ class _GatherPlan(NamedTuple):
 
 
 @functools.lru_cache(maxsize=1024)
-def _gather_plan(x: tuple, scales: tuple[float, ...]) -> _GatherPlan:
+def _gather_plan(x: tuple, scales: tuple[float, ...], double_rule: bool) -> _GatherPlan:
     """The launch plan of :func:`_gather` for an input of this ``(shape, stride, dtype)``
     (:func:`_common.plan_key`); cached per process. Made from a meta tensor of exactly that shape and
     those strides, so it cannot depend on anything outside its key."""
@@ -257,7 +264,7 @@ def _gather_plan(x: tuple, scales: tuple[float, ...]) -> _GatherPlan:
     x_strides, rows, inner = _frame_view(x_dense, ys[0])
     y_strides = [_frame_view(y, x_dense)[0] for y in ys]
     block_r, block_i = _tile(rows, inner, x.element_size())
-    read = _frames_read(t_in, scales)
+    read = _frames_read(t_in, scales, double_rule)
     grid, tiles = frame_grid(x.shape[0], read, rows, inner, block_r, block_i)
     sizes = (rows, inner, tiles, *x_strides, *y_strides[0], *y_strides[-1])
     flags = dict(TWO=len(ys) == 2, BLOCK_R=block_r, BLOCK_I=block_i)
@@ -265,7 +272,8 @@ def _gather_plan(x: tuple, scales: tuple[float, ...]) -> _GatherPlan:
 
 
 def _gather(x: torch.Tensor, scales: tuple[float, ...]) -> tuple[torch.Tensor, ...]:
-    plan = _gather_plan(plan_key(x), scales)
+    double_rule = reference.double_index_rule(x.dtype, x.device)
+    plan = _gather_plan(plan_key(x), scales, double_rule)
     ys = tuple(
         torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=plan.fmt)
         for shape in plan.out_shapes
@@ -274,7 +282,7 @@ def _gather(x: torch.Tensor, scales: tuple[float, ...]) -> tuple[torch.Tensor, .
         return ys
     if plan.x_copied:  # the same (deterministic) copy that the plan's strides were taken from
         x, _ = spatial_strides(x)
-    read = _read_table(x.shape[2], scales, x.device)
+    read = _read_table(x.shape[2], scales, x.device, double_rule)
     _gather_frames_kernel[plan.grid](x, ys[0], ys[-1], read, plan.frames_read, *plan.sizes, **plan.flags)
     return ys
 
@@ -334,6 +342,12 @@ def temporal_resample_backward(grad_out: torch.Tensor, t_in: int, scale_factor: 
         return grad_x
     if plan.grad_copied:
         grad_out, _ = spatial_strides(grad_out)
-    runs = _run_table(t_in, scale_factor, None, grad_out.device)
+    runs = _run_table(
+        t_in,
+        scale_factor,
+        None,
+        grad_out.device,
+        reference.double_index_rule(grad_out.dtype, grad_out.device),
+    )
     _sum_runs_kernel[plan.grid](grad_out, grad_x, runs, *plan.sizes, **plan.flags)
     return grad_x
