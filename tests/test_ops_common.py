@@ -166,6 +166,72 @@ def test_numpy_float32_scales_act_as_the_python_floats_they_convert_to():
             temporal_resample(torch.randn(1, 2, 25, 2, 2), np.float32(0.04), backend=backend)
 
 
+# (T, scale) where float64 on the CPU picks other frames than the float rule (F.interpolate computes the
+# index in double there: frame 54 of T=65 at 6/7 reads 63, not 62), plus ordinary rates.
+FLOAT64_RULE_CASES = [(65, 6 / 7), (195, 6 / 7), (253, 3 / 7), (32, 1 / 8), (31, 1 / 3), (13, 2.5)]
+
+
+@pytest.mark.parametrize("backend", ["reference", *KERNEL_BACKENDS, None])
+@pytest.mark.parametrize("t_in, scale_factor", FLOAT64_RULE_CASES)
+def test_float64_resampling_follows_pytorchs_cpu_index_rule(backend, t_in, scale_factor):
+    if backend is not None:
+        _require(backend)
+    frames = torch.arange(t_in, dtype=torch.float64).view(1, 1, t_in, 1, 1)
+    picked = F.interpolate(frames, mode="nearest", scale_factor=(scale_factor, 1, 1)).flatten().long()
+    rule = reference.source_frame_indices(t_in, scale_factor, double_rule=True)
+    assert torch.equal(rule, picked)
+    float_rule = reference.source_frame_indices(t_in, scale_factor)
+    if (t_in, scale_factor) in FLOAT64_RULE_CASES[:3]:
+        assert not torch.equal(float_rule, picked)  # the cases where the two rules differ
+    g = torch.Generator().manual_seed(t_in)
+    for fmt in (torch.contiguous_format, torch.channels_last_3d):
+        x = torch.randn(2, 3, t_in, 2, 3, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
+        want = F.interpolate(x, mode="nearest", scale_factor=(scale_factor, 1, 1))
+        x.requires_grad_()
+        got = temporal_resample(x, scale_factor, backend=backend)
+        assert torch.equal(got, want)
+        grad_out = torch.randn(got.shape, generator=g, dtype=torch.float64)
+        (grad,) = torch.autograd.grad(got, x, grad_out)
+        assert torch.equal(grad, torch.zeros_like(x).index_add(2, picked, grad_out))
+        slow, fast = pathway_split(x.detach(), 1 / 4, scale_factor, backend=backend)
+        assert torch.equal(fast, want)
+    # float32 data keeps the float rule
+    x32 = frames.float().expand(1, 2, t_in, 2, 1)
+    assert torch.equal(
+        temporal_resample(x32, scale_factor, backend=backend)[0, 0, :, 0, 0].long(), float_rule
+    )
+
+
+@pytest.mark.parametrize("backend", ["reference", *KERNEL_BACKENDS])
+@pytest.mark.parametrize("scale_factor", [1e19, 1e300, 1e308])
+def test_scales_beyond_int64_frames_raise_a_clear_error(backend, scale_factor):
+    """T * scale past int64's range: the kernels cast the length to int64 (undefined behaviour in C++,
+    a negative length here) and Python's math.floor raised OverflowError for an infinite product."""
+    _require(backend)
+    x = torch.randn(1, 2, 3, 2, 2)
+    with pytest.raises(RuntimeError, match="more frames than int64 can count"):
+        temporal_resample(x, scale_factor, backend=backend)
+    with pytest.raises(RuntimeError, match="more frames than int64 can count"):
+        pathway_split(x, 0.5, scale_factor, backend=backend)
+    if backend == "cpu":  # the compiled kernel's own check, reached directly
+        with pytest.raises(RuntimeError, match="more frames than int64 can count"):
+            torch.ops.slowfast_fast.temporal_resample(x, scale_factor)
+
+
+def test_source_indices_past_float32_exact_integers():
+    """Output frame numbers past 2^24 are not all float32 integers: building them with a float32
+    arange gave other values than PyTorch's int64-to-float conversion (the create_graph=True gradient
+    used them)."""
+    t_in, scale_factor = (1 << 24) + 5, 1.5
+    got = reference.source_frame_indices(t_in, scale_factor)
+    dst = torch.arange(got.numel(), dtype=torch.int64)
+    want = (
+        torch.floor(dst.to(torch.float32) * reference._float32(1 / scale_factor)).long().clamp_(max=t_in - 1)
+    )
+    assert torch.equal(got, want)
+    assert not torch.equal(torch.arange(got.numel(), dtype=torch.float32).long(), dst)  # the old build
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_bad_arguments_raise_the_documented_errors_in_every_dtype(dtype):
     """The default backend's bf16 rule reads the inputs' sizes: it must not see a wrong rank or type
@@ -326,6 +392,61 @@ def test_autocast_matches_reference_under_autocast(backend):
     assert out.dtype == expected.dtype == torch.bfloat16
     # both round the conv inputs to bf16 and the result to bf16; they may differ by a bf16 ulp or two
     torch.testing.assert_close(out.float(), expected.float(), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize(
+    ("slow_dtype", "affine_dtype", "out_dtype"),
+    [
+        (torch.float32, torch.float32, torch.float32),
+        (torch.bfloat16, torch.float32, torch.float32),  # the affine promotes the bf16 conv, cat follows
+        (torch.bfloat16, torch.bfloat16, torch.bfloat16),
+    ],
+)
+def test_autocast_keeps_scale_and_shift_as_the_reference_does(backend, slow_dtype, affine_dtype, out_dtype):
+    """Under autocast only the conv runs in bf16; ``* scale + shift`` is not an autocast op, so the
+    reference multiplies the bf16 conv by scale and shift as they are and returns the promoted dtype.
+    The public op used to round scale and shift to bf16 (a shift of 100.3 became 100.5) and to return
+    bf16 where the reference returns fp32."""
+    _require(backend)
+    g = torch.Generator().manual_seed(11)
+    x_slow = torch.randn(2, 3, 5, 5, 3, generator=g).to(slow_dtype)
+    x_fast = torch.randn(2, 3, 9, 5, 3, generator=g)
+    weight = torch.randn(6, 3, 3, 1, 1, generator=g) / 3
+    scale = (1 + 0.1 * torch.randn(6, generator=g)).to(affine_dtype)
+    shift = (100.3 + 0.1 * torch.randn(6, generator=g)).to(affine_dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = reference.lateral_concat(x_slow, x_fast, weight, 2, 1, scale, shift, True)
+        out = lateral_concat(x_slow, x_fast, weight, 2, 1, scale, shift, True, backend=backend)
+    assert out.dtype == expected.dtype == out_dtype
+    torch.testing.assert_close(out[:, :3], expected[:, :3], rtol=0, atol=0)
+    # The reference rounds the conv (|conv| < 4 here) to bf16 before the affine, the op does not:
+    # at most half a bf16 ulp of the conv times |scale| (< 0.01). Rounding shift to bf16 costs 0.2.
+    atol = 0.02 if out_dtype == torch.float32 else 1.0  # bf16 output: one ulp at 100 is 0.5
+    torch.testing.assert_close(out.float(), expected.float(), rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("backend", ["reference", "cpu", None])
+def test_lateral_concat_keeps_x_slows_memory_format_on_every_backend(backend, dtype):
+    """The reference returned a contiguous result for channels_last_3d inputs (PyTorch's CPU conv3d
+    returns one and cat follows it), unlike every kernel and the fake kernel."""
+    _require(backend or "auto")
+    g = torch.Generator().manual_seed(12)
+    x_slow = (
+        torch.randn(2, 3, 4, 5, 3, generator=g).to(dtype).contiguous(memory_format=torch.channels_last_3d)
+    )
+    x_fast = (
+        torch.randn(2, 2, 16, 5, 3, generator=g).to(dtype).contiguous(memory_format=torch.channels_last_3d)
+    )
+    weight = torch.randn(4, 2, 5, 1, 1, generator=g).to(dtype)
+    out = lateral_concat(x_slow, x_fast, weight, 4, 2, backend=backend)
+    assert out.is_contiguous(memory_format=torch.channels_last_3d) and not out.is_contiguous()
+    want = reference.lateral_concat(x_slow, x_fast, weight, 4, 2)
+    assert want.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(out, want, **({} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}))
+    out = lateral_concat(x_slow.contiguous(), x_fast, weight, 4, 2, backend=backend)
+    assert out.is_contiguous()
 
 
 def test_package_works_without_compiled_library():

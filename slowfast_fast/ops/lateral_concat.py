@@ -28,21 +28,30 @@ from slowfast_fast.ops._dispatch import (
 
 
 def _autocast_inputs(x_slow, x_fast, weight, scale, shift):
-    """Mirror autocast's treatment of the reference: conv3d runs in the autocast dtype, then cat
-    promotes. Here the conv inputs are rounded to the autocast dtype and everything is computed in
-    the dtype cat would produce."""
+    """Mirror autocast's treatment of the reference: conv3d runs in the autocast dtype, the affine
+    (``* scale + shift``, not an autocast op) promotes the conv's result with scale's and shift's
+    dtypes, then cat promotes with x_slow's. Here the conv inputs are rounded to the autocast dtype
+    and everything is computed in the dtype the reference's result has; scale and shift are not
+    rounded (the reference multiplies by them as they are)."""
     device_type = x_slow.device.type
     if not torch.is_autocast_enabled(device_type):
         return x_slow, x_fast, weight, scale, shift
     low = torch.get_autocast_dtype(device_type)
     if not x_fast.is_floating_point() or x_fast.dtype == torch.float64:
         return x_slow, x_fast, weight, scale, shift
-    out_dtype = torch.promote_types(x_slow.dtype, low)
+    lateral_dtype = low
+    for t in (scale, shift):
+        if t is not None and t.is_floating_point():
+            lateral_dtype = torch.promote_types(lateral_dtype, t.dtype)
+    out_dtype = torch.promote_types(x_slow.dtype, lateral_dtype)
 
-    def cast(t):
-        return None if t is None else t.to(low).to(out_dtype)
+    def conv_input(t):
+        return t.to(low).to(out_dtype)
 
-    return x_slow.to(out_dtype), cast(x_fast), cast(weight), cast(scale), cast(shift)
+    def affine(t):
+        return None if t is None else t.to(out_dtype)
+
+    return x_slow.to(out_dtype), conv_input(x_fast), conv_input(weight), affine(scale), affine(shift)
 
 
 _CPU_KERNEL_KEYS = DIRECT_KEYS["cpu"]
