@@ -102,19 +102,26 @@ def sync_bn_models(mmaction_backbones) -> dict[str, nn.Module]:
 
 
 def calls_to_sync_bn(model: nn.Module, x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], list[str]]:
-    """``model(x)`` and the names of the SyncBatchNorm modules that ran (forward hooks)."""
+    """``model(x)`` and the names of the SyncBatchNorm modules that ran, recorded from the running means
+    they pass to ``F.batch_norm``. Not by module hooks or a wrapped ``forward``: the backbone calls a
+    lateral module that has hooks or a replaced forward (they must run), which is not what is tested."""
+    import torch.nn.modules.batchnorm as batchnorm
+
+    names = {id(m.running_mean): name for name, m in model.named_modules() if isinstance(m, nn.SyncBatchNorm)}
     ran = []
-    hooks = [
-        m.register_forward_hook(lambda *_, name=name: ran.append(name))
-        for name, m in model.named_modules()
-        if isinstance(m, nn.SyncBatchNorm)
-    ]
+    batch_norm = batchnorm.F.batch_norm
+
+    def recording(input, running_mean, *args, **kwargs):
+        if id(running_mean) in names:
+            ran.append(names[id(running_mean)])
+        return batch_norm(input, running_mean, *args, **kwargs)
+
+    batchnorm.F.batch_norm = recording
     try:
         with torch.no_grad():
             out = model(x)
     finally:
-        for hook in hooks:
-            hook.remove()
+        batchnorm.F.batch_norm = batch_norm
     return out, ran
 
 
