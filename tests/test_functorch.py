@@ -243,3 +243,48 @@ def test_vmap_over_resampling(backend, in_dim):
         assert torch.equal(slow[b], reference.temporal_resample(clip, 1 / 8))
         assert torch.equal(fast[b], reference.temporal_resample(clip, 1 / 2))
         assert torch.equal(up[b], reference.temporal_resample(clip, 1.5))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_transforms_over_channels_last_inputs(backend, dtype):
+    """Per-sample gradients and vmap with channels_last_3d inputs (the layout ``to_channels_last_3d``
+    gives the model): the reference set its output's memory format, which vmap cannot (NYI), and
+    float64 resampling on the CPU gathers by index_select then does the same."""
+    cl = torch.channels_last_3d
+    x_slow, x_fast, weight, scale, shift = _lateral_inputs(11, batch=3)
+    x_slow, x_fast = x_slow.to(dtype), x_fast.to(dtype)
+    weight, scale, shift = weight.to(dtype), scale.to(dtype), shift.to(dtype)
+    samples_slow = torch.stack([t[None].contiguous(memory_format=cl) for t in x_slow])
+    samples_fast = torch.stack([t[None].contiguous(memory_format=cl) for t in x_fast])
+
+    def loss(fn, xs, xf, w):
+        return fn(xs, xf, w).square().sum()
+
+    def fused(xs, xf, w):
+        return ops.lateral_concat(xs, xf, w, 3, 1, scale, shift, True, backend=backend)
+
+    def truth(xs, xf, w):
+        return reference.lateral_concat(xs, xf, w, 3, 1, scale, shift, True)
+
+    got = torch.func.vmap(torch.func.grad(lambda xs, xf, w: loss(fused, xs, xf, w), argnums=2),
+                          in_dims=(0, 0, None))(samples_slow, samples_fast, weight)  # fmt: skip
+    outs = torch.func.vmap(fused, in_dims=(0, 0, None))(samples_slow, samples_fast, weight)
+    for i in range(3):
+        w = weight.clone().requires_grad_()
+        (want,) = torch.autograd.grad(loss(truth, samples_slow[i], samples_fast[i], w), w)
+        torch.testing.assert_close(got[i], want)
+        torch.testing.assert_close(outs[i], truth(samples_slow[i], samples_fast[i], weight))
+    clips = torch.stack(
+        [_rand(torch.Generator().manual_seed(i), 1, 2, 65, 2, 3, dtype=dtype) for i in range(2)]
+    )
+    clips = torch.stack([c.contiguous(memory_format=cl) for c in clips])
+    resampled = torch.func.vmap(lambda c: ops.temporal_resample(c, 6 / 7, backend=backend))(clips)
+    grads = torch.func.vmap(
+        torch.func.grad(lambda c: ops.temporal_resample(c, 6 / 7, backend=backend).sum())
+    )(clips)
+    for i in range(2):
+        assert torch.equal(resampled[i], reference.temporal_resample(clips[i], 6 / 7))
+        leaf = clips[i].clone().requires_grad_()
+        (want,) = torch.autograd.grad(reference.temporal_resample(leaf, 6 / 7).sum(), leaf)
+        assert torch.equal(grads[i], want)

@@ -404,3 +404,31 @@ def test_non_integral_resample_rate_raises_at_construction(rate):
     kwargs["resample_rate"] = rate
     with pytest.raises(ValueError, match="resample_rate"):
         ResNet3dSlowFast(**kwargs)
+
+
+def test_autocast_fused_laterals_keep_the_module_paths_dtype(pair, fused_calls):
+    """Under bf16 autocast, mmaction2's lateral (conv in bf16, BN keeping it) concatenated with a bf16
+    slow pathway is bf16; the fused op with the folded (float32) BN computes ``conv * scale + shift``
+    in float32, so without a cast the slow pathway's later stages ran in float32 (twice the bytes, and
+    another dtype than mmaction2's)."""
+    ref, ours = pair(True)
+    _set_mode("eval", ref, ours)
+    x = clip(CLIP)
+    dtypes = {}
+    for name, model in (("mmaction2", ref), ("ours", ours)):
+        seen = dtypes[name] = {}
+        hooks = [
+            getattr(model.slow_path, layer).register_forward_pre_hook(
+                lambda _m, args, layer=layer, seen=seen: seen.__setitem__(layer, args[0].dtype)
+            )
+            for layer in ("layer2", "layer3", "layer4")
+        ]
+        with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+            out = as_tuple(model(x))
+        for hook in hooks:
+            hook.remove()
+        dtypes[name + " out"] = [t.dtype for t in out]
+    assert len(fused_calls) == 4
+    assert dtypes["ours"] == dtypes["mmaction2"], dtypes
+    assert set(dtypes["ours"].values()) == {torch.bfloat16}
+    assert dtypes["ours out"] == dtypes["mmaction2 out"]

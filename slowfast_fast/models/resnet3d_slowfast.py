@@ -151,7 +151,8 @@ class ResNet3dPathway(ResNet3d):
                 shift = shift + bias * scale
         if scale is None and shift is None and not relu:
             return ops.lateral_concat(x_slow, x_fast, weight, stride, padding)
-        return ops.lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift, relu=relu)
+        out = ops.lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift, relu=relu)
+        return _as_module_path_under_autocast(out, x_slow, x_fast)
 
     def init_weights(self, pretrained: str | os.PathLike | None = None) -> None:
         """As :meth:`ResNet3d.init_weights`, then the stage laterals are kaiming-initialized (after
@@ -188,6 +189,20 @@ class ResNet3dPathway(ResNet3d):
             if lateral is not None:
                 modules.append(lateral)
         return modules
+
+
+def _as_module_path_under_autocast(
+    out: torch.Tensor, x_slow: torch.Tensor, x_fast: torch.Tensor
+) -> torch.Tensor:
+    """``out`` in the dtype calling the lateral module gives under autocast. The op computes
+    ``conv * scale + shift`` as the reference does, promoted by the float32 folded BN to float32; the
+    module's conv gives the autocast dtype and its BN keeps it, so ``cat`` gives
+    ``promote(x_slow, autocast dtype)`` (bf16 for a bf16 slow pathway), as mmaction2 does."""
+    device_type = x_fast.device.type
+    if not torch.is_autocast_enabled(device_type) or x_fast.dtype == torch.float64:
+        return out
+    want = torch.promote_types(x_slow.dtype, torch.get_autocast_dtype(device_type))
+    return out if out.dtype == want else out.to(want)
 
 
 def _fx_symbolic_tracing() -> bool:
