@@ -6,6 +6,13 @@ nearest rule picks evenly spaced frames, else a Gather of the frames it picks (i
 :func:`slowfast_fast.reference.source_frame_indices`, so the exported graph keeps the exact index
 rule). Only the time axis must be static; batch, height and width may be dynamic axes.
 
+The frames are those the eager op picks for the traced input's dtype and device: by PyTorch's double
+rule for float64 on the CPU (:func:`slowfast_fast.reference.double_index_rule`; T=65 at 6/7 reads
+frame 63 for output 54 where the float rule reads 62), else by the float rule. Each exporter reads
+the dtype and device from the traced value (see ``_legacy_double_rule`` and ``_dynamo_device``); where
+it records no device the CPU is assumed, the device float64 models are exported from. A float64
+model exported from a CUDA device therefore gets CUDA's (float-rule) frames, as it does in eager.
+
 * ``dynamo=False`` (TorchScript exporter): ``torch.onnx.register_custom_op_symbolic``, the public API.
 * ``dynamo=True`` (the default exporter): the exporter has no public global registry (only the per-call
   ``custom_translation_table``), so the translations join the table its own ATen translations are
@@ -36,15 +43,18 @@ LEGACY_MIN_OPSET = 11
 _NAMESPACES = ("slowfast_fast", _triton_ops.NAMESPACE)
 
 
-def _frame_selection(t_in: int | None, scale_factor: float) -> tuple[int, int, int] | list[int]:
+def _frame_selection(
+    t_in: int | None, scale_factor: float, double_rule: bool = False
+) -> tuple[int, int, int] | list[int]:
     """The frames ``temporal_resample`` keeps: ``(start, end, step)`` when evenly spaced (a Slice),
-    else the list of source indices (a Gather)."""
+    else the list of source indices (a Gather). ``double_rule``: PyTorch's index rule for float64 on
+    the CPU (:func:`reference.double_index_rule`), which the eager op follows there."""
     if not isinstance(t_in, int):
         raise ValueError(
             f"ONNX export of temporal_resample needs a static time axis (dim 2); got {t_in!r}. Mark only the "
             "batch, height or width axes as dynamic."
         )
-    indices = reference.source_frame_indices(t_in, scale_factor).tolist()
+    indices = reference.source_frame_indices(t_in, scale_factor, double_rule=double_rule).tolist()
     if len(indices) == 1:
         return indices[0], indices[0] + 1, 1
     step = indices[1] - indices[0]
@@ -69,9 +79,19 @@ def _time_length(value) -> int | None:
     return sizes[2] if sizes and len(sizes) == 5 else None
 
 
+def _legacy_double_rule(value) -> bool:
+    """Whether the eager op on the traced input picks frames by the double rule: the TorchScript
+    exporter traces real tensors, so the value's type records their dtype and device. A type without
+    a device (none seen: tracing records one) is taken as the CPU, where float64 models are exported."""
+    value_type = value.type()
+    if not isinstance(value_type, torch._C.TensorType):
+        return False
+    return reference.double_index_rule(value_type.dtype(), value_type.device())
+
+
 def _legacy_resample(g, x, scale_factor: float):
     t_in = _time_length(x)
-    selection = _frame_selection(t_in, scale_factor)
+    selection = _frame_selection(t_in, scale_factor, _legacy_double_rule(x))
     if isinstance(selection, tuple):
         start, end, step = selection
         return g.op(
@@ -127,7 +147,11 @@ def _dynamo_functions() -> dict:
 
     def resample(x, scale_factor: float):
         t_in = x.shape[2] if x.shape is not None and len(x.shape) == 5 else None
-        selection = _frame_selection(t_in, scale_factor)
+        # The ONNX value has the dtype; the device is the traced FX value's (see _dynamo_device).
+        double_rule = x.dtype == onnx_ir.DataType.DOUBLE and reference.double_index_rule(
+            torch.float64, _dynamo_device(x)
+        )
+        selection = _frame_selection(t_in, scale_factor, double_rule)
         if isinstance(selection, tuple):
             start, end, step = selection
             return op.Slice(x, ints([start]), ints([end]), ints([2]), ints([step]))
@@ -164,6 +188,26 @@ def _dynamo_functions() -> dict:
         "temporal_resample": temporal_resample,
         "pathway_split": pathway_split,
     }
+
+
+def _dynamo_device(value) -> torch.device | None:
+    """The device of the traced tensor behind an ONNX value of the dynamo exporter, or None (read as
+    the CPU by ``double_index_rule``: where float64 models are exported) where it cannot be found.
+
+    ONNX values carry no device; the exporter records on each graph input, and on each ONNX node it
+    emits, the FX node it came from (``meta["node"]``), whose ``meta["val"]`` is the fake tensor traced
+    on the example inputs' device. Private metadata: if it moves, the CPU is assumed.
+    """
+    fx_node, index = value.meta.get("node"), 0
+    producer = value.producer()
+    if fx_node is None and producer is not None:
+        fx_node, index = producer.meta.get("node"), value.index() or 0
+    traced = getattr(fx_node, "meta", {}).get("val")
+    if isinstance(traced, (tuple, list)):  # a multi-output op: its outputs share a device
+        tensors = [t for t in traced if isinstance(t, torch.Tensor)]
+        preferred = traced[index] if index < len(traced) else None
+        traced = preferred if isinstance(preferred, torch.Tensor) else (tensors[0] if tensors else None)
+    return traced.device if isinstance(traced, torch.Tensor) else None
 
 
 def _registered_namespaces() -> list[str]:
