@@ -151,3 +151,35 @@ def test_resample_ops_reject_bad_scales_and_lengths(device):
         OPS.temporal_resample_backward(_randn(1, 2, 0, 3, 3, device=device), -1, 0.5)
     with pytest.raises(RuntimeError, match="5-D"):
         OPS.temporal_resample(x[0], 0.5)
+
+
+# (x shape): no channels, no rows, no columns. F.interpolate (the reference) refuses each, also where
+# the result would be the input; the kernels returned empty tensors.
+EMPTY_FRAMES = [
+    pytest.param((2, 0, 8, 3, 3), id="no-channels"),
+    pytest.param((2, 3, 8, 0, 3), id="no-rows"),
+    pytest.param((2, 3, 8, 3, 0), id="no-columns"),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", EMPTY_FRAMES)
+def test_resample_ops_reject_frames_without_channels_or_pixels(device, shape):
+    x = _randn(*shape, device=device)
+    with pytest.raises(RuntimeError, match="needs channels and pixels"):
+        OPS.temporal_resample(x, 0.5)
+    with pytest.raises(RuntimeError, match="needs channels and pixels"):
+        OPS.pathway_split(x, 0.25, 1.0)
+    grad_out = _randn(shape[0], shape[1], 4, shape[3], shape[4], device=device)
+    with pytest.raises(RuntimeError, match="needs channels and pixels"):
+        OPS.temporal_resample_backward(grad_out, 8, 0.5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_resample_ops_accept_an_empty_batch(device):
+    """The batch alone may be 0, as in F.interpolate."""
+    x = _randn(0, 3, 8, 3, 3, device=device)
+    assert OPS.temporal_resample(x, 0.5).shape == (0, 3, 4, 3, 3)
+    slow, fast = OPS.pathway_split(x, 0.25, 1.0)
+    assert slow.shape == (0, 3, 2, 3, 3) and fast.shape == (0, 3, 8, 3, 3)
+    assert OPS.temporal_resample_backward(_randn(0, 3, 4, 3, 3, device=device), 8, 0.5).shape == x.shape

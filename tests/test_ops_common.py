@@ -320,6 +320,34 @@ def test_temporal_resample_rejects_bad_input(x, scale_factor, message):
         temporal_resample(x, scale_factor)
 
 
+@pytest.mark.parametrize("backend", ["reference", *KERNEL_BACKENDS])
+@pytest.mark.parametrize("shape", [(2, 0, 8, 5, 5), (2, 3, 8, 0, 5), (2, 3, 8, 5, 0)])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last_3d])
+def test_resampling_refuses_frames_without_channels_or_pixels(backend, shape, fmt):
+    """As F.interpolate, whatever the backend and also where the result would be x itself (the
+    kernels and the identity path returned empty tensors, the reference raised)."""
+    x = torch.randn(shape).contiguous(memory_format=fmt)
+    with pytest.raises(RuntimeError, match="Non-empty|sizes should be greater than 0"):
+        F.interpolate(x, mode="nearest", scale_factor=(0.5, 1.0, 1.0))
+    for scale in (0.5, 1.0):
+        with pytest.raises(RuntimeError, match="needs channels and pixels"):
+            temporal_resample(x, scale, backend=backend)
+    with pytest.raises(RuntimeError, match="needs channels and pixels"):
+        slowfast_fast.pathway_split(x, 0.25, 1.0, backend=backend)
+    with pytest.raises(RuntimeError, match="needs channels and pixels"):
+        slowfast_fast.ops.pathway_inputs(x, 4, 4, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["reference", *KERNEL_BACKENDS])
+def test_resampling_an_empty_batch_gives_an_empty_batch(backend):
+    x = torch.randn(0, 3, 8, 5, 5, requires_grad=True)
+    want = F.interpolate(x, mode="nearest", scale_factor=(0.5, 1.0, 1.0))
+    got = temporal_resample(x, 0.5, backend=backend)
+    assert got.shape == want.shape == (0, 3, 4, 5, 5)
+    (grad,) = torch.autograd.grad(got.sum(), x)
+    assert grad.shape == x.shape
+
+
 def test_pathway_inputs_rejects_bad_rates():
     with pytest.raises(ValueError, match="resample_rate >= speed_ratio"):
         slowfast_fast.ops.pathway_inputs(torch.randn(1, 3, 8, 4, 4), 4, 8)
