@@ -107,9 +107,14 @@ BAD_RESAMPLE = [
         r"fast_scale must be a real number \(int or float\), got NoneType None",
     ),
     (
-        "float rate",
-        lambda: slowfast_fast.pathway_inputs(X, 4.0, 2),
-        r"resample_rate must be an int \(the slow pathway's temporal stride over the clip\), got float 4.0",
+        "str rate",
+        lambda: slowfast_fast.pathway_inputs(X, "4", 2),
+        r"resample_rate must be a real number \(int or float\), got str '4'",
+    ),
+    (
+        "float ratio",
+        lambda: slowfast_fast.pathway_inputs(X, 4, 2.0),
+        r"speed_ratio must be an int \(fast frames per slow frame\), got float 2.0",
     ),
     (
         "str ratio",

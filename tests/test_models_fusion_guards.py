@@ -5,7 +5,7 @@ Each case is compared with real mmaction2 (outputs, and gradients where the case
 same modification of both models: hooks on the laterals or their submodules and global module hooks
 fire the same number of times, pruned or weight-normed laterals train like mmaction2's, laterals
 whose conv has a bias, a spatial kernel or whose BN was folded away compute mmaction2's values, the
-model traces with ``torch.fx.symbolic_trace``, and an integral float ``resample_rate`` works.
+model traces with ``torch.fx.symbolic_trace``, and a float ``resample_rate`` works (integral or not).
 
 Tolerances as in test_models_slowfast.py: fp32 on the ``reference`` backend, 1e-5 relative.
 """
@@ -398,12 +398,47 @@ def test_integral_float_resample_rate_matches(mmaction_backbones):
             assert_rel_close(got, want, TOL, "output")
 
 
-@pytest.mark.parametrize("rate", [8.5, float("inf"), float("nan")])
-def test_non_integral_resample_rate_raises_at_construction(rate):
+@pytest.mark.parametrize("rate", [8.5, 10.5, 12.25])
+def test_non_integral_float_resample_rate_matches(mmaction_backbones, rate):
+    """mmaction2 divides by the rate as given (``1.0 / 10.5``; the fast pathway's ``10.5 // 8`` is
+    1.0): the slow pathway reads frames 0, 10, 21, 31, ... (refused at construction before). Such a
+    rate gives the slow pathway fewer frames than a lateral conv gives it, so mmaction2 runs it only
+    without laterals; with them both models refuse the clip."""
+    kwargs = slowfast_kwargs(18, 8, 8, 5, base_channels=16, slow_extra=dict(lateral=False))
+    kwargs["resample_rate"] = rate
+    ref, ours = build_slowfast_pair(mmaction_backbones, kwargs)
+    assert ours.resample_rate == rate
+    _set_mode("eval", ref, ours)
+    x = clip((1, 3, 43, 21, 21))  # 43 / 10.5 = 4.1 slow frames: a partial last step
+    with slowfast_fast.use_backend("reference"):
+        compare_with_reference(ref, ours, x, tol=TOL)
+    with torch.no_grad():  # and the default backend
+        for got, want in zip(ours(x), ref(x), strict=True):
+            assert_rel_close(got, want, TOL, "output")
+    slow, fast = ours.pathway_inputs(x)
+    assert torch.equal(slow, x[:, :, [int(d * rate) for d in range(int(43 / rate))]])
+    assert torch.equal(fast, x)
+
     kwargs = slowfast_kwargs(18, 8, 8, 5, base_channels=16)
     kwargs["resample_rate"] = rate
+    ref, ours = build_slowfast_pair(mmaction_backbones, kwargs)
+    for model in (ref, ours):
+        with pytest.raises(RuntimeError, match="size|frames"):
+            model(x)
+
+
+@pytest.mark.parametrize("rate", [float("inf"), float("nan"), 4.5])
+def test_unusable_resample_rate_raises_when_a_clip_is_split(rate):
+    """inf, nan, or a rate below speed_ratio (mmaction2: a ZeroDivisionError or an empty clip): a
+    clear ValueError; [x_slow, x_fast] inputs, which never use the rate, still run."""
+    kwargs = slowfast_kwargs(18, 8, 8, 5, base_channels=16)
+    kwargs["resample_rate"] = rate
+    model = ResNet3dSlowFast(**kwargs).eval()
     with pytest.raises(ValueError, match="resample_rate"):
-        ResNet3dSlowFast(**kwargs)
+        model(clip((1, 3, 32, 21, 21)))
+    with torch.no_grad():
+        slow, fast = model([clip((1, 3, 4, 21, 21)), clip((1, 3, 32, 21, 21))])
+    assert slow.shape[2] == 4 and fast.shape[2] == 32
 
 
 def test_autocast_fused_laterals_keep_the_module_paths_dtype(pair, fused_calls):

@@ -345,7 +345,7 @@ class ResNet3dSlowFast(nn.Module):
 
     Args:
         pretrained: a 3D checkpoint of this whole backbone, loaded strictly by :meth:`init_weights`.
-        resample_rate: temporal stride of the slow pathway's input (tau).
+        resample_rate: temporal stride of the slow pathway's input (tau); a float works as in mmaction2.
         speed_ratio: frame-rate ratio fast/slow (alpha).
         channel_ratio: channel ratio slow/fast (beta).
         slow_pathway, fast_pathway: :class:`ResNet3dPathway` configs with ``type='resnet3d'``; the slow
@@ -360,7 +360,7 @@ class ResNet3dSlowFast(nn.Module):
     def __init__(
         self,
         pretrained: str | None = None,
-        resample_rate: int = 8,
+        resample_rate: float = 8,
         speed_ratio: int = 8,
         channel_ratio: int = 8,
         slow_pathway: Mapping = DEFAULT_SLOW_PATHWAY,
@@ -369,13 +369,10 @@ class ResNet3dSlowFast(nn.Module):
     ) -> None:
         super().__init__()
         self.pretrained = pretrained
-        # mmaction2 takes an integral float (8.0) as well; the resampling ops take ints.
-        if isinstance(resample_rate, float):
-            if not resample_rate.is_integer():
-                raise ValueError(
-                    "resample_rate must be a whole number (the slow pathway's temporal stride over the "
-                    f"clip), got {resample_rate!r}"
-                )
+        # mmaction2 takes a float too (its forward divides by it): an integral one is kept as the int
+        # it equals, any other as a float (10.5: the slow pathway reads frames 0, 10, 21, 31, ...).
+        # Checked where a clip is split (pathway_inputs), not here: [x_slow, x_fast] inputs never use it.
+        if isinstance(resample_rate, float) and resample_rate.is_integer():
             resample_rate = int(resample_rate)
         self.resample_rate = resample_rate
         self.speed_ratio = speed_ratio

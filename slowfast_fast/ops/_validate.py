@@ -45,7 +45,7 @@ def _check_tensor(value: object, name: str, optional: bool = False) -> None:
     _require_type(False, name, "a torch.Tensor" + (" or None" if optional else ""), value, hint)
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
     # SymInt: under torch.compile with dynamic shapes an int argument may arrive symbolic.
     return isinstance(value, (numbers.Integral, torch.SymInt)) and not isinstance(value, bool)
 
@@ -59,7 +59,7 @@ def check_int(value: object, name: str, meaning: str) -> None:
     if type(value) is int:  # the usual case, without the abstract-class isinstance checks (µs each)
         return
     hint = "; pass a Python int (tensor.item())" if isinstance(value, torch.Tensor) else ""
-    _require_type(_is_int(value), name, f"an int ({meaning})", value, hint)
+    _require_type(is_int(value), name, f"an int ({meaning})", value, hint)
 
 
 def check_backend_arg(backend: object) -> None:
@@ -223,6 +223,15 @@ def check_scale_factor(scale_factor: float, name: str = "scale_factor") -> None:
 def check_resample(x: torch.Tensor, scale_factor: float, name: str = "scale_factor") -> None:
     _check_5d(x, "x", "(N, C, T, H, W)")
     _check_float(x, "x")
+    # As F.interpolate, the reference, which refuses them (also where the result would be x itself):
+    # only the batch may be 0.
+    _require(
+        x.shape[1] >= 1 and x.shape[3] >= 1 and x.shape[4] >= 1,
+        lambda: (
+            f"x needs channels and pixels (only the batch may be 0), got C={x.shape[1]}, "
+            f"H x W = {x.shape[3]} x {x.shape[4]}"
+        ),
+    )
     check_scale_factor(scale_factor, name)
     frames = float(x.shape[2]) * scale_factor
     _require(

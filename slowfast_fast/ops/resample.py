@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from slowfast_fast import backend as _backend
@@ -92,16 +94,21 @@ def pathway_split(
 
 
 def pathway_inputs(
-    x: torch.Tensor, resample_rate: int, speed_ratio: int, *, backend: str | None = None
+    x: torch.Tensor, resample_rate: float, speed_ratio: int, *, backend: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The slow and fast pathway inputs of mmaction2's ResNet3dSlowFast for clip ``x``.
 
-    Slow: ``scale_factor = 1 / resample_rate``; fast: ``1 / (resample_rate // speed_ratio)``.
+    Slow: ``scale_factor = 1 / resample_rate``; fast: ``1 / (resample_rate // speed_ratio)``, with
+    Python's ``/`` and ``//`` as mmaction2 computes them, so a float ``resample_rate`` (10.5: the slow
+    pathway reads frames 0, 10, 21, 31, ...) resamples as there. Needs ``resample_rate >= speed_ratio
+    >= 1`` (else mmaction2 divides by zero).
     """
-    _validate.check_resample_types(x, {}, backend)
-    _validate.check_int(resample_rate, "resample_rate", "the slow pathway's temporal stride over the clip")
+    _validate.check_resample_types(x, {"resample_rate": resample_rate}, backend)
     _validate.check_int(speed_ratio, "speed_ratio", "fast frames per slow frame")
-    if resample_rate < 1 or speed_ratio < 1 or resample_rate // speed_ratio < 1:
+    # As the scale arguments: a numpy float32 would make the divisions float32 ones.
+    resample_rate = int(resample_rate) if _validate.is_int(resample_rate) else float(resample_rate)
+    speed_ratio = int(speed_ratio)
+    if not (math.isfinite(resample_rate) and speed_ratio >= 1 and resample_rate // speed_ratio >= 1):
         raise ValueError(
             f"need resample_rate >= speed_ratio >= 1, got resample_rate={resample_rate}, "
             f"speed_ratio={speed_ratio}"
