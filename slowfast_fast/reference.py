@@ -12,6 +12,7 @@ import struct
 import torch
 import torch.nn.functional as F
 
+from slowfast_fast._functorch import transform_active
 from slowfast_fast._layout import output_memory_format
 
 __all__ = [
@@ -59,18 +60,11 @@ def lateral_concat(
     if relu:
         lateral = torch.relu(lateral)
     out = torch.cat((x_slow, lateral), dim=1)
-    if _functorch_transform_active():
+    if transform_active():
         return out  # vmap can neither query nor set a channels_last memory format
     # In x_slow's memory format, as every backend returns it: PyTorch's CPU conv3d may return a
     # contiguous result for channels_last_3d inputs, and cat would follow it.
     return out.contiguous(memory_format=output_memory_format(x_slow))
-
-
-def _functorch_transform_active() -> bool:
-    """Whether a ``torch.func`` transform (vmap, grad, ...) sees this call: under vmap, querying or
-    setting a memory format other than contiguous raises (NYI), so the reference leaves the layout as
-    PyTorch's ops give it there. Never true while dynamo traces (it compiles the layout step)."""
-    return not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None
 
 
 def resampled_length(t_in: int, scale_factor: float) -> int:
@@ -145,7 +139,7 @@ def temporal_resample(x: torch.Tensor, scale_factor: float) -> torch.Tensor:
     same_length = resampled_length(t_in, scale_factor) == t_in
     if (same_length or double_rule) and not is_identity_resample(t_in, scale_factor):
         out = x.index_select(2, source_frame_indices(t_in, scale_factor, x.device, double_rule))
-        if _functorch_transform_active():
+        if transform_active():
             return out
         return out.contiguous(memory_format=output_memory_format(x))
     return F.interpolate(x, mode="nearest", scale_factor=(scale_factor, 1.0, 1.0))

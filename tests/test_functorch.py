@@ -106,26 +106,35 @@ def test_jacobians_and_hessian_match_the_reference(backend):
     torch.testing.assert_close(torch.func.hessian(energy(fused))(weight), want, **TIGHT)
 
 
+def _per_sample_weight_grads(backend, samples_slow, samples_fast, weight, scale, shift, relu, **tol):
+    """``vmap(grad(...))`` of each sample's loss by the weight (the samples stacked along a new first
+    axis, each ``(1, C, T, H, W)``), checked against a loop of autograd over the reference; also the
+    vmapped forward. Returns nothing: it asserts."""
+
+    def loss(fn, xs, xf, w):
+        return fn(xs, xf, w).square().sum()
+
+    def fused(xs, xf, w):
+        return ops.lateral_concat(xs, xf, w, 3, 1, scale, shift, relu, backend=backend)
+
+    def truth(xs, xf, w):
+        return reference.lateral_concat(xs, xf, w, 3, 1, scale, shift, relu)
+
+    got = torch.func.vmap(torch.func.grad(lambda xs, xf, w: loss(fused, xs, xf, w), argnums=2),
+                          in_dims=(0, 0, None))(samples_slow, samples_fast, weight)  # fmt: skip
+    outs = torch.func.vmap(fused, in_dims=(0, 0, None))(samples_slow, samples_fast, weight)
+    for i in range(samples_slow.shape[0]):
+        w = weight.clone().requires_grad_()
+        (want,) = torch.autograd.grad(loss(truth, samples_slow[i], samples_fast[i], w), w)
+        torch.testing.assert_close(got[i], want, **tol)
+        torch.testing.assert_close(outs[i], truth(samples_slow[i], samples_fast[i], weight), **tol)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_per_sample_gradients(backend):
     """``vmap(grad(...))``: the weight's gradient of each sample's loss, as a loop over samples gives it."""
     x_slow, x_fast, weight, scale, shift = _lateral_inputs(4, batch=3)
-
-    def sample_loss(fn, xs, xf, w):
-        return fn(xs[None], xf[None], w).square().sum()
-
-    def fused(xs, xf, w):
-        return ops.lateral_concat(xs, xf, w, 3, 1, scale, shift, False, backend=backend)
-
-    def truth(xs, xf, w):
-        return reference.lateral_concat(xs, xf, w, 3, 1, scale, shift, False)
-
-    got = torch.func.vmap(torch.func.grad(lambda xs, xf, w: sample_loss(fused, xs, xf, w), argnums=2),
-                          in_dims=(0, 0, None))(x_slow, x_fast, weight)  # fmt: skip
-    for i in range(3):
-        w = weight.clone().requires_grad_()
-        (want,) = torch.autograd.grad(sample_loss(truth, x_slow[i], x_fast[i], w), w)
-        torch.testing.assert_close(got[i], want, **TIGHT)
+    _per_sample_weight_grads(backend, x_slow[:, None], x_fast[:, None], weight, scale, shift, False, **TIGHT)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -257,24 +266,7 @@ def test_transforms_over_channels_last_inputs(backend, dtype):
     weight, scale, shift = weight.to(dtype), scale.to(dtype), shift.to(dtype)
     samples_slow = torch.stack([t[None].contiguous(memory_format=cl) for t in x_slow])
     samples_fast = torch.stack([t[None].contiguous(memory_format=cl) for t in x_fast])
-
-    def loss(fn, xs, xf, w):
-        return fn(xs, xf, w).square().sum()
-
-    def fused(xs, xf, w):
-        return ops.lateral_concat(xs, xf, w, 3, 1, scale, shift, True, backend=backend)
-
-    def truth(xs, xf, w):
-        return reference.lateral_concat(xs, xf, w, 3, 1, scale, shift, True)
-
-    got = torch.func.vmap(torch.func.grad(lambda xs, xf, w: loss(fused, xs, xf, w), argnums=2),
-                          in_dims=(0, 0, None))(samples_slow, samples_fast, weight)  # fmt: skip
-    outs = torch.func.vmap(fused, in_dims=(0, 0, None))(samples_slow, samples_fast, weight)
-    for i in range(3):
-        w = weight.clone().requires_grad_()
-        (want,) = torch.autograd.grad(loss(truth, samples_slow[i], samples_fast[i], w), w)
-        torch.testing.assert_close(got[i], want)
-        torch.testing.assert_close(outs[i], truth(samples_slow[i], samples_fast[i], weight))
+    _per_sample_weight_grads(backend, samples_slow, samples_fast, weight, scale, shift, True)
     clips = torch.stack(
         [_rand(torch.Generator().manual_seed(i), 1, 2, 65, 2, 3, dtype=dtype) for i in range(2)]
     )

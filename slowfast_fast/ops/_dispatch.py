@@ -3,6 +3,8 @@ public op may call a kernel straight through the dispatcher's device key, below 
 
 import torch
 
+from slowfast_fast._functorch import transform_active
+
 # Tensor classes whose calls the dispatcher handles like plain tensors (no __torch_dispatch__ or
 # __torch_function__ of their own). FakeTensor, FunctionalTensor and other subclasses are other types;
 # functorch's wrappers (vmap, grad) are plain Tensors, caught by its interpreter stack instead.
@@ -58,7 +60,7 @@ def reference_transform_active() -> bool:
     (PyTorch's own ops, which have every formula and batching rule). ``vmap`` alone keeps the kernels."""
     if torch.autograd.forward_ad._current_level >= 0:
         return True
-    if torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is None:
+    if not transform_active():
         return False
     from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
