@@ -76,12 +76,19 @@ def is_identity_resample(t_in: int, scale_factor: float) -> bool:
     """Whether nearest resampling by ``scale_factor`` picks every frame once, in order.
 
     Equal lengths are not enough: a scale in (1, 1 + 1/T) keeps T frames but maps frame 1 to frame 0.
-    With T >= 2 the rule is the identity exactly when ``float32(1 / scale_factor)`` is 1.0.
+    With T >= 2 the rule is the identity exactly when ``float32(1 / scale_factor)`` is 1.0, that is
+    when the double ``1 / scale_factor`` lies in ``[1 - 2^-25, 1 + 2^-24]`` (round to nearest even:
+    both ends are ties that go to 1.0). Written as comparisons, not by rounding, so that a SymFloat
+    scale (a float module attribute under torch.compile) traces.
     """
     scale_factor = float(scale_factor)
     if resampled_length(t_in, scale_factor) != t_in:
         return False
-    return t_in == 1 or _float32(1.0 / scale_factor) == 1.0
+    return t_in == 1 or _ROUNDS_TO_ONE[0] <= 1.0 / scale_factor <= _ROUNDS_TO_ONE[1]
+
+
+# The doubles that float32 rounds to 1.0 (the ends are ties, which round to 1.0's even mantissa).
+_ROUNDS_TO_ONE = (1.0 - 2.0**-25, 1.0 + 2.0**-24)
 
 
 def _float32(value: float) -> float:

@@ -401,9 +401,10 @@ def test_integral_float_resample_rate_matches(mmaction_backbones):
 @pytest.mark.parametrize("rate", [8.5, 10.5, 12.25])
 def test_non_integral_float_resample_rate_matches(mmaction_backbones, rate):
     """mmaction2 divides by the rate as given (``1.0 / 10.5``; the fast pathway's ``10.5 // 8`` is
-    1.0): the slow pathway reads frames 0, 10, 21, 31, ... (refused at construction before). Such a
-    rate gives the slow pathway fewer frames than a lateral conv gives it, so mmaction2 runs it only
-    without laterals; with them both models refuse the clip."""
+    1.0): the slow pathway reads frames 0, 10, 21, 31, ... (refused at construction before). At
+    speed_ratio 8 and 43 frames such a rate gives the slow pathway fewer frames than a lateral conv
+    gives it, so there mmaction2 runs it only without laterals, and with them both models refuse the
+    clip (with speed_ratio 4, 17 frames at 8.5 work with laterals: the next test)."""
     kwargs = slowfast_kwargs(18, 8, 8, 5, base_channels=16, slow_extra=dict(lateral=False))
     kwargs["resample_rate"] = rate
     ref, ours = build_slowfast_pair(mmaction_backbones, kwargs)
@@ -425,6 +426,40 @@ def test_non_integral_float_resample_rate_matches(mmaction_backbones, rate):
     for model in (ref, ours):
         with pytest.raises(RuntimeError, match="size|frames"):
             model(x)
+
+
+def test_non_integral_float_resample_rate_with_laterals_matches(mmaction_backbones):
+    """8.5 at speed_ratio 4 over 17 frames: 2 slow frames (0, 8), as many as the lateral conv gives."""
+    kwargs = slowfast_kwargs(18, 8.5, 4, 5, base_channels=16)
+    ref, ours = build_slowfast_pair(mmaction_backbones, kwargs)
+    _set_mode("eval", ref, ours)
+    x = clip((1, 3, 17, 21, 21))
+    with slowfast_fast.use_backend("reference"):
+        compare_with_reference(ref, ours, x, tol=TOL)
+    with torch.no_grad():
+        for got, want in zip(ours(x), ref(x), strict=True):
+            assert_rel_close(got, want, TOL, "output")
+    assert torch.equal(ours.pathway_inputs(x)[0], x[:, :, [0, 8]])
+
+
+def test_float_resample_rates_compile_fullgraph(mmaction_backbones):
+    """Two models with other float rates in one process: dynamo's automatic dynamic makes the second
+    rate a SymFloat, which ``math.isfinite`` in the rate and scale checks could not take."""
+    x = clip((1, 3, 43, 21, 21))
+    torch._dynamo.reset()
+    try:
+        for rate in (10.5, 12.25):
+            kwargs = slowfast_kwargs(
+                18, rate, 8, 5, base_channels=16, stage_blocks=(1, 1, 1, 1), slow_extra=dict(lateral=False)
+            )
+            ref, ours = build_slowfast_pair(mmaction_backbones, kwargs)
+            _set_mode("eval", ref, ours)
+            with torch.no_grad():
+                got = torch.compile(ours, fullgraph=True, backend="eager")(x)
+                for g, want in zip(got, ref(x), strict=True):
+                    assert_rel_close(g, want, TOL, f"compiled output at rate {rate}")
+    finally:
+        torch._dynamo.reset()
 
 
 @pytest.mark.parametrize("rate", [float("inf"), float("nan"), 4.5])

@@ -5,6 +5,7 @@ with the reference is in test_ops_property.py.
 Per-backend kernel suites live in test_cpu_kernels.py, test_triton_kernels.py, test_cuda_kernels.py.
 """
 
+import math
 import os
 import subprocess
 import sys
@@ -346,6 +347,48 @@ def test_resampling_an_empty_batch_gives_an_empty_batch(backend):
     assert got.shape == want.shape == (0, 3, 4, 5, 5)
     (grad,) = torch.autograd.grad(got.sum(), x)
     assert grad.shape == x.shape
+
+
+def test_identity_rule_bounds_are_float32_rounding():
+    """is_identity_resample compares 1/scale with the ends of float32's rounding interval around 1.0
+    (so a SymFloat traces); at and next to both ends, and at random scales near 1, it must agree with
+    rounding 1/scale to float32."""
+    import numpy as np
+
+    reciprocals = [float(r) for r in np.random.default_rng(0).uniform(1 - 1e-6, 1 + 1e-6, 2000)]
+    for end in (1 - 2**-25, 1 + 2**-24):
+        r = end
+        for _ in range(3):
+            r = math.nextafter(r, 0.0)
+        for _ in range(7):
+            reciprocals.append(r)
+            r = math.nextafter(r, 2.0)
+    agree = 0
+    for r in reciprocals:
+        scale = 1.0 / r
+        want = float(np.float32(1.0 / scale)) == 1.0
+        assert reference.is_identity_resample(4, scale) == (
+            want and reference.resampled_length(4, scale) == 4
+        )
+        agree += want
+    assert 0 < agree < len(reciprocals)  # both outcomes occur
+
+
+def test_resampling_compiles_with_unbacked_sizes():
+    """The channels-and-pixels check must not fail a trace where a size is data-dependent (unbacked):
+    it assumes such a size is non-zero (the compiled kernels check it when they run)."""
+    x = torch.randn(2, 3, 16, 5, 6)
+    want = reference.pathway_split(x, 1 / 4, 1 / 2)
+    torch._dynamo.reset()
+    try:
+        for dim in (0, 1, 3):
+            torch._dynamo.reset()
+            marked = x.clone()
+            torch._dynamo.decorators.mark_unbacked(marked, dim)
+            got = torch.compile(lambda t: slowfast_fast.ops.pathway_inputs(t, 4, 2), fullgraph=True)(marked)
+            assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+    finally:
+        torch._dynamo.reset()
 
 
 def test_pathway_inputs_rejects_bad_rates():

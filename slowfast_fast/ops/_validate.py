@@ -17,6 +17,7 @@ import numbers
 from collections.abc import Callable
 
 import torch
+from torch.fx.experimental.symbolic_shapes import guard_or_true
 
 
 def _require(condition: bool, message: Callable[[], str]) -> None:
@@ -215,9 +216,15 @@ def _check_affine(t: torch.Tensor | None, name: str, like: torch.Tensor, channel
 
 def check_scale_factor(scale_factor: float, name: str = "scale_factor") -> None:
     _require(
-        math.isfinite(scale_factor) and scale_factor > 0,
+        0 < scale_factor < math.inf,  # not math.isfinite, which a SymFloat (torch.compile) cannot take
         lambda: f"{name} must be a finite positive number, got {scale_factor}",
     )
+
+
+def _nonzero(size: int | torch.SymInt) -> bool:
+    """``size >= 1``; an unbacked (data-dependent) size under torch.compile is taken as non-zero rather
+    than failing the trace (the compiled CPU and CUDA kernels check it again when they run)."""
+    return guard_or_true(size >= 1)  # no `type(size) is int` shortcut: dynamo reports a SymInt's type as int
 
 
 def check_resample(x: torch.Tensor, scale_factor: float, name: str = "scale_factor") -> None:
@@ -226,7 +233,7 @@ def check_resample(x: torch.Tensor, scale_factor: float, name: str = "scale_fact
     # As F.interpolate, the reference, which refuses them (also where the result would be x itself):
     # only the batch may be 0.
     _require(
-        x.shape[1] >= 1 and x.shape[3] >= 1 and x.shape[4] >= 1,
+        _nonzero(x.shape[1]) and _nonzero(x.shape[3]) and _nonzero(x.shape[4]),
         lambda: (
             f"x needs channels and pixels (only the batch may be 0), got C={x.shape[1]}, "
             f"H x W = {x.shape[3]} x {x.shape[4]}"

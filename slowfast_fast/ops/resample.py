@@ -108,7 +108,8 @@ def pathway_inputs(
     # As the scale arguments: a numpy float32 would make the divisions float32 ones.
     resample_rate = int(resample_rate) if _validate.is_int(resample_rate) else float(resample_rate)
     speed_ratio = int(speed_ratio)
-    if not (math.isfinite(resample_rate) and speed_ratio >= 1 and resample_rate // speed_ratio >= 1):
+    # Comparisons, not math.isfinite: under torch.compile a float rate may be a SymFloat (NaN fails both).
+    if not (-math.inf < resample_rate < math.inf and speed_ratio >= 1 and resample_rate // speed_ratio >= 1):
         raise ValueError(
             f"need resample_rate >= speed_ratio >= 1, got resample_rate={resample_rate}, "
             f"speed_ratio={speed_ratio}"
