@@ -224,7 +224,10 @@ def check_scale_factor(scale_factor: float, name: str = "scale_factor") -> None:
 def _nonzero(size: int | torch.SymInt) -> bool:
     """``size >= 1``; an unbacked (data-dependent) size under torch.compile is taken as non-zero rather
     than failing the trace (the compiled CPU and CUDA kernels check it again when they run)."""
-    return guard_or_true(size >= 1)  # no `type(size) is int` shortcut: dynamo reports a SymInt's type as int
+    if isinstance(size, torch.Tensor):  # TorchScript tracing (the ONNX exporter) traces sizes as tensors
+        return bool(size >= 1)
+    # Not `isinstance(size, torch.SymInt)`: dynamo answers that, and `type(size)`, as for an int.
+    return guard_or_true(size >= 1)
 
 
 def check_resample(x: torch.Tensor, scale_factor: float, name: str = "scale_factor") -> None:
