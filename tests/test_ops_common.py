@@ -391,6 +391,28 @@ def test_resampling_compiles_with_unbacked_sizes():
         torch._dynamo.reset()
 
 
+def test_rates_and_scales_as_dynamic_arguments_compile():
+    """Under ``torch.compile(dynamic=True, fullgraph=True)`` a rate or scale passed as an argument is a
+    SymInt/SymFloat: the checks (comparisons, not ``math.isfinite``) and the identity rule (an interval,
+    not float32 rounding by ``struct``) must trace, and the frames be the eager ones."""
+    x = torch.randn(1, 3, 43, 5, 5)
+    calls = [
+        (lambda t, r: slowfast_fast.ops.pathway_inputs(t, r, 4), 8),
+        (lambda t, r: slowfast_fast.ops.pathway_inputs(t, r, 4), 10.5),
+        (lambda t, r: slowfast_fast.ops.pathway_inputs(t, r, 8), 10.5),  # fast scale 1.0: the identity rule
+        (lambda t, s: slowfast_fast.pathway_split(t, s, 1.0), 1 / 3),
+        (lambda t, s: (temporal_resample(t, s),), 0.5),
+    ]
+    try:
+        for fn, value in calls:
+            torch._dynamo.reset()
+            got = torch.compile(fn, dynamic=True, fullgraph=True)(x, value)
+            want = fn(x, value)
+            assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True)), value
+    finally:
+        torch._dynamo.reset()
+
+
 def test_pathway_inputs_rejects_bad_rates():
     with pytest.raises(ValueError, match="resample_rate >= speed_ratio"):
         slowfast_fast.ops.pathway_inputs(torch.randn(1, 3, 8, 4, 4), 4, 8)
