@@ -1,4 +1,4 @@
-// Helpers shared by the CPU and CUDA kernels: the memory-format rule (mirrors
+// Helpers shared by the CPU and CUDA kernels: the resampling input check, the memory-format rule (mirrors
 // slowfast_fast/_layout.py) and PyTorch's nearest source-index rule (mirrors reference.py).
 #pragma once
 
@@ -16,6 +16,13 @@ inline at::MemoryFormat output_memory_format(const at::Tensor& t) {
     return at::MemoryFormat::ChannelsLast3d;
   }
   return at::MemoryFormat::Contiguous;
+}
+
+// A resampling input as F.interpolate (the reference) accepts it: only the batch may be empty.
+inline void check_resample_content(const at::Tensor& x, const char* name) {
+  TORCH_CHECK(x.size(1) >= 1 && x.size(3) >= 1 && x.size(4) >= 1, name,
+              " needs channels and pixels (only the batch may be 0), got C=", x.size(1), ", H x W = ",
+              x.size(3), " x ", x.size(4));
 }
 
 // floor(t_in * scale_factor) as F.interpolate computes the output size (in double).

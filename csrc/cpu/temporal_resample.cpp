@@ -58,13 +58,6 @@ void check_scale(double scale_factor, int64_t t_in) {
   TORCH_CHECK(t_in >= 0 && resampled_length(t_in, scale_factor) >= 1, "empty temporal output");
 }
 
-// As F.interpolate (the reference), which refuses them: only the batch may be empty.
-void check_frames_have_content(const Tensor& x, const char* name) {
-  TORCH_CHECK(x.size(1) >= 1 && x.size(3) >= 1 && x.size(4) >= 1, name,
-              " needs channels and pixels (only the batch may be 0), got C=", x.size(1), ", H x W = ",
-              x.size(3), " x ", x.size(4));
-}
-
 Tensor empty_resampled(const Tensor& x, int64_t t_out, at::MemoryFormat format) {
   return at::empty({x.size(0), x.size(1), t_out, x.size(3), x.size(4)}, x.options().memory_format(format));
 }
@@ -93,7 +86,7 @@ void gather(const Tensor& x, const Layout& l, const std::vector<std::pair<const 
 
 Tensor temporal_resample_cpu(const Tensor& x_in, double scale_factor) {
   check_cpu_5d(x_in, "x");
-  check_frames_have_content(x_in, "x");
+  check_resample_content(x_in, "x");
   check_scale(scale_factor, x_in.size(2));
   const Layout l = layout_of(x_in);
   const Tensor x = x_in.contiguous(l.format);
@@ -105,7 +98,7 @@ Tensor temporal_resample_cpu(const Tensor& x_in, double scale_factor) {
 
 std::tuple<Tensor, Tensor> pathway_split_cpu(const Tensor& x_in, double slow_scale, double fast_scale) {
   check_cpu_5d(x_in, "x");
-  check_frames_have_content(x_in, "x");
+  check_resample_content(x_in, "x");
   check_scale(slow_scale, x_in.size(2));
   check_scale(fast_scale, x_in.size(2));
   const Layout l = layout_of(x_in);
@@ -153,7 +146,7 @@ void scatter_add(const Tensor& grad_out, const Layout& l, const Ranges& r, Tenso
 
 Tensor temporal_resample_backward_cpu(const Tensor& grad_out_in, int64_t t_in, double scale_factor) {
   check_cpu_5d(grad_out_in, "grad_out");
-  check_frames_have_content(grad_out_in, "grad_out");
+  check_resample_content(grad_out_in, "grad_out");
   check_scale(scale_factor, t_in);
   const Ranges r(t_in, scale_factor, grad_out_in.scalar_type() == at::kDouble);
   TORCH_CHECK(grad_out_in.size(2) == r.t_out, "grad_out has ", grad_out_in.size(2),

@@ -171,10 +171,7 @@ std::pair<int64_t, int64_t> rows_of(const at::Tensor& t, at::MemoryFormat fmt) {
 void check_input(const at::Tensor& x, const char* name) {
   TORCH_CHECK(on_kernel_device(x), name, " must be a CUDA tensor");
   TORCH_CHECK(x.dim() == 5, name, " must be 5-D (N, C, T, H, W), got ", x.sizes());
-  // As F.interpolate (the reference), which refuses them: only the batch may be empty.
-  TORCH_CHECK(x.size(1) >= 1 && x.size(3) >= 1 && x.size(4) >= 1, name,
-              " needs channels and pixels (only the batch may be 0), got C=", x.size(1), ", H x W = ",
-              x.size(3), " x ", x.size(4));
+  check_resample_content(x, name);
 }
 
 // As the Python validation and the CPU kernels: a finite positive scale giving at least one frame.
