@@ -106,7 +106,7 @@ def test_jacobians_and_hessian_match_the_reference(backend):
     torch.testing.assert_close(torch.func.hessian(energy(fused))(weight), want, **TIGHT)
 
 
-def _per_sample_weight_grads(backend, samples_slow, samples_fast, weight, scale, shift, relu, **tol):
+def _assert_per_sample_weight_grads(backend, samples_slow, samples_fast, weight, scale, shift, relu, **tol):
     """``vmap(grad(...))`` of each sample's loss by the weight (the samples stacked along a new first
     axis, each ``(1, C, T, H, W)``), checked against a loop of autograd over the reference; also the
     vmapped forward. Returns nothing: it asserts."""
@@ -134,7 +134,9 @@ def _per_sample_weight_grads(backend, samples_slow, samples_fast, weight, scale,
 def test_per_sample_gradients(backend):
     """``vmap(grad(...))``: the weight's gradient of each sample's loss, as a loop over samples gives it."""
     x_slow, x_fast, weight, scale, shift = _lateral_inputs(4, batch=3)
-    _per_sample_weight_grads(backend, x_slow[:, None], x_fast[:, None], weight, scale, shift, False, **TIGHT)
+    _assert_per_sample_weight_grads(
+        backend, x_slow[:, None], x_fast[:, None], weight, scale, shift, False, **TIGHT
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -266,7 +268,7 @@ def test_transforms_over_channels_last_inputs(backend, dtype):
     weight, scale, shift = weight.to(dtype), scale.to(dtype), shift.to(dtype)
     samples_slow = torch.stack([t[None].contiguous(memory_format=cl) for t in x_slow])
     samples_fast = torch.stack([t[None].contiguous(memory_format=cl) for t in x_fast])
-    _per_sample_weight_grads(backend, samples_slow, samples_fast, weight, scale, shift, True)
+    _assert_per_sample_weight_grads(backend, samples_slow, samples_fast, weight, scale, shift, True)
     clips = torch.stack(
         [_rand(torch.Generator().manual_seed(i), 1, 2, 65, 2, 3, dtype=dtype) for i in range(2)]
     )

@@ -231,6 +231,13 @@ def _nonzero(size: int | torch.SymInt) -> bool:
 
 
 def check_resample(x: torch.Tensor, scale_factor: float, name: str = "scale_factor") -> None:
+    """A resampling op's input and one of its scales."""
+    check_resample_input(x)
+    check_resample_scale(x, scale_factor, name)
+
+
+def check_resample_input(x: torch.Tensor) -> None:
+    """The input of a resampling op (checked once per call, however many scales it takes)."""
     _check_5d(x, "x", "(N, C, T, H, W)")
     _check_float(x, "x")
     # As F.interpolate, the reference, which refuses them (also where the result would be x itself):
@@ -242,6 +249,10 @@ def check_resample(x: torch.Tensor, scale_factor: float, name: str = "scale_fact
             f"H x W = {x.shape[3]} x {x.shape[4]}"
         ),
     )
+
+
+def check_resample_scale(x: torch.Tensor, scale_factor: float, name: str = "scale_factor") -> None:
+    """One scale of a resampling op on an input :func:`check_resample_input` accepted."""
     check_scale_factor(scale_factor, name)
     frames = float(x.shape[2]) * scale_factor
     _require(

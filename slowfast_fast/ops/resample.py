@@ -80,8 +80,9 @@ def pathway_split(
     """
     _validate.check_resample_types(x, {"slow_scale": slow_scale, "fast_scale": fast_scale}, backend)
     slow_scale, fast_scale = float(slow_scale), float(fast_scale)
-    _validate.check_resample(x, slow_scale, "slow_scale")
-    _validate.check_resample(x, fast_scale, "fast_scale")
+    _validate.check_resample_input(x)
+    _validate.check_resample_scale(x, slow_scale, "slow_scale")
+    _validate.check_resample_scale(x, fast_scale, "fast_scale")
     t = x.shape[2]
     slow_identity = reference.is_identity_resample(t, slow_scale)
     fast_identity = reference.is_identity_resample(t, fast_scale)
@@ -105,9 +106,8 @@ def pathway_inputs(
     """
     _validate.check_resample_types(x, {"resample_rate": resample_rate}, backend)
     _validate.check_int(speed_ratio, "speed_ratio", "fast frames per slow frame")
-    # As the scale arguments: a numpy float32 would make the divisions float32 ones.
-    resample_rate = int(resample_rate) if _validate.is_int(resample_rate) else float(resample_rate)
-    speed_ratio = int(speed_ratio)
+    if not _validate.is_int(resample_rate):  # as the scale arguments: a numpy float32 would divide in float32
+        resample_rate = float(resample_rate)
     # Comparisons, not math.isfinite: under torch.compile a float rate may be a SymFloat (NaN fails both).
     if not (-math.inf < resample_rate < math.inf and speed_ratio >= 1 and resample_rate // speed_ratio >= 1):
         raise ValueError(
