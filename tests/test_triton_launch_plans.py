@@ -410,10 +410,11 @@ def test_resample_backward_plan_matches_the_tensors_the_kernel_gets(case, monkey
         fmt, how = RESAMPLE_CASES[case]
         grads = [_strided(shape, fmt, how, torch.float32) for _ in range(2)]
     results = [res.temporal_resample_backward(g, 12, 1 / 3) for g in grads]
-    # Another scale with the same t_in and gradient reuses the plan (it does not depend on the scale).
-    results.append(res.temporal_resample_backward(grads[0], 12, 0.3))
-    assert res._sum_plan.cache_info().misses == 1 and res._sum_plan.cache_info().hits == 2
-    for call, g, gx, scale in zip(calls, [*grads, grads[0]], results, (1 / 3, 1 / 3, 0.3), strict=True):
+    # Another scale that gives the same 4 frames: its own plan (the plan's checks read the scale), the
+    # same launch arguments but its own run table.
+    results.append(res.temporal_resample_backward(grads[0], 12, 0.34))
+    assert res._sum_plan.cache_info().misses == 2 and res._sum_plan.cache_info().hits == 1
+    for call, g, gx, scale in zip(calls, [*grads, grads[0]], results, (1 / 3, 1 / 3, 0.34), strict=True):
         assert torch.equal(call["gy_ptr"], g) and call["gx_ptr"] is gx
         assert gx.shape == (2, 3, 12, 4, 5) and gx.is_contiguous(memory_format=output_memory_format(g))
         rows, inner = call["ROWS"], call["INNER"]

@@ -127,21 +127,22 @@ def check_lateral_concat(
     padding: int,
     scale: torch.Tensor | None,
     shift: torch.Tensor | None,
+    slow_name: str = "x_slow",
 ) -> None:
     # Every public call runs this (a few microseconds against a ~20 us stem lateral on CPU): each
     # attribute is read once, and the messages are only built on failure.
     ss, fs, ws = x_slow.shape, x_fast.shape, weight.shape
-    _check_5d(x_slow, "x_slow", "(N, C_slow, T_slow, H, W)")
+    _check_5d(x_slow, slow_name, "(N, C_slow, T_slow, H, W)")
     _check_5d(x_fast, "x_fast", "(N, C_fast, T_fast, H, W)")
     _check_5d(weight, "weight", "(C_lat, C_fast, k, 1, 1)")
     dtype = x_slow.dtype
     if dtype not in _FLOAT_DTYPES or x_fast.dtype is not dtype or weight.dtype is not dtype:
-        for name, t in (("x_slow", x_slow), ("x_fast", x_fast), ("weight", weight)):
+        for name, t in ((slow_name, x_slow), ("x_fast", x_fast), ("weight", weight)):
             _check_float(t, name)
         _require(
             x_fast.dtype == x_slow.dtype and weight.dtype == x_slow.dtype,
             lambda: (
-                "x_slow, x_fast and weight must share one dtype, got "
+                f"{slow_name}, x_fast and weight must share one dtype, got "
                 f"{x_slow.dtype}, {x_fast.dtype} and {weight.dtype}"
             ),
         )
@@ -149,7 +150,7 @@ def check_lateral_concat(
     _require(
         x_fast.device == device and weight.device == device,
         lambda: (
-            "x_slow, x_fast and weight must be on one device, got "
+            f"{slow_name}, x_fast and weight must be on one device, got "
             f"{x_slow.device}, {x_fast.device} and {weight.device}"
         ),
     )
@@ -161,10 +162,10 @@ def check_lateral_concat(
         ws[1] == fs[1],
         lambda: f"weight has {ws[1]} input channels but x_fast has {fs[1]} channels",
     )
-    _require(fs[0] == ss[0], lambda: f"batch mismatch: x_slow has {ss[0]}, x_fast has {fs[0]}")
+    _require(fs[0] == ss[0], lambda: f"batch mismatch: {slow_name} has {ss[0]}, x_fast has {fs[0]}")
     _require(
         fs[3] == ss[3] and fs[4] == ss[4],
-        lambda: f"H/W mismatch: x_slow has {tuple(ss[3:])}, x_fast has {tuple(fs[3:])}",
+        lambda: f"H/W mismatch: {slow_name} has {tuple(ss[3:])}, x_fast has {tuple(fs[3:])}",
     )
     # Only the batch and C_slow may be 0: the reference (F.conv3d) refuses empty frames and channels,
     # and what a conv over nothing would give is no SlowFast's.
@@ -196,11 +197,20 @@ def check_lateral_concat(
         t_out == ss[2],
         lambda: (
             f"the lateral conv gives {t_out} frames (T_fast={fs[2]}, k={kernel}, "
-            f"stride={stride}, padding={padding}) but x_slow has {ss[2]}"
+            f"stride={stride}, padding={padding}) but {slow_name} has {ss[2]}"
         ),
     )
     _check_affine(scale, "scale", x_slow, ws[0])
     _check_affine(shift, "shift", x_slow, ws[0])
+
+
+def check_devices(names: str, device: torch.device, *tensors: torch.Tensor | None) -> None:
+    """Every tensor given (None skipped) is on ``device``, the first argument's. For the backends'
+    kernels, which check shapes once per launch plan but devices on every call."""
+    for t in tensors:
+        if t is not None and t.device != device:
+            got = ", ".join(str(t.device) for t in tensors if t is not None)
+            raise RuntimeError(f"{names} must be on one device ({device}), got {got}")
 
 
 def _check_affine(t: torch.Tensor | None, name: str, like: torch.Tensor, channels: int) -> None:
@@ -236,16 +246,16 @@ def check_resample(x: torch.Tensor, scale_factor: float, name: str = "scale_fact
     check_resample_scale(x, scale_factor, name)
 
 
-def check_resample_input(x: torch.Tensor) -> None:
+def check_resample_input(x: torch.Tensor, name: str = "x") -> None:
     """The input of a resampling op (checked once per call, however many scales it takes)."""
-    _check_5d(x, "x", "(N, C, T, H, W)")
-    _check_float(x, "x")
+    _check_5d(x, name, "(N, C, T, H, W)")
+    _check_float(x, name)
     # As F.interpolate, the reference, which refuses them (also where the result would be x itself):
     # only the batch may be 0.
     _require(
         _nonzero(x.shape[1]) and _nonzero(x.shape[3]) and _nonzero(x.shape[4]),
         lambda: (
-            f"x needs channels and pixels (only the batch may be 0), got C={x.shape[1]}, "
+            f"{name} needs channels and pixels (only the batch may be 0), got C={x.shape[1]}, "
             f"H x W = {x.shape[3]} x {x.shape[4]}"
         ),
     )
@@ -253,13 +263,67 @@ def check_resample_input(x: torch.Tensor) -> None:
 
 def check_resample_scale(x: torch.Tensor, scale_factor: float, name: str = "scale_factor") -> None:
     """One scale of a resampling op on an input :func:`check_resample_input` accepted."""
+    _check_resampled_length(x.shape[2], scale_factor, name)
+
+
+def _check_resampled_length(t_in: int, scale_factor: float, name: str) -> int:
+    """The output length of resampling ``t_in`` frames by a valid ``scale_factor``, which must be >= 1."""
     check_scale_factor(scale_factor, name)
-    frames = float(x.shape[2]) * scale_factor
+    frames = float(t_in) * scale_factor
     _require(
         frames < 4.0e18,  # as the kernels: the length must be an int64 (and finite for math.floor)
-        lambda: f"{name}={scale_factor} makes {x.shape[2]} frames into more frames than int64 can count",
+        lambda: f"{name}={scale_factor} makes {t_in} frames into more frames than int64 can count",
     )
+    length = math.floor(frames)
+    _require(length >= 1, lambda: f"empty temporal output: T={t_in} with {name}={scale_factor}")
+    return length
+
+
+def check_resample_backward(grad_out: torch.Tensor, t_in: int, scale_factor: float) -> None:
+    """The arguments of a backend's ``temporal_resample_backward`` op (the public ops call it with
+    arguments they made; a direct call gets the checks the compiled kernels make)."""
+    check_resample_input(grad_out, "grad_out")
+    t_out = _check_resampled_length(t_in, scale_factor, "scale_factor")
     _require(
-        math.floor(frames) >= 1,
-        lambda: f"empty temporal output: T={x.shape[2]} with {name}={scale_factor}",
+        grad_out.shape[2] == t_out,
+        lambda: (
+            f"grad_out has {grad_out.shape[2]} frames but resampling t_in={t_in} frames by "
+            f"scale_factor={scale_factor} gives {t_out}"
+        ),
     )
+
+
+def check_lateral_concat_grad(
+    grad_out: torch.Tensor,
+    x_fast: torch.Tensor,
+    weight: torch.Tensor,
+    scale: torch.Tensor | None,
+    out: torch.Tensor | None,
+    stride: int,
+    padding: int,
+) -> None:
+    """The arguments of a backend's lateral_concat gradient ops: ``grad_out`` is the gradient of the
+    whole ``(N, C_slow + C_lat, T_slow, H, W)`` output and ``out`` (the forward's output, given when it
+    applied ReLU) has its shape and dtype. The public ops call these with arguments they made; a direct
+    call gets the checks the compiled kernels make. The Triton launch plans run these on meta tensors,
+    where every device is meta: :func:`check_devices` compares the real ones."""
+    _check_5d(grad_out, "grad_out", "(N, C_slow + C_lat, T_slow, H, W)")
+    _check_5d(weight, "weight", "(C_lat, C_fast, k, 1, 1)")
+    c_slow = grad_out.shape[1] - weight.shape[0]
+    _require(
+        c_slow >= 0,
+        lambda: (
+            f"grad_out has {grad_out.shape[1]} channels, fewer than the lateral conv's "
+            f"{weight.shape[0]} output channels"
+        ),
+    )
+    # grad_out's slow channels stand for x_slow: the forward's checks then cover the rest.
+    check_lateral_concat(grad_out[:, :c_slow], x_fast, weight, stride, padding, scale, None, "grad_out")
+    if out is not None:
+        _require(
+            out.shape == grad_out.shape and out.dtype == grad_out.dtype,
+            lambda: (
+                f"out must have grad_out's shape and dtype, {tuple(grad_out.shape)} and {grad_out.dtype}; "
+                f"got {tuple(out.shape)} and {out.dtype}"
+            ),
+        )

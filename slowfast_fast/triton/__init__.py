@@ -2,7 +2,9 @@
 
 Each function allocates its outputs and launches kernels; the positional signatures match the op
 schemas of ``slowfast_fast.ops._schemas`` (``SCHEMAS`` and the Triton-only ``TRITON_SCHEMAS``), under
-which ``slowfast_fast.ops._triton_ops`` registers them. Inputs arrive validated. On CPU they run only
+which ``slowfast_fast.ops._triton_ops`` registers them. Each checks its inputs as the public ops do (the
+shapes once per cached launch plan, the devices on every call), so a direct call of the namespace cannot
+launch a kernel on inputs that do not fit. On CPU they run only
 under ``TRITON_INTERPRET=1`` (tests without a GPU).
 """
 

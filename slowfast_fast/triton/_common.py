@@ -151,6 +151,17 @@ def plan_key(t: torch.Tensor) -> tuple:
     return t.shape, t.stride(), t.dtype
 
 
+def affine_key(t: torch.Tensor | None) -> tuple | None:
+    """``(shape, dtype)`` of a per-channel scale or shift (None for None): what a launch plan checks of
+    it (the kernels read it densely, so its strides do not matter)."""
+    return None if t is None else (t.shape, t.dtype)
+
+
+def affine_like(key: tuple | None) -> torch.Tensor | None:
+    """A meta tensor of an :func:`affine_key`'s shape and dtype (None for None)."""
+    return None if key is None else torch.empty(key[0], dtype=key[1], device="meta")
+
+
 def meta_like(key: tuple) -> torch.Tensor:
     """A meta tensor with exactly the shape, strides and dtype of a :func:`plan_key`, which launch plans
     are derived from (so a plan cannot read anything outside its key)."""

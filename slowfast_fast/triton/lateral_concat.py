@@ -56,8 +56,11 @@ import triton
 import triton.language as tl
 
 from slowfast_fast._layout import output_memory_format
+from slowfast_fast.ops import _validate
 from slowfast_fast.triton._common import (
     accumulator,
+    affine_key,
+    affine_like,
     autotune,
     autotune_configs,
     batch_bucket,
@@ -238,14 +241,19 @@ class _Plan(NamedTuple):
 @functools.lru_cache(maxsize=1024)
 def _plan(
     x_slow: tuple, x_fast: tuple, weight: tuple, stride: int, padding: int,
-    has_scale: bool, has_shift: bool, relu: bool, precision: str,
+    scale: tuple | None, shift: tuple | None, relu: bool, precision: str,
 ) -> _Plan:  # fmt: skip
-    """The launch plan for tensors of these ``(shape, stride, dtype)``s (:func:`_common.plan_key`);
-    cached per process.
+    """The launch plan for tensors of these ``(shape, stride, dtype)``s (:func:`_common.plan_key`;
+    ``(shape, dtype)`` for scale and shift, None when absent); cached per process.
 
     It is made from meta tensors of exactly those shapes and strides, so it cannot depend on anything
-    outside its key (global settings come in as arguments: ``precision``)."""
+    outside its key (global settings come in as arguments: ``precision``). It first checks them as
+    the public op does (so a direct call of the op namespace's kernel cannot launch on shapes that do
+    not fit; a key that fails is not cached and fails again)."""
     x_slow, x_fast, weight = meta_like(x_slow), meta_like(x_fast), meta_like(weight)
+    has_scale, has_shift = scale is not None, shift is not None
+    scale, shift = affine_like(scale), affine_like(shift)
+    _validate.check_lateral_concat(x_slow, x_fast, weight, stride, padding, scale, shift)
     dtype = x_slow.dtype
     n, c_slow, t_slow, h, w = x_slow.shape
     c_fast, t_fast = x_fast.shape[1], x_fast.shape[2]
@@ -311,15 +319,18 @@ def lateral_concat(
 ) -> torch.Tensor:
     """``cat([x_slow, act(conv3d(x_fast, weight) * scale + shift)], 1)`` in one kernel.
 
-    Shapes as in :func:`slowfast_fast.reference.lateral_concat` (inputs already validated). The
-    output, ``(N, C_slow + C_lat, T_slow, H, W)``, is in x_slow's memory format.
+    Shapes as in :func:`slowfast_fast.reference.lateral_concat`. The output, ``(N, C_slow + C_lat,
+    T_slow, H, W)``, is in x_slow's memory format.
 
-    The host work that only the shapes, strides and flags decide (tiles, vector runs, strides, index
-    width) is done once per such key (:func:`_plan`); a call then allocates the output and launches.
+    The host work that only the shapes, strides and flags decide (the public op's shape checks, tiles,
+    vector runs, strides, index width) is done once per such key (:func:`_plan`); a call then checks
+    devices, allocates the output and launches.
     """
+    devices = "x_slow, x_fast, weight, scale and shift"
+    _validate.check_devices(devices, x_slow.device, x_fast, weight, scale, shift)
     plan = _plan(
         plan_key(x_slow), plan_key(x_fast), plan_key(weight), stride, padding,
-        scale is not None, shift is not None, relu, dot_precision(x_slow.dtype),
+        affine_key(scale), affine_key(shift), relu, dot_precision(x_slow.dtype),
     )  # fmt: skip
     out = torch.empty(plan.out_shape, dtype=x_slow.dtype, device=x_slow.device, memory_format=plan.fmt)
     if out.numel() == 0:

@@ -66,10 +66,13 @@ import triton
 import triton.language as tl
 
 from slowfast_fast._layout import output_memory_format
+from slowfast_fast.ops import _validate
 from slowfast_fast.triton._common import (
     DETERMINISTIC_SMS,
     INTERPRET,
     accumulator,
+    affine_key,
+    affine_like,
     autotune,
     autotune_configs,
     batch_bucket,
@@ -561,16 +564,20 @@ class _Plan(NamedTuple):
 
 @functools.lru_cache(maxsize=1024)
 def _plan(
-    grad_out: tuple, x_fast: tuple, weight: tuple, out: tuple | None, has_scale: bool, stride: int,
+    grad_out: tuple, x_fast: tuple, weight: tuple, out: tuple | None, scale: tuple | None, stride: int,
     padding: int, need_input: bool, need_weight: bool, deterministic: bool, sms: int, precision: str,
 ) -> _Plan:  # fmt: skip
-    """The launch plan for tensors of these ``(shape, stride, dtype)``s; cached per process.
+    """The launch plan for tensors of these ``(shape, stride, dtype)``s (``(shape, dtype)`` for scale,
+    None when absent); cached per process.
 
     It is made from meta tensors of exactly those shapes, strides and dtypes, so it cannot depend on
     anything outside its key (global settings and the GPU come in as arguments: ``deterministic``,
-    ``sms``, ``precision``)."""
+    ``sms``, ``precision``). It first checks them as the compiled kernels do (a key that fails is not
+    cached and fails again)."""
     grad_out, x_fast, weight = meta_like(grad_out), meta_like(x_fast), meta_like(weight)
     out = None if out is None else meta_like(out)
+    has_scale = scale is not None
+    _validate.check_lateral_concat_grad(grad_out, x_fast, weight, affine_like(scale), out, stride, padding)
     n, c_fast, t_fast, h, w = x_fast.shape
     c_lat, kt = weight.shape[0], weight.shape[2]
     c_slow = grad_out.shape[1] - c_lat
@@ -684,10 +691,12 @@ def lateral_concat_backward(
     The host work that only the shapes, strides, dtypes and flags decide is done once per such key
     (:func:`_plan`); a call then allocates the results and launches.
     """
+    devices = "grad_out, x_fast, weight, scale and out"
+    _validate.check_devices(devices, grad_out.device, x_fast, weight, scale, out)
     deterministic = torch.are_deterministic_algorithms_enabled()
     plan = _plan(
         plan_key(grad_out), plan_key(x_fast), plan_key(weight), None if out is None else plan_key(out),
-        scale is not None,
+        affine_key(scale),
         stride, padding, need_input, need_weight, deterministic,
         DETERMINISTIC_SMS if deterministic else num_sms(x_fast.device), dot_precision(x_fast.dtype),
     )  # fmt: skip

@@ -40,6 +40,7 @@ import triton.language as tl
 
 from slowfast_fast import reference
 from slowfast_fast._layout import output_memory_format
+from slowfast_fast.ops import _validate
 from slowfast_fast.triton._common import (
     accumulator,
     capturing,
@@ -252,8 +253,13 @@ class _GatherPlan(NamedTuple):
 def _gather_plan(x: tuple, scales: tuple[float, ...], double_rule: bool) -> _GatherPlan:
     """The launch plan of :func:`_gather` for an input of this ``(shape, stride, dtype)``
     (:func:`_common.plan_key`); cached per process. Made from a meta tensor of exactly that shape and
-    those strides, so it cannot depend on anything outside its key."""
+    those strides, so it cannot depend on anything outside its key. It first checks the input and the
+    scales as the public ops do (a key that fails is not cached and fails again)."""
     x = meta_like(x)
+    _validate.check_resample_input(x)
+    names = ("slow_scale", "fast_scale") if len(scales) == 2 else ("scale_factor",)
+    for scale, name in zip(scales, names, strict=True):
+        _validate.check_resample_scale(x, scale, name)
     t_in = x.shape[2]
     fmt = output_memory_format(x)
     ys = tuple(_empty_frames(x, reference.resampled_length(t_in, s), fmt) for s in scales)
@@ -314,10 +320,12 @@ class _SumPlan(NamedTuple):
 
 
 @functools.lru_cache(maxsize=1024)
-def _sum_plan(grad_out: tuple, t_in: int) -> _SumPlan:
+def _sum_plan(grad_out: tuple, t_in: int, scale_factor: float) -> _SumPlan:
     """The launch plan of :func:`temporal_resample_backward` (cached per process, from a meta tensor
-    of exactly grad_out's ``(shape, stride, dtype)``, like :func:`_gather_plan`)."""
+    of exactly grad_out's ``(shape, stride, dtype)``, like :func:`_gather_plan`). Only its checks read
+    the scale: grad_out must have the frames that resampling t_in frames by it gives."""
     grad_out = meta_like(grad_out)
+    _validate.check_resample_backward(grad_out, t_in, scale_factor)
     fmt = output_memory_format(grad_out)
     grad_x = _empty_frames(grad_out, t_in, fmt)
     if grad_x.numel() == 0:
@@ -336,7 +344,7 @@ def _sum_plan(grad_out: tuple, t_in: int) -> _SumPlan:
 def temporal_resample_backward(grad_out: torch.Tensor, t_in: int, scale_factor: float) -> torch.Tensor:
     """Gradient of :func:`temporal_resample`: ``(N, C, t_in, H, W)`` whose frame ``t`` is the sum of the
     gradient frames copied from ``t`` (zeros where none was), in grad_out's memory format."""
-    plan = _sum_plan(plan_key(grad_out), t_in)
+    plan = _sum_plan(plan_key(grad_out), t_in, scale_factor)
     grad_x = torch.empty(plan.out_shape, dtype=grad_out.dtype, device=grad_out.device, memory_format=plan.fmt)
     if not plan.launches:
         return grad_x
