@@ -107,6 +107,12 @@ CONFIGS = {
         (2, 3, 8, 33, 33),
     ),
     "r18_with_cp": (dict(depth=18, base_channels=8, with_cp=True), (1, 3, 8, 33, 33)),
+    # An activation given as a class: mmcv's ConvModule picks the LeakyReLU init gain only for the string
+    # 'LeakyReLU', so here the convs get the ReLU gain (as in mmaction2), while the activation is LeakyReLU.
+    "r18_act_cfg_class_type": (
+        dict(depth=18, base_channels=8, act_cfg=dict(type=torch.nn.LeakyReLU, negative_slope=0.2)),
+        (1, 3, 8, 33, 33),
+    ),
 }
 
 

@@ -193,7 +193,9 @@ class ConvModule(nn.Module):
         return self.bn if self.with_norm else None
 
     def init_weights(self) -> None:
-        if self.with_activation and act_name(self.act_cfg) == "LeakyReLU":
+        # As mmcv's ConvModule: the LeakyReLU gain only for the string 'LeakyReLU'; an activation given
+        # as a class (type=nn.LeakyReLU) gets the ReLU gain there, so the same weights come out here.
+        if self.with_activation and self.act_cfg["type"] == "LeakyReLU":
             kaiming_init(self.conv, a=self.act_cfg.get("negative_slope", 0.01), nonlinearity="leaky_relu")
         else:
             kaiming_init(self.conv)
