@@ -69,6 +69,26 @@ def test_contender_a_little_off_is_rejected(dtype, seed):
         assert not verdict.ok and verdict.max_err > verdict.tol, (name, verdict)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+@pytest.mark.parametrize("dtype", list(_UNIT), ids=["bf16", "fp16"])
+def test_a_non_finite_reference_is_no_yardstick(dtype, bad):
+    """PyTorch's bf16 conv3d returns NaN at some shapes on some CPUs (an AMX Xeon, torch 2.14.1). Its
+    error made the tolerance NaN (every contender failed, correct ones too) or, for inf, infinite (any
+    contender passed). Now the reference's error is that of rounding the truth once: a contender that
+    rounds once passes, one 2.5% / 0.3% off fails, and the reference itself fails."""
+    x, w, truth, ref = _reduction(dtype, 0)
+    broken = ref.clone()
+    broken[3, 5] = bad
+    perm = torch.randperm(x.shape[1], generator=torch.Generator().manual_seed(7))
+    good = (x.float()[:, perm] @ w.float()[perm]).to(dtype)  # another summation order, rounded once
+    off = (ref.double() * (1 + _OFF[dtype])).to(dtype)
+    assert correctness.check([good], [broken], [truth]).ok
+    verdict = correctness.check([off], [broken], [truth])
+    assert not verdict.ok and verdict.max_err > verdict.tol, verdict
+    assert verdict.tol < 3.05 * _UNIT[dtype] * truth.abs().max().item()  # 2 x half an ulp + the floor
+    assert not correctness.check([broken], [broken], [truth]).ok
+
+
 # --- the benchmark's kernel cases, through kernels.run_case -----------------------------------------
 
 
