@@ -265,7 +265,9 @@ at::Tensor temporal_resample_backward_cuda(const at::Tensor& grad_out, int64_t t
                                 grad_out.options().memory_format(fmt));
   if (grad_x.numel() == 0) return grad_x;
   const at::Tensor go = grad_out.contiguous(fmt);
-  const auto [outer, inner] = rows_of(go, fmt);
+  // Not a structured binding: the dispatch lambda captures these, a C++20 feature (torch 2.11 builds as C++17).
+  const std::pair<int64_t, int64_t> rows = rows_of(go, fmt);
+  const int64_t outer = rows.first, inner = rows.second;
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(), "temporal_resample_backward_cuda", [&] {
     constexpr int V = kVec<scalar_t>;
