@@ -93,13 +93,10 @@ def _training(args):
 
 
 def _reference_crashes(shape: cases.LateralShape, dtype: torch.dtype) -> bool:
-    """The cases where the reference's own bf16 conv3d was seen to abort the process (heap
-    corruption; see ``backend.reference_bf16_conv_unsafe``): R50 4x16's layer3 at 14x14."""
-    return (
-        dtype is torch.bfloat16
-        and backend.reference_bf16_conv_unsafe(shape.c_fast, shape.stride)
-        and 12 <= shape.spatial <= 16
-    )
+    """The cases where the reference's own bf16 conv3d was seen to give NaN or abort the process (see
+    ``backend.reference_bf16_conv_unsafe``: k < stride, every R50 4x16 lateral), which ``auto`` keeps
+    on the kernels: nothing to compare there."""
+    return dtype is torch.bfloat16 and backend.reference_bf16_conv_unsafe(shape.kernel, shape.stride)
 
 
 def _geomean(values):
@@ -137,7 +134,7 @@ def main() -> None:
                         if _reference_crashes(shape, dtype):
                             print(
                                 f"{threads}T {config} {dtype_name} {layout} {shape.point}: skipped, the "
-                                "reference's bf16 conv3d corrupts the heap here "
+                                "reference's bf16 conv3d gives NaN or crashes here "
                                 "(backend.reference_bf16_conv_unsafe)",
                                 flush=True,
                             )

@@ -8,8 +8,8 @@ Backends:
     ``auto``       the first available for the tensor's device: CPU -> cpu; CUDA -> cuda, then triton.
                    On CPU, ``lateral_concat`` under ``auto`` runs the reference instead where the
                    compiled forward measured slower than it (:func:`cpu_lateral_beats_reference`:
-                   dtype, layout, k*C_fast, H*W, the CPU's native bf16 support; never where the
-                   reference's bf16 conv3d was seen to corrupt the heap,
+                   dtype, layout, k*C_fast, H*W, the CPU's native bf16 support; never where
+                   PyTorch's bf16 conv3d was seen to give NaN or crash, k < stride:
                    :func:`reference_bf16_conv_unsafe`), and the ``cpu`` backend's
                    forward picks its own path per call by a measured rule (csrc/cpu/lateral_concat.cpp).
                    On CUDA the compiled kernels come first: they cost nothing at start-up, where
@@ -185,32 +185,34 @@ _KERNELS_WIN_ON_CPU: dict[tuple[torch.dtype, bool], tuple[str, tuple[tuple[int, 
 }
 
 
-# Where the reference's own bf16 conv3d was seen to corrupt the heap (2026-11-30, torch 2.14.1 with
-# oneDNN 3.12 on an Intel Xeon with AMX: ``free(): invalid size`` / ``munmap_chunk(): invalid
-# pointer`` aborts, or a segfault, within 40 calls of plain ``F.conv3d``, either layout, 1 or 2
-# threads, batch 1 or 2): 128 input channels, 32 frames, temporal stride 8, k = 3 or 5, frames of
-# 12 to 16 pixels a side; R50 4x16's layer3 lateral at a 224x224 clip is one of them. Not seen with
-# 64 or 256 channels, stride 4 (8x8's k = 7), k = 1, 16 frames, or 7, 28, 56-pixel frames. ``auto``
-# never sends bf16 calls with at least 128 fast channels and stride >= 8 to the reference, whatever
-# it measures: the compiled kernels do not use that convolution.
-_REFERENCE_BF16_UNSAFE_CHANNELS = 128
-_REFERENCE_BF16_UNSAFE_STRIDE = 8
+# Where PyTorch's own bf16 conv3d (the reference's lateral conv) was seen to go wrong on the CPU: NaN,
+# results 70% off, or the process aborted by heap corruption (``free(): invalid size``) or a segfault,
+# whatever the layout or thread count. Seen with torch 2.14.1 (oneDNN 3.12) on an Intel Xeon with AMX
+# (2026-11-30, and the 2026-12-02 sweep in benchmarks/RESULTS.md: 1816 lateral-shaped convs, one
+# subprocess per case) exactly when the temporal kernel is shorter than the stride (k < stride, the
+# windows skip frames: k=3 or 5 at stride 8, k=3 at stride 4, k=5 at stride 16), from 4 channels up,
+# on frames of 7 to 20 pixels a side; not in every such shape (k=5 at stride 8 over 16 frames was
+# fine), and never with k >= stride (k=5, 7, 9 at stride 4, k=3 at 3, k=5 at 2, stride 1; 8x8's k=7 at
+# stride 4). R50 4x16's laterals (k=5, stride 8) are in that family, 8x8's (k=7, stride 4) are not.
+# ``auto`` never sends such bf16 calls to the reference, whatever it measures (the compiled kernels do
+# not use that convolution), and the differentiable paths that must use PyTorch's conv compute them in
+# fp32 (:func:`pytorch_conv_needs_fp32`). k = 1 at a stride > 1 was fine in the sweep and is kept in
+# the family anyway: it is the same strided, frame-skipping convolution.
+def reference_bf16_conv_unsafe(kernel: int, stride: int) -> bool:
+    """Whether a bf16 lateral conv3d of temporal ``kernel`` and ``stride`` falls in the family PyTorch
+    computed wrongly or crashed on, on the CPU (see above): ``kernel < stride``. ``auto`` keeps such
+    calls on the compiled kernels."""
+    return kernel < stride
 
 
-def reference_bf16_conv_unsafe(c_fast: int, stride: int) -> bool:
-    """Whether the reference's bf16 lateral conv3d falls in the family of shapes seen to corrupt
-    the heap on CPU (see above); ``auto`` keeps such calls on the compiled kernels."""
-    return c_fast >= _REFERENCE_BF16_UNSAFE_CHANNELS and stride >= _REFERENCE_BF16_UNSAFE_STRIDE
-
-
-def pytorch_conv_needs_fp32(x_fast: torch.Tensor, stride: int) -> bool:
+def pytorch_conv_needs_fp32(x_fast: torch.Tensor, weight: torch.Tensor, stride: int) -> bool:
     """Whether a lateral conv done by PyTorch (the paths that must be differentiable beyond first-order
-    reverse mode) has to run in fp32 on ``x_fast``: bf16 on the CPU at the shapes of
+    reverse mode) has to run in fp32 on ``x_fast``: bf16 on the CPU in the family of
     :func:`reference_bf16_conv_unsafe`."""
     return (
         x_fast.dtype is torch.bfloat16
         and x_fast.device.type == "cpu"
-        and reference_bf16_conv_unsafe(x_fast.shape[1], stride)
+        and reference_bf16_conv_unsafe(weight.shape[2], stride)
     )
 
 
@@ -243,7 +245,7 @@ def resolve_lateral_concat(
     name = _auto(x_slow.device)
     if name != "cpu" or not any(dtype is x_fast.dtype for dtype, _ in _KERNELS_WIN_ON_CPU):
         return name
-    if x_fast.dtype is torch.bfloat16 and reference_bf16_conv_unsafe(weight.shape[1], stride):
+    if x_fast.dtype is torch.bfloat16 and reference_bf16_conv_unsafe(weight.shape[2], stride):
         return name
     channels_last = not x_fast.is_contiguous() and x_fast.is_contiguous(memory_format=torch.channels_last_3d)
     reduction = weight.shape[1] * weight.shape[2]

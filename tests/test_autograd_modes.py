@@ -136,14 +136,14 @@ def test_forward_mode_ad_gives_the_reference_tangents(backend):
 
 def test_bf16_paths_through_pytorchs_conv_avoid_the_unsafe_bf16_conv(monkeypatch):
     """The differentiable backward and the forward-AD route run PyTorch's conv, whose bf16 conv3d
-    corrupted the heap on AMX CPUs at some shapes (``backend.reference_bf16_conv_unsafe``, which
+    gave NaN or crashed on AMX CPUs at some shapes (``backend.reference_bf16_conv_unsafe``, which
     ``auto`` keeps on the kernels): there they compute in fp32 and round. Here every shape is declared
     unsafe, and no bf16 conv3d may run; the results are the fp32 reference's, rounded."""
     import torch.nn.functional as F
 
     from slowfast_fast import backend as backend_module
 
-    monkeypatch.setattr(backend_module, "reference_bf16_conv_unsafe", lambda c_fast, stride: True)
+    monkeypatch.setattr(backend_module, "reference_bf16_conv_unsafe", lambda kernel, stride: True)
     conv_dtypes = []
     real_conv3d = F.conv3d
 

@@ -105,12 +105,42 @@ def test_auto_runs_the_reference_for_bf16_on_cpus_with_native_bf16(fmt, monkeypa
         assert backend.resolve_lateral_concat(*args[:3], 4) == "cpu"
     fp32 = _inputs(torch.float32, fmt)
     assert backend.resolve_lateral_concat(*fp32[:3], 8) == "cpu"
-    # 128 fast channels at stride 8: the family where the reference's bf16 conv3d corrupted the heap
-    assert backend.reference_bf16_conv_unsafe(128, 8)
+    # k = 7 < stride 8: the family where PyTorch's bf16 conv3d gave NaN or crashed; k >= stride is not
+    assert backend.reference_bf16_conv_unsafe(7, 8) and backend.reference_bf16_conv_unsafe(3, 4)
+    assert not backend.reference_bf16_conv_unsafe(7, 4) and not backend.reference_bf16_conv_unsafe(5, 5)
     assert backend.resolve_lateral_concat(*args[:3], 8) == "cpu"
     assert lateral_module._fast_route(*args, 8, 3, None, None, False, None) == "cpu"
+    thin = torch.randn(6, 128, 3, 1, 1).bfloat16()  # k = 3 at stride 4, 896 -> 384 reduction: unsafe
+    assert backend.resolve_lateral_concat(args[0], x_fast, thin, 4) == "cpu"
     monkeypatch.setattr(backend, "_CPU_FLAGS", frozenset({"avx512f"}))
     assert backend.resolve_lateral_concat(*args[:3], 4) == "cpu"
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last_3d])
+def test_auto_keeps_a_4x16_bf16_lateral_off_pytorchs_conv(fmt, monkeypatch):
+    """R50 4x16's layer1 lateral at the bench's CPU size (32 -> 64 channels, k=5, stride 8, 14x14
+    frames) in bf16: PyTorch's bf16 conv3d returned NaN there on an AMX Xeon (torch 2.14.1), and ``auto``
+    sent channels_last_3d calls to it (the reference measured faster). No bf16 conv3d may run now, and
+    the result is the fp32 computation's, rounded."""
+    import torch.nn.functional as F
+
+    monkeypatch.setattr(backend, "_CPU_FLAGS", frozenset({"avx512f", "avx512_bf16"}))
+    real_conv3d = F.conv3d
+
+    def no_bf16_conv(input, *args, **kwargs):
+        assert input.dtype is not torch.bfloat16, "a bf16 conv3d ran"
+        return real_conv3d(input, *args, **kwargs)
+
+    monkeypatch.setattr(F, "conv3d", no_bf16_conv)
+    g = torch.Generator().manual_seed(0)
+    x_slow = torch.randn(2, 64, 4, 14, 14, generator=g).bfloat16().contiguous(memory_format=fmt)
+    x_fast = torch.randn(2, 32, 32, 14, 14, generator=g).bfloat16().contiguous(memory_format=fmt)
+    weight = (torch.randn(64, 32, 5, 1, 1, generator=g) * 0.1).bfloat16()
+    assert backend.resolve_lateral_concat(x_slow, x_fast, weight, 8) == "cpu"
+    out = slowfast_fast.lateral_concat(x_slow, x_fast, weight, 8, 2)
+    truth = reference.lateral_concat(x_slow.float(), x_fast.float(), weight.float(), 8, 2)
+    # One bf16 rounding of fp32 sums: half an ulp, 2^-9 of the largest output, with room for the sums.
+    assert (out.float() - truth).abs().max() <= 2.0**-8 * truth.abs().max()
 
 
 @pytest.mark.parametrize(
@@ -173,16 +203,16 @@ def test_fast_route_to_the_reference_checks_shapes_and_matches_it(monkeypatch):
     reference itself."""
     monkeypatch.setattr(backend, "_CPU_FLAGS", frozenset({"avx512f", "avx512_bf16"}))
     gen = torch.Generator().manual_seed(5)
-    x_slow = torch.randn(2, 6, 4, 5, 3, generator=gen).bfloat16()
+    x_slow = torch.randn(2, 6, 8, 5, 3, generator=gen).bfloat16()
     x_fast = torch.randn(2, 64, 32, 5, 3, generator=gen).bfloat16()  # k*C_fast = 448: the reference
-    weight = torch.randn(6, 64, 7, 1, 1, generator=gen).bfloat16()
-    assert lateral_module._fast_route(x_slow, x_fast, weight, 8, 3, None, None, False, None) == "reference"
-    out = slowfast_fast.lateral_concat(x_slow, x_fast, weight, 8, 3)
-    assert torch.equal(out, reference.lateral_concat(x_slow, x_fast, weight, 8, 3))
+    weight = torch.randn(6, 64, 7, 1, 1, generator=gen).bfloat16()  # k = 7 >= stride 4 (8x8's lateral)
+    assert lateral_module._fast_route(x_slow, x_fast, weight, 4, 3, None, None, False, None) == "reference"
+    out = slowfast_fast.lateral_concat(x_slow, x_fast, weight, 4, 3)
+    assert torch.equal(out, reference.lateral_concat(x_slow, x_fast, weight, 4, 3))
     with pytest.raises(RuntimeError, match="H/W mismatch"):
-        slowfast_fast.lateral_concat(x_slow, x_fast[..., :2], weight, 8, 3)
+        slowfast_fast.lateral_concat(x_slow, x_fast[..., :2], weight, 4, 3)
     with pytest.raises(RuntimeError, match="padding must be in"):
-        slowfast_fast.lateral_concat(x_slow, x_fast, weight, 8, 7)
+        slowfast_fast.lateral_concat(x_slow, x_fast, weight, 4, 7)
 
 
 def test_fast_path_is_not_taken_where_it_would_change_meaning():

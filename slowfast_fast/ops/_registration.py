@@ -74,8 +74,8 @@ def _relu_mask(out: torch.Tensor, c_slow: int) -> torch.Tensor:
 
 def _reference_conv(x_fast: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
     """The lateral conv by PyTorch, differentiably; in fp32 (rounded back) for bf16 on the CPU at the
-    shapes whose bf16 conv3d corrupted the heap (``backend.pytorch_conv_needs_fp32``)."""
-    if _backend.pytorch_conv_needs_fp32(x_fast, stride):
+    shapes where its bf16 conv3d gave NaN or crashed (``backend.pytorch_conv_needs_fp32``)."""
+    if _backend.pytorch_conv_needs_fp32(x_fast, weight, stride):
         return _reference_conv(x_fast.float(), weight.float(), stride, padding).to(x_fast.dtype)
     return F.conv3d(x_fast, weight, stride=(stride, 1, 1), padding=(padding, 0, 0))
 

@@ -151,10 +151,10 @@ def _fast_route(x_slow, x_fast, weight, stride, padding, scale, shift, relu, bac
 def _reference_for_transforms(x_slow, x_fast, weight, stride, padding, scale, shift, relu):
     """The reference, which forward-mode AD and functorch's gradient transforms can see through (the
     kernels' ops cannot: :func:`_dispatch.reference_transform_active`). In bf16 on the CPU
-    at the shapes whose bf16 conv3d corrupted the heap (``backend.pytorch_conv_needs_fp32``; ``auto``
+    at the shapes where its bf16 conv3d gave NaN or crashed (``backend.pytorch_conv_needs_fp32``; ``auto``
     keeps them on the kernels) it computes in fp32 and rounds the result: the casts are
     differentiable too."""
-    if _backend.pytorch_conv_needs_fp32(x_fast, stride):
+    if _backend.pytorch_conv_needs_fp32(x_fast, weight, stride):
         up = [None if t is None else t.float() for t in (x_slow, x_fast, weight, scale, shift)]
         out = reference.lateral_concat(*up[:3], stride, padding, *up[3:], relu)
         return out.to(torch.bfloat16)
