@@ -37,7 +37,8 @@ def run_fresh(code: str) -> subprocess.CompletedProcess:
 )
 def test_readme_recipe_on_the_stock_wheel(tmp_path):
     """A fresh interpreter with no test stub: the shipped SlowFast config with README's two lines
-    builds a recognizer around our backbone, and DRN says why it is unavailable."""
+    builds a recognizer around our backbone, and DRN says why it is unavailable, also built from a
+    config (the placeholder is registered)."""
     switch = tmp_path / "switch.py"
     switch.write_text(
         f"_base_ = [{str(SHIPPED)!r}]\n"
@@ -57,12 +58,19 @@ try:
     DRN()
 except ImportError as exc:
     print("DRN:", exc)
+try:
+    MODELS.build(dict(type="DRN"))
+except ImportError as exc:
+    print("DRN from a config:", exc)
 """
     result = run_fresh(code)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
-    assert lines[-2] == "Recognizer3D slowfast_fast.models.resnet3d_slowfast 4", result.stdout
-    assert lines[-1].startswith("DRN: this mmaction2 installation has no mmaction/models/localizers/drn")
+    assert lines[-3] == "Recognizer3D slowfast_fast.models.resnet3d_slowfast 4", result.stdout
+    assert lines[-2].startswith("DRN: this mmaction2 installation has no mmaction/models/localizers/drn")
+    # mmengine's build prefixes the class it failed to build: the placeholder's reason is in it
+    assert lines[-1].startswith("DRN from a config:")
+    assert "localizers/drn (the 1.2.0 wheel omits it)" in lines[-1]
 
 
 def test_no_placeholder_when_drn_exists(mmaction_backbones, monkeypatch, tmp_path):

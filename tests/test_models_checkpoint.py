@@ -209,3 +209,25 @@ def test_load_mmaction_checkpoint_refuses_pickled_objects_unless_trusted(tmp_pat
     with pytest.raises(RuntimeError, match="weights_only"):
         load_mmaction_checkpoint(model, path)
     assert load_mmaction_checkpoint(model, path, weights_only=False) == []
+    with pytest.raises(RuntimeError, match="holds pickled objects besides tensors"):
+        load_mmaction_checkpoint(model, path)
+
+
+def test_a_file_that_is_no_checkpoint_is_reported_as_such(tmp_path):
+    """A failed download's HTML page: not "pickled objects" with advice to unpickle it (which fails too)."""
+    model = ResNet3dSlowFast(**copy.deepcopy(SMALL))
+    path = tmp_path / "slowfast.pth"
+    path.write_text("<html><body>404 Not Found</body></html>")
+    with pytest.raises(RuntimeError, match=r"could not be read as a PyTorch checkpoint \(") as info:
+        load_mmaction_checkpoint(model, path)
+    assert "pickled objects" not in str(info.value)
+
+
+def test_weights_only_false_is_refused_where_mmengine_loads(tmp_path):
+    """mmengine's loaders (any scheme but http(s)) call torch.load with its default, weights_only=True:
+    ``weights_only=False`` cannot reach them, so it is refused with what to do instead of a pickling error
+    that contradicts the argument."""
+    from slowfast_fast.models.checkpoint import load_checkpoint_file
+
+    with pytest.raises(ValueError, match="download the file and pass its local path"):
+        load_checkpoint_file("s3://bucket/slowfast.pth", weights_only=False)

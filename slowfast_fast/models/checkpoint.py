@@ -17,25 +17,39 @@ import torch.nn as nn
 def load_checkpoint_file(path: str | os.PathLike, weights_only: bool = True) -> Mapping:
     """Load a checkpoint onto the CPU from a local path or an http(s) URL.
 
-    Other URL schemes (``torchvision://``, ``open-mmlab://``, ...) are resolved by mmengine when it
-    is installed. ``weights_only=True`` (the default) refuses pickled Python objects other than
-    tensors and containers; pass False only for files you trust.
+    Other URL schemes (``torchvision://``, ``open-mmlab://``, ``s3://``, ...) are resolved by mmengine
+    when it is installed; its loaders call ``torch.load`` with torch's default, ``weights_only=True``,
+    so ``weights_only=False`` is refused for them (download the file and pass its path).
+    ``weights_only=True`` (the default) refuses pickled Python objects other than tensors and
+    containers; pass False only for files you trust.
     """
     name = os.fspath(path)
     try:
         if name.startswith(("http://", "https://")):
             return torch.hub.load_state_dict_from_url(name, map_location="cpu", weights_only=weights_only)
         if "://" in name:
+            if not weights_only:
+                raise ValueError(
+                    f"weights_only=False cannot reach mmengine's loader for {name!r} (it loads with "
+                    "torch's default, weights_only=True): download the file and pass its local path"
+                )
             return _load_with_mmengine(name)
         return torch.load(os.path.expanduser(name), map_location="cpu", weights_only=weights_only)
-    except Exception as exc:
-        if weights_only and isinstance(exc, pickle.UnpicklingError):
+    except pickle.UnpicklingError as exc:
+        if not weights_only:
+            raise
+        text = str(exc)
+        if "Unsupported global" in text:
             raise RuntimeError(
                 f"{name} holds pickled objects besides tensors, which weights_only loading refuses. "
                 "If you trust the file, load it with torch.load(..., weights_only=False) and pass the "
                 "resulting dict (e.g. to load_mmaction_checkpoint)."
             ) from exc
-        raise
+        # Not a checkpoint at all (a failed download's HTML page, a truncated file): say so, with
+        # torch's own reason, rather than advising to unpickle it.
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+        reason = detail.group(1).strip() if detail else text.splitlines()[0]
+        raise RuntimeError(f"{name} could not be read as a PyTorch checkpoint ({reason})") from exc
 
 
 def _load_with_mmengine(name: str) -> Mapping:

@@ -8,7 +8,8 @@ In an mmaction2 config::
 mmaction2 1.2.0's wheel omits ``mmaction/models/localizers/drn/``, which ``mmaction.models`` imports,
 so on that wheel ``import mmaction.models`` (and every config build) fails. When, and only when,
 that folder is missing, importing this module puts a placeholder ``DRN`` in its place: the rest of
-``mmaction.models`` then imports; building a DRN raises an error that says why. Import this module
+``mmaction.models`` then imports; building a DRN (directly, or from a config: the placeholder is
+registered as ``DRN``) raises an error that says why. Import this module
 before anything imports ``mmaction.models`` (a config's ``custom_imports`` does).
 """
 
@@ -61,3 +62,8 @@ from mmaction.registry import MODELS  # noqa: E402  (after the shim: nothing abo
 from slowfast_fast.models.resnet3d_slowfast import ResNet3dSlowFast  # noqa: E402
 
 MODELS.register_module(name="FastResNet3dSlowFast", module=ResNet3dSlowFast)
+
+# The real DRN registers itself when its module imports; the placeholder is registered here, so that a
+# config asking for type='DRN' gets the placeholder's explanation rather than "not in the registry".
+if getattr(sys.modules.get(_DRN_PACKAGE + ".drn"), "DRN", None) is DRN and "DRN" not in MODELS.module_dict:
+    MODELS.register_module(name="DRN", module=DRN)
