@@ -84,3 +84,25 @@ def test_fp64_training_step_matches_ncdhw():
 def test_rejects_non_module():
     with pytest.raises(TypeError, match="nn.Module"):
         to_channels_last_3d(torch.zeros(1))
+
+
+@pytest.mark.parametrize("kind", [list, tuple])
+def test_a_two_pathway_input_is_converted_too(kind):
+    """``[x_slow, x_fast]`` (the PySlowFast convention): both clips reach the model in channels_last_3d
+    (the hook converted a single clip only), and the step computes what the NCDHW model computes."""
+    ref = _model(torch.float64)
+    ours = to_channels_last_3d(copy.deepcopy(ref))
+    seen = []
+    ours.register_forward_pre_hook(lambda module, args: seen.append(args[0]))  # runs after the converter
+    pair = kind((clip((2, 3, 2, 32, 32), dtype=torch.float64), clip((2, 3, 16, 32, 32), dtype=torch.float64)))
+    outs = {}
+    for name, model in (("ref", ref), ("ours", ours)):
+        out = model(pair)
+        sum(o.square().mean() for o in out).backward()
+        outs[name] = list(out) + [p.grad for p in model.parameters() if p.grad is not None]
+    assert len(outs["ours"]) == len(outs["ref"]) > 2
+    for got, want in zip(outs["ours"], outs["ref"], strict=True):
+        assert rel_err(got, want) <= 1e-10
+    assert seen and all(type(arg) is kind and len(arg) == 2 for arg in seen)
+    assert all(t.is_contiguous(memory_format=CL) for arg in seen for t in arg)
+    assert not any(t.is_contiguous(memory_format=CL) for t in pair)  # the caller's clips are untouched

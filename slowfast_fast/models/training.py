@@ -25,9 +25,19 @@ def convert_5d_tensors(model: nn.Module) -> nn.Module:
 
 
 def _input_to_channels_last(module: nn.Module, args: tuple) -> tuple | None:
-    """Forward pre-hook: the clip (the first argument, when it is a 5-D tensor) in channels_last_3d."""
-    if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 5:
-        return (args[0].contiguous(memory_format=_CL), *args[1:])
+    """Forward pre-hook: the clip (the first argument, when it is a 5-D tensor), or each clip of a
+    ``[x_slow, x_fast]`` pair (a list or tuple of 5-D tensors, kept as that type), in channels_last_3d."""
+    if not args:
+        return None
+    first = args[0]
+    if isinstance(first, torch.Tensor) and first.dim() == 5:
+        return (first.contiguous(memory_format=_CL), *args[1:])
+    if (
+        isinstance(first, (list, tuple))
+        and first
+        and all(isinstance(t, torch.Tensor) and t.dim() == 5 for t in first)
+    ):
+        return (type(first)(t.contiguous(memory_format=_CL) for t in first), *args[1:])
     return None
 
 
@@ -35,7 +45,8 @@ def to_channels_last_3d(model: nn.Module, convert_input: bool = True) -> nn.Modu
     """Put ``model`` (in place; returned for chaining) in ``torch.channels_last_3d`` for training.
 
     Its 5-D parameters and buffers are converted, so their gradients come out in that layout too;
-    with ``convert_input`` a forward pre-hook also converts the input clip once on entry (without
+    with ``convert_input`` a forward pre-hook also converts the input clip (or both clips of an
+    ``[x_slow, x_fast]`` input) once on entry (without
     it, the first conv's output is already channels_last_3d, as its weight is). Call it before
     creating the optimizer (whose state takes the parameters' layout) and before wrapping the model
     in DistributedDataParallel. Calling it again does not add a second hook.
