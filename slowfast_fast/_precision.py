@@ -17,7 +17,14 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["conv_precision_settings", "conv_allows_tf32"]
+__all__ = ["autocast_enabled", "conv_precision_settings", "conv_allows_tf32"]
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """``torch.is_autocast_enabled(device_type)``, False on the meta device (shape inference, models
+    built under ``torch.device("meta")``), where it raises: meta has no autocast. Not
+    ``torch.amp.is_autocast_available``, which torch 2.11's dynamo cannot trace."""
+    return device_type != "meta" and torch.is_autocast_enabled(device_type)
 
 
 def conv_precision_settings() -> tuple[str, ...] | None:

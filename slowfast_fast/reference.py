@@ -149,7 +149,12 @@ def temporal_resample(x: torch.Tensor, scale_factor: float) -> torch.Tensor:
         if transform_active():
             return out
         return out.contiguous(memory_format=output_memory_format(x))
-    return F.interpolate(x, mode="nearest", scale_factor=(scale_factor, 1.0, 1.0))
+    out = F.interpolate(x, mode="nearest", scale_factor=(scale_factor, 1.0, 1.0))
+    if transform_active():
+        return out
+    # F.interpolate picks its output layout by its own rule (a sliced channels_last_3d input gave a
+    # channels_last_3d result in fp32, a contiguous one in fp64); the ops' contract is output_memory_format.
+    return out.contiguous(memory_format=output_memory_format(x))
 
 
 def pathway_split(x: torch.Tensor, slow_scale: float, fast_scale: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -255,3 +255,13 @@ def test_unknown_pathway_type_raises():
         ResNet3dSlowFast(fast_pathway=dict(type="bninception"))
     with pytest.raises(TypeError, match='"type"'):
         ResNet3dSlowFast(fast_pathway=dict(depth=50))
+
+
+def test_shape_inference_on_the_meta_device():
+    """A model built and run under ``torch.device("meta")`` (shape inference without memory): the fused
+    laterals' autocast check raised "unknown device type for autocast" there."""
+    with torch.device("meta"):
+        model = ResNet3dSlowFast(pretrained=None)
+        x_slow, x_fast = model(torch.empty(1, 3, 32, 64, 64))
+    assert x_slow.device.type == x_fast.device.type == "meta"
+    assert x_slow.shape == (1, 2048, 4, 2, 2) and x_fast.shape == (1, 256, 32, 2, 2)

@@ -563,3 +563,47 @@ def test_package_works_without_compiled_library():
     assert warned == "1"
     assert "cpu" not in backends and "reference" in backends
     assert equal == "True"
+
+
+def test_an_unknown_backend_name_is_refused_also_where_no_backend_runs():
+    """An identity resample returns x without choosing a backend: a misspelt name passed silently there
+    and raised at any other scale."""
+    x = torch.randn(1, 2, 4, 3, 3)
+    with pytest.raises(ValueError, match="unknown slowfast_fast backend 'cuda_'"):
+        temporal_resample(x, 1.0, backend="cuda_")
+    with pytest.raises(ValueError, match="unknown slowfast_fast backend"):
+        pathway_split(x, 1.0, 1.0, backend="Reference")
+    with pytest.raises(ValueError, match="unknown slowfast_fast backend"):
+        slowfast_fast.ops.pathway_inputs(x, 4, 4, backend="fast")
+    assert temporal_resample(x, 1.0, backend="reference") is x
+
+
+def test_ops_run_on_meta_tensors():
+    """Shape inference on the meta device (and models built under ``torch.device("meta")``): the
+    autocast check raised there ("unknown device type for autocast"), on every backend."""
+    x_slow, x_fast, weight = (t.to("meta") for t in _lateral_inputs(2, 4, 3, 6, 32, 5, 7, 5, 8, 2))
+    for backend in (None, "reference"):
+        out = lateral_concat(x_slow, x_fast, weight, 8, 2, backend=backend)
+        assert out.device.type == "meta" and out.shape == (2, 10, 4, 5, 7)
+    scale = torch.ones(6, device="meta")
+    assert lateral_concat(x_slow, x_fast, weight, 8, 2, scale, scale, True).shape == (2, 10, 4, 5, 7)
+    assert temporal_resample(x_fast, 0.25).shape == (2, 3, 8, 5, 7)
+
+
+@pytest.mark.parametrize("backend", ["reference", *KERNEL_BACKENDS])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_resampling_a_sliced_channels_last_clip_gives_the_documented_layout(backend, dtype):
+    """A channels_last_3d clip sliced along W is dense in neither format: every backend's output is
+    contiguous (``output_memory_format``). The reference returned F.interpolate's own choice, which was
+    channels_last_3d in fp32 and contiguous in fp64."""
+    _require(backend)
+    from slowfast_fast._layout import output_memory_format
+
+    clip = torch.randn(2, 3, 8, 5, 6, dtype=dtype).contiguous(memory_format=torch.channels_last_3d)
+    for x in (clip[..., ::2], clip[:, :, ::2], clip[:, :2]):
+        fmt = output_memory_format(x)
+        assert fmt == torch.contiguous_format
+        out = temporal_resample(x, 0.5, backend=backend)
+        assert torch.equal(out, x[:, :, ::2]) and out.is_contiguous(memory_format=fmt)
+        slow, fast = pathway_split(x, 0.25, 0.5, backend=backend)
+        assert slow.is_contiguous(memory_format=fmt) and fast.is_contiguous(memory_format=fmt)

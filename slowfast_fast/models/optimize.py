@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._pytree import tree_flatten, tree_map
 
+from slowfast_fast._precision import autocast_enabled
 from slowfast_fast.models.blocks import _ResidualBlock
 from slowfast_fast.models.layers import ConvModule, folded_batch_norm, uses_batch_stats
 from slowfast_fast.models.resnet3d_slowfast import ResNet3dPathway
@@ -144,7 +145,7 @@ class FoldedConv3d(nn.Module):
             and x.dtype == self.weight.dtype
             and torch.backends.mkldnn.enabled
             # Autocast does not reach oneDNN's op: F.conv3d under autocast computes what the original does.
-            and not torch.is_autocast_enabled(x.device.type)
+            and not autocast_enabled(x.device.type)
             # oneDNN's op has no autograd formula: any input that needs a gradient takes F.conv3d.
             and not (
                 torch.is_grad_enabled()

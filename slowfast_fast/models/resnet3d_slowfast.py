@@ -17,6 +17,7 @@ from torch.nn.modules import module as _module
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from slowfast_fast import ops
+from slowfast_fast._precision import autocast_enabled
 from slowfast_fast.models.checkpoint import (
     load_checkpoint_file,
     load_state_dict_like_mmengine,
@@ -199,7 +200,7 @@ def _as_module_path_under_autocast(
     module's conv gives the autocast dtype and its BN keeps it, so ``cat`` gives
     ``promote(x_slow, autocast dtype)`` (bf16 for a bf16 slow pathway), as mmaction2 does."""
     device_type = x_fast.device.type
-    if not torch.is_autocast_enabled(device_type) or x_fast.dtype == torch.float64:
+    if not autocast_enabled(device_type) or x_fast.dtype == torch.float64:
         return out
     want = torch.promote_types(x_slow.dtype, torch.get_autocast_dtype(device_type))
     return out if out.dtype == want else out.to(want)

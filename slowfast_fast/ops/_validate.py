@@ -19,6 +19,8 @@ from collections.abc import Callable
 import torch
 from torch.fx.experimental.symbolic_shapes import guard_or_true
 
+from slowfast_fast import backend as _backend
+
 
 def _require(condition: bool, message: Callable[[], str]) -> None:
     if not condition:
@@ -64,9 +66,12 @@ def check_int(value: object, name: str, meaning: str) -> None:
 
 
 def check_backend_arg(backend: object) -> None:
-    _require_type(
-        backend is None or isinstance(backend, str), "backend", "a backend name (str) or None", backend
-    )
+    """A ``backend=`` argument: None or a known backend name (a ValueError otherwise, also where the call
+    would not need a backend: an identity resample returns its input without choosing one)."""
+    if backend is None:
+        return
+    _require_type(isinstance(backend, str), "backend", "a backend name (str) or None", backend)
+    _backend._validate(backend)
 
 
 def check_lateral_concat_types(

@@ -16,6 +16,7 @@ import torch
 
 from slowfast_fast import backend as _backend
 from slowfast_fast import reference
+from slowfast_fast._precision import autocast_enabled
 from slowfast_fast.ops import _validate
 from slowfast_fast.ops._dispatch import (
     DIRECT_KEYS,
@@ -34,7 +35,7 @@ def _autocast_inputs(x_slow, x_fast, weight, scale, shift):
     and everything is computed in the dtype the reference's result has; scale and shift are not
     rounded (the reference multiplies by them as they are)."""
     device_type = x_slow.device.type
-    if not torch.is_autocast_enabled(device_type):
+    if not autocast_enabled(device_type):
         return x_slow, x_fast, weight, scale, shift
     low = torch.get_autocast_dtype(device_type)
     if not x_fast.is_floating_point() or x_fast.dtype == torch.float64:
