@@ -14,6 +14,32 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+def _fix_triton_interpreter_index() -> None:
+    """Triton's interpreter before 3.7 (3.6: the GPU machine's, with torch 2.11) makes a scalar's
+    ``__index__`` ``int(array_of_one)``, a TypeError since NumPy 2.4, so every kernel with a runtime loop
+    bound (``range(count)``) fails under TRITON_INTERPRET (triton-lang/triton#9171, fixed by #9172).
+    Re-patch it as the fix does: ``int(data.squeeze())``."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return
+    try:
+        from triton.runtime import interpreter
+    except ImportError:
+        return
+    patch = getattr(interpreter, "_patch_lang_tensor", None)
+    if patch is None or getattr(patch, "_slowfast_fast_fixed", False):
+        return
+
+    def _patch_lang_tensor(tensor, scope):
+        patch(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    _patch_lang_tensor._slowfast_fast_fixed = True
+    interpreter._patch_lang_tensor = _patch_lang_tensor
+
+
+_fix_triton_interpreter_index()
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

@@ -425,6 +425,11 @@ def _check_sass_was_read(rows: list[dict]) -> None:
 
 def test_no_spills(compiled_kernels):
     _check_sass_was_read(compiled_kernels)
+    if compiled_kernels[0]["triton"].startswith(SECOND_TRITON_VERSION):
+        # This environment has the GPU machine's Triton (torch 2.11): it saves a few values around the
+        # backward's loops (see the module docstring), so its rule is the second Triton's.
+        _check_no_spills_inside_loops(compiled_kernels)
+        return
     spilling = [
         f"{_describe(r)}: STACK {r['STACK']} LOCAL {r['LOCAL']}"
         for r in compiled_kernels
@@ -449,21 +454,25 @@ def test_second_triton_compiles_every_kernel(second_triton_kernels):
 
 
 def test_second_triton_spills_nothing_inside_a_loop(second_triton_kernels):
+    _check_sass_was_read(second_triton_kernels)
+    _check_no_spills_inside_loops(second_triton_kernels)
+
+
+def _check_no_spills_inside_loops(rows: list[dict]) -> None:
     """The GEMM kernels' loops are found (so the check below is not vacuous), no local load or store
     lies inside any loop, a kernel that spills has no calls or indirect jumps (whose code the loop spans
     would not place), and what spills around the loops stays within :data:`SECOND_TRITON_STACK`."""
-    _check_sass_was_read(second_triton_kernels)
     # The backward kernel has two: grad_input's K loop and grad_weight's pixel loop.
     for kernel, loops in (
         ("_lateral_concat_kernel", 1),
         ("_backward_kernel", 2),
         ("_grad_weight_reduce_kernel", 1),
     ):
-        assert all(r["LOOPS"] >= loops for r in second_triton_kernels if r["kernel"] == kernel), kernel
+        assert all(r["LOOPS"] >= loops for r in rows if r["kernel"] == kernel), kernel
     bad = [
         f"{_describe(r)}: STACK {r['STACK']} LOCAL {r['LOCAL']}, {r['LOOP_LOCAL_OPS']} of "
         f"{r['LOCAL_OPS']} local accesses inside a loop"
-        for r in second_triton_kernels
+        for r in rows
         if r["LOOP_LOCAL_OPS"]
         or r["LOCAL"]
         or r["STACK"] > SECOND_TRITON_STACK
