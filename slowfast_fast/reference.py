@@ -146,14 +146,12 @@ def temporal_resample(x: torch.Tensor, scale_factor: float) -> torch.Tensor:
     same_length = resampled_length(t_in, scale_factor) == t_in
     if (same_length or double_rule) and not is_identity_resample(t_in, scale_factor):
         out = x.index_select(2, source_frame_indices(t_in, scale_factor, x.device, double_rule))
-        if transform_active():
-            return out
-        return out.contiguous(memory_format=output_memory_format(x))
-    out = F.interpolate(x, mode="nearest", scale_factor=(scale_factor, 1.0, 1.0))
+    else:
+        out = F.interpolate(x, mode="nearest", scale_factor=(scale_factor, 1.0, 1.0))
     if transform_active():
         return out
-    # F.interpolate picks its output layout by its own rule (a sliced channels_last_3d input gave a
-    # channels_last_3d result in fp32, a contiguous one in fp64); the ops' contract is output_memory_format.
+    # Neither op follows the ops' layout contract by itself (F.interpolate gave a sliced channels_last_3d
+    # input a channels_last_3d result in fp32, a contiguous one in fp64): output_memory_format does.
     return out.contiguous(memory_format=output_memory_format(x))
 
 
